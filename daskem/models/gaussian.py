@@ -1,0 +1,412 @@
+"""Gaussian building blocks shared by every model with Gaussian components.
+
+Covariance types are a lookup table of plain functions (:data:`COVARIANCE_TYPES`), the
+way scikit-learn's ``sklearn/mixture`` does it, not a class hierarchy. Shapes, as in
+scikit-learn, for ``k`` components and ``d`` features:
+
+============  ===================  =================================
+type          covariances          precisions_cholesky
+============  ===================  =================================
+full          (k, d, d)            (k, d, d), precision = L @ L.T
+tied          (d, d)               (d, d)
+diag          (k, d)               (k, d), precision = L ** 2
+spherical     (k,)                 (k,)
+============  ===================  =================================
+
+Numerics: data are centred on a reference point ``c`` before anything else, so data far
+from the origin lose no precision; precisions are kept as Cholesky factors and no
+covariance is ever inverted; log-determinants come from the factors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import linalg
+
+from daskem.errors import NumericalError
+
+FloatArray = NDArray[np.float64]
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def _singular_message(component: int | None, reg_covar: float) -> str:
+    where = "the tied covariance" if component is None else f"the covariance of component {component}"
+    return (
+        f"Fitting failed because {where} is not positive definite (it collapsed onto too few "
+        f"distinct points, or features are constant or collinear) with reg_covar={reg_covar!r}. "
+        "Increase reg_covar (e.g. reg_covar=1e-3), reduce n_components, or scale the features."
+    )
+
+
+def _chol_precision_from_cov(cov: FloatArray, component: int | None, reg_covar: float) -> FloatArray:
+    try:
+        cov_chol = linalg.cholesky(cov, lower=True)
+    except linalg.LinAlgError:
+        raise NumericalError(_singular_message(component, reg_covar)) from None
+    d = cov.shape[0]
+    return np.asarray(linalg.solve_triangular(cov_chol, np.eye(d), lower=True).T)
+
+
+def _chol_precision_from_precision(prec: FloatArray, component: int | None) -> FloatArray:
+    try:
+        return np.asarray(linalg.cholesky(prec, lower=True))
+    except linalg.LinAlgError:
+        where = "precisions_init" if component is None else f"precisions_init[{component}]"
+        raise NumericalError(
+            f"{where} is not symmetric positive definite; pass a valid precision matrix."
+        ) from None
+
+
+def _cov_from_chol_precision(prec_chol: FloatArray) -> FloatArray:
+    # covariance = (L L^T)^-1 = L^-T L^-1, through a triangular solve, not an inverse.
+    d = prec_chol.shape[0]
+    inv = np.asarray(linalg.solve_triangular(prec_chol, np.eye(d), lower=True))
+    return np.asarray(inv.T @ inv)
+
+
+@dataclass(frozen=True)
+class CovarianceType:
+    """The functions that make up one covariance type.
+
+    Attributes
+    ----------
+    name : str
+        ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
+    moment_shape : callable
+        ``(k, d) -> shape`` of the second-moment statistic.
+    log_prob_offsets : callable
+        Fills ``out`` of shape (t, k, d) with the whitened residuals ``(x - mu_k) L_k``
+        of a centred tile; the squared norm over the last axis is the Mahalanobis term.
+    second_moment : callable
+        The second-moment statistic of a centred tile weighted by responsibilities.
+    covariance : callable
+        Covariances from the statistics (see :func:`covariances_from_moments`).
+    """
+
+    name: str
+    moment_shape: Callable[[int, int], tuple[int, ...]]
+    precision_cholesky: Callable[[FloatArray, float], FloatArray]
+    precision_cholesky_from_precisions: Callable[[FloatArray], FloatArray]
+    covariance_from_precision_cholesky: Callable[[FloatArray], FloatArray]
+    precisions: Callable[[FloatArray], FloatArray]
+    log_det: Callable[[FloatArray, int], FloatArray]
+    n_cov_parameters: Callable[[int, int], int]
+    whitening: Callable[[FloatArray, FloatArray, int], tuple[FloatArray, FloatArray]]
+    second_moment: Callable[[FloatArray, FloatArray, FloatArray], None]
+    covariance: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, float], FloatArray]
+    shape: Callable[[int, int], tuple[int, ...]]
+
+
+# --- precision Cholesky factors -------------------------------------------------------
+
+
+def _full_prec_chol(cov: FloatArray, reg: float) -> FloatArray:
+    return np.stack([_chol_precision_from_cov(c, i, reg) for i, c in enumerate(cov)])
+
+
+def _tied_prec_chol(cov: FloatArray, reg: float) -> FloatArray:
+    return _chol_precision_from_cov(cov, None, reg)
+
+
+def _diagonal_prec_chol(cov: FloatArray, reg: float) -> FloatArray:
+    bad = np.flatnonzero(np.reshape(~(cov > 0.0), (cov.shape[0], -1)).any(axis=1))
+    if bad.size:
+        raise NumericalError(_singular_message(int(bad[0]), reg))
+    return np.asarray(1.0 / np.sqrt(cov))
+
+
+def _full_from_prec(prec: FloatArray) -> FloatArray:
+    return np.stack([_chol_precision_from_precision(p, i) for i, p in enumerate(prec)])
+
+
+def _tied_from_prec(prec: FloatArray) -> FloatArray:
+    return _chol_precision_from_precision(prec, None)
+
+
+def _diagonal_from_prec(prec: FloatArray) -> FloatArray:
+    if not np.all(prec > 0.0):
+        raise NumericalError("precisions_init must be strictly positive for this covariance_type.")
+    return np.asarray(np.sqrt(prec))
+
+
+# --- whitening: residual (x - mu_k) L_k of a centred tile, as a matrix product ------------
+
+
+def _full_whitening(prec_chol: FloatArray, offsets: FloatArray, d: int) -> tuple[FloatArray, FloatArray]:
+    # One (d, k*d) matrix: the E-step of all components is a single BLAS product.
+    k = offsets.shape[0]
+    stacked = np.ascontiguousarray(prec_chol.transpose(1, 0, 2).reshape(d, k * d))
+    bias = np.einsum("kd,kde->ke", offsets, prec_chol).reshape(k * d)
+    return stacked, bias
+
+
+def _tied_whitening(prec_chol: FloatArray, offsets: FloatArray, d: int) -> tuple[FloatArray, FloatArray]:
+    k = offsets.shape[0]
+    return _full_whitening(np.broadcast_to(prec_chol, (k, d, d)), offsets, d)
+
+
+def _diag_whitening(prec_chol: FloatArray, offsets: FloatArray, d: int) -> tuple[FloatArray, FloatArray]:
+    # Diagonal factors are kept as (k, d) scales; applied by broadcasting, not a product.
+    scales = np.broadcast_to(prec_chol.reshape(prec_chol.shape[0], -1), offsets.shape)
+    return np.ascontiguousarray(scales), (offsets * scales).reshape(-1)
+
+
+# --- second moments of a centred tile, accumulated into ``out`` ----------------------------
+
+
+def _full_moment(xs: FloatArray, resp: FloatArray, out: FloatArray) -> None:
+    t, d = xs.shape
+    k = resp.shape[1]
+    weighted = (resp[:, :, None] * xs[:, None, :]).reshape(t, k * d)
+    out += (weighted.T @ xs).reshape(k, d, d)
+
+
+def _tied_moment(xs: FloatArray, resp: FloatArray, out: FloatArray) -> None:
+    out += xs.T @ xs
+
+
+def _diag_moment(xs: FloatArray, resp: FloatArray, out: FloatArray) -> None:
+    out += resp.T @ (xs * xs)
+
+
+# --- covariances from centred moments ----------------------------------------------------
+#
+# With offsets a_k = s_k / nk_k of the new means from the reference c, the weighted scatter
+# around the new mean is  S_k - s_k a_k^T - a_k s_k^T + r_k a_k a_k^T  (r_k: the exact
+# responsibility sum, nk_k = r_k + 10 eps as in scikit-learn).
+
+
+def _full_cov(nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, moment: FloatArray, reg: float) -> FloatArray:
+    sa = s[:, :, None] * a[:, None, :]
+    scatter = moment - sa - sa.transpose(0, 2, 1) + r[:, None, None] * a[:, :, None] * a[:, None, :]
+    cov = scatter / nk[:, None, None]
+    d = s.shape[1]
+    cov[:, np.arange(d), np.arange(d)] += reg
+    return np.asarray(cov)
+
+
+def _tied_cov(nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, moment: FloatArray, reg: float) -> FloatArray:
+    sa = s.T @ a
+    scatter = moment - sa - sa.T + (a * r[:, None]).T @ a
+    cov = scatter / nk.sum()
+    cov.flat[:: cov.shape[0] + 1] += reg
+    return np.asarray(cov)
+
+
+def _diag_cov(nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, moment: FloatArray, reg: float) -> FloatArray:
+    return np.asarray((moment - 2.0 * a * s + r[:, None] * a * a) / nk[:, None] + reg)
+
+
+def _spherical_cov(nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, moment: FloatArray, reg: float) -> FloatArray:
+    return np.asarray(_diag_cov(nk, r, s, a, moment, reg).mean(axis=1))
+
+
+def _full_log_det(prec_chol: FloatArray, d: int) -> FloatArray:
+    return np.asarray(np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)).sum(axis=-1))
+
+
+def _diag_log_det(prec_chol: FloatArray, d: int) -> FloatArray:
+    return np.asarray(np.log(prec_chol).sum(axis=1))
+
+
+def _spherical_log_det(prec_chol: FloatArray, d: int) -> FloatArray:
+    return np.asarray(d * np.log(prec_chol))
+
+
+COVARIANCE_TYPES: dict[str, CovarianceType] = {
+    "full": CovarianceType(
+        name="full",
+        moment_shape=lambda k, d: (k, d, d),
+        precision_cholesky=_full_prec_chol,
+        precision_cholesky_from_precisions=_full_from_prec,
+        covariance_from_precision_cholesky=lambda pc: np.stack([_cov_from_chol_precision(p) for p in pc]),
+        precisions=lambda pc: np.asarray(pc @ pc.transpose(0, 2, 1)),
+        log_det=_full_log_det,
+        n_cov_parameters=lambda k, d: k * d * (d + 1) // 2,
+        whitening=_full_whitening,
+        second_moment=_full_moment,
+        covariance=_full_cov,
+        shape=lambda k, d: (k, d, d),
+    ),
+    "tied": CovarianceType(
+        name="tied",
+        moment_shape=lambda k, d: (d, d),
+        precision_cholesky=_tied_prec_chol,
+        precision_cholesky_from_precisions=_tied_from_prec,
+        covariance_from_precision_cholesky=_cov_from_chol_precision,
+        precisions=lambda pc: np.asarray(pc @ pc.T),
+        log_det=_full_log_det,
+        n_cov_parameters=lambda k, d: d * (d + 1) // 2,
+        whitening=_tied_whitening,
+        second_moment=_tied_moment,
+        covariance=_tied_cov,
+        shape=lambda k, d: (d, d),
+    ),
+    "diag": CovarianceType(
+        name="diag",
+        moment_shape=lambda k, d: (k, d),
+        precision_cholesky=_diagonal_prec_chol,
+        precision_cholesky_from_precisions=_diagonal_from_prec,
+        covariance_from_precision_cholesky=lambda pc: np.asarray(1.0 / pc**2),
+        precisions=lambda pc: np.asarray(pc**2),
+        log_det=_diag_log_det,
+        n_cov_parameters=lambda k, d: k * d,
+        whitening=_diag_whitening,
+        second_moment=_diag_moment,
+        covariance=_diag_cov,
+        shape=lambda k, d: (k, d),
+    ),
+    "spherical": CovarianceType(
+        name="spherical",
+        moment_shape=lambda k, d: (k, d),
+        precision_cholesky=_diagonal_prec_chol,
+        precision_cholesky_from_precisions=_diagonal_from_prec,
+        covariance_from_precision_cholesky=lambda pc: np.asarray(1.0 / pc**2),
+        precisions=lambda pc: np.asarray(pc**2),
+        log_det=_spherical_log_det,
+        n_cov_parameters=lambda k, d: k,
+        whitening=_diag_whitening,
+        second_moment=_diag_moment,
+        covariance=_spherical_cov,
+        shape=lambda k, d: (k,),
+    ),
+}
+
+
+def covariance_type(name: str) -> CovarianceType:
+    """Return the functions of covariance type ``name``.
+
+    Parameters
+    ----------
+    name : {"full", "tied", "diag", "spherical"}
+        The covariance type.
+
+    Returns
+    -------
+    CovarianceType
+        Its lookup-table entry.
+    """
+    try:
+        return COVARIANCE_TYPES[name]
+    except KeyError:
+        raise ValueError(
+            f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}; got {name!r}."
+        ) from None
+
+
+@dataclass(frozen=True)
+class Whitener:
+    """Per-component whitening of centred rows, prepared once per parameter set.
+
+    ``residuals(xs, out)`` writes ``(x - mu_k) L_k`` for a tile ``xs`` of rows already
+    centred on the reference, into ``out`` of shape (t, k, d); ``log_norm`` holds the
+    per-component constant ``log w_k + log det L_k - d/2 log(2 pi)``.
+    """
+
+    kind: str
+    matrix: FloatArray
+    bias: FloatArray
+    log_norm: FloatArray
+    n_components: int
+    n_features: int
+
+    def residuals(self, xs: FloatArray, out: FloatArray) -> FloatArray:
+        """Whitened residuals of a centred tile, written into ``out`` (t, k, d)."""
+        t = xs.shape[0]
+        flat = out.reshape(t, -1)
+        if self.kind in ("full", "tied"):
+            np.matmul(xs, self.matrix, out=flat)
+        else:
+            np.multiply(xs[:, None, :], self.matrix[None, :, :], out=out)
+        flat -= self.bias
+        return out
+
+    def weighted_log_prob(self, xs: FloatArray, work: FloatArray, out: FloatArray) -> FloatArray:
+        """``log w_k + log N(x | mu_k, Sigma_k)`` for a centred tile, into ``out`` (t, k)."""
+        res = self.residuals(xs, work)
+        np.einsum("tkd,tkd->tk", res, res, out=out)
+        out *= -0.5
+        out += self.log_norm
+        return out
+
+
+def make_whitener(
+    cov_type: CovarianceType,
+    log_weights: FloatArray,
+    offsets: FloatArray,
+    prec_chol: FloatArray,
+) -> Whitener:
+    """Prepare the whitening of centred rows for one parameter set.
+
+    Parameters
+    ----------
+    cov_type : CovarianceType
+        The covariance type of ``prec_chol``.
+    log_weights : ndarray of shape (k,)
+        Log mixing weights (zeros for a single density per component).
+    offsets : ndarray of shape (k, d)
+        Component means minus the reference point the rows are centred on.
+    prec_chol : ndarray
+        Precision Cholesky factors, shaped as the covariance type says.
+
+    Returns
+    -------
+    Whitener
+        The prepared whitening.
+    """
+    k, d = offsets.shape
+    matrix, bias = cov_type.whitening(prec_chol, offsets, d)
+    log_norm = log_weights + cov_type.log_det(prec_chol, d) - 0.5 * d * LOG_2PI
+    return Whitener(cov_type.name, matrix, bias, np.asarray(log_norm, dtype=np.float64), k, d)
+
+
+def log_normalize(log_prob: FloatArray, resp_out: FloatArray) -> FloatArray:
+    """Responsibilities and per-row log-sum-exp of weighted log-probabilities.
+
+    One ``exp`` per element (scipy's ``logsumexp`` followed by ``exp(log_prob - lse)``
+    would take two, and exp is a large share of an E-step).
+
+    Parameters
+    ----------
+    log_prob : ndarray of shape (t, k)
+        Weighted log-probabilities.
+    resp_out : ndarray of shape (t, k)
+        Receives the responsibilities (rows sum to one).
+
+    Returns
+    -------
+    ndarray of shape (t,)
+        ``log sum_k exp(log_prob)`` per row.
+    """
+    top = log_prob.max(axis=1)
+    # A row whose every component is -inf has no valid maximum; use 0 to avoid inf - inf.
+    top[~np.isfinite(top)] = 0.0
+    np.subtract(log_prob, top[:, None], out=resp_out)
+    np.exp(resp_out, out=resp_out)
+    total = resp_out.sum(axis=1)
+    resp_out /= total[:, None]
+    with np.errstate(divide="ignore"):
+        return np.asarray(np.log(total) + top)
+
+
+def tile_rows(n_components: int, n_features: int) -> int:
+    """Rows per tile so that an E-step's (t, k, d) work buffer stays about 4 MiB.
+
+    Small buffers stay in cache and are reused across tiles; they also sidestep glibc's
+    per-allocation ``mmap`` when ``MALLOC_TRIM_THRESHOLD_`` is set (Dask workers set it).
+    """
+    return int(max(64, min(4096, (1 << 19) // max(1, n_components * n_features))))
+
+
+def check_shape(name: str, value: Any, expected: tuple[int, ...]) -> FloatArray:
+    """Return ``value`` as a float64 array, raising a clear error if its shape is wrong."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != expected:
+        raise ValueError(f"The parameter '{name}' should have the shape of {expected}, but got {arr.shape}.")
+    return arr

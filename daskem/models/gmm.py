@@ -1,0 +1,319 @@
+"""Gaussian mixture models: pure NumPy E-step, combine and M-step.
+
+Statistics are accumulated in one pass around a reference point ``c`` carried by the
+statistics (the weighted mean of the current means, which every worker has): for each
+component the responsibility sum ``r_k``, the first moment ``s_k = sum r (x - c)`` and the
+second moment (shape set by the covariance type) of ``x - c``. The M-step recovers the
+covariance around the new mean exactly (see :mod:`daskem.models.gaussian`), so data far
+from the origin fit as well as centred data. Everything is accumulated in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from daskem.models.gaussian import (
+    FloatArray,
+    Whitener,
+    check_shape,
+    covariance_type,
+    log_normalize,
+    make_whitener,
+    tile_rows,
+)
+
+_EPS10 = 10.0 * np.finfo(np.float64).eps
+
+
+@dataclass(frozen=True)
+class GaussianMixtureParams:
+    """Parameters of a Gaussian mixture (scikit-learn's shapes and meanings).
+
+    Attributes
+    ----------
+    weights : ndarray of shape (k,)
+    means : ndarray of shape (k, d)
+    covariances : ndarray
+        Shaped by the covariance type (see :mod:`daskem.models.gaussian`).
+    precisions_cholesky : ndarray
+        Cholesky factors of the precisions, shaped like ``covariances``.
+    """
+
+    weights: FloatArray
+    means: FloatArray
+    covariances: FloatArray
+    precisions_cholesky: FloatArray
+
+    def to_arrays(self) -> dict[str, FloatArray]:
+        """Return the parameters as named arrays."""
+        return {
+            "weights": self.weights,
+            "means": self.means,
+            "covariances": self.covariances,
+            "precisions_cholesky": self.precisions_cholesky,
+        }
+
+    @property
+    def reference(self) -> FloatArray:
+        """The point statistics are centred on: the weighted mean of the means."""
+        return np.asarray(self.weights @ self.means / self.weights.sum())
+
+
+@dataclass(frozen=True)
+class GaussianMixtureStats:
+    """Sufficient statistics of a set of rows under one parameter set.
+
+    Attributes
+    ----------
+    n : float
+        Rows seen.
+    loglik : float
+        Summed log-likelihood of the rows under the parameters used.
+    n_nonfinite : int
+        NaN or infinite values seen.
+    shift : ndarray of shape (d,)
+        The reference point ``c`` the moments are centred on.
+    resp_sum : ndarray of shape (k,)
+        ``sum_i r_ik``.
+    first : ndarray of shape (k, d)
+        ``sum_i r_ik (x_i - c)``.
+    second : ndarray
+        Second moments of ``x - c``: (k, d, d) full, (d, d) tied (unweighted), (k, d)
+        diag and spherical (per-feature squares).
+    """
+
+    n: float
+    loglik: float
+    n_nonfinite: int
+    shift: FloatArray = field(repr=False)
+    resp_sum: FloatArray = field(repr=False)
+    first: FloatArray = field(repr=False)
+    second: FloatArray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class GaussianMixtureModel:
+    """A Gaussian mixture of ``n_components`` components with a given covariance type.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of mixture components.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+        Form of the component covariances.
+    reg_covar : float
+        Non-negative regularisation added to the diagonal of every covariance.
+    """
+
+    n_components: int
+    covariance_type: str = "full"
+    reg_covar: float = 1e-6
+
+    def __post_init__(self) -> None:
+        covariance_type(self.covariance_type)
+
+    # -- contract ----------------------------------------------------------------------
+
+    def spec(self) -> dict[str, Any]:
+        """The hyperparameters as JSON-able values."""
+        return {
+            "model": "gmm",
+            "n_components": int(self.n_components),
+            "covariance_type": self.covariance_type,
+            "reg_covar": float(self.reg_covar),
+        }
+
+    def zero_stats(self, params: GaussianMixtureParams) -> GaussianMixtureStats:
+        """Statistics of no rows, centred on the reference of ``params``."""
+        k, d = params.means.shape
+        return self._zero(params.reference, k, d)
+
+    def _zero(self, shift: FloatArray, k: int, d: int) -> GaussianMixtureStats:
+        shape = covariance_type(self.covariance_type).moment_shape(k, d)
+        return GaussianMixtureStats(
+            n=0.0,
+            loglik=0.0,
+            n_nonfinite=0,
+            shift=np.asarray(shift, dtype=np.float64),
+            resp_sum=np.zeros(k),
+            first=np.zeros((k, d)),
+            second=np.zeros(shape),
+        )
+
+    def combine(self, a: GaussianMixtureStats, b: GaussianMixtureStats) -> GaussianMixtureStats:
+        """Sum the statistics of two disjoint sets of rows (same reference point)."""
+        return GaussianMixtureStats(
+            n=a.n + b.n,
+            loglik=a.loglik + b.loglik,
+            n_nonfinite=a.n_nonfinite + b.n_nonfinite,
+            shift=a.shift,
+            resp_sum=a.resp_sum + b.resp_sum,
+            first=a.first + b.first,
+            second=a.second + b.second,
+        )
+
+    def log_likelihood(self, stats: GaussianMixtureStats) -> float:
+        """Total log-likelihood of the rows behind ``stats``."""
+        return float(stats.loglik)
+
+    def params_from_arrays(self, arrays: dict[str, FloatArray]) -> GaussianMixtureParams:
+        """Rebuild parameters from named arrays, checking their shapes."""
+        means = np.asarray(arrays["means"], dtype=np.float64)
+        k, d = means.shape
+        ct = covariance_type(self.covariance_type)
+        return GaussianMixtureParams(
+            weights=check_shape("weights", arrays["weights"], (k,)),
+            means=means,
+            covariances=check_shape("covariances", arrays["covariances"], ct.shape(k, d)),
+            precisions_cholesky=check_shape("precisions_cholesky", arrays["precisions_cholesky"], ct.shape(k, d)),
+        )
+
+    def e_step(self, params: GaussianMixtureParams, block: NDArray[Any]) -> GaussianMixtureStats:
+        """Statistics of one block of rows under ``params`` (one read of the block)."""
+        k, d = params.means.shape
+        shift = params.reference
+        ct = covariance_type(self.covariance_type)
+        resp_sum = np.zeros(k)
+        first = np.zeros((k, d))
+        second = np.zeros(ct.moment_shape(k, d))
+        loglik = 0.0
+        for xs, log_prob, resp in self._tiles(block, shift, self._whitener(params, shift)):
+            loglik += float(log_normalize(log_prob, resp).sum())
+            resp_sum += resp.sum(axis=0)
+            first += resp.T @ xs
+            ct.second_moment(xs, resp, second)
+        return GaussianMixtureStats(
+            n=float(block.shape[0]),
+            loglik=loglik,
+            n_nonfinite=int(block.size - np.count_nonzero(np.isfinite(block))),
+            shift=shift,
+            resp_sum=resp_sum,
+            first=first,
+            second=second,
+        )
+
+    def m_step(self, stats: GaussianMixtureStats, params: GaussianMixtureParams) -> GaussianMixtureParams:
+        """New parameters from the statistics of all rows.
+
+        Components that received no responsibility at all keep their previous mean and
+        covariance (the empty-component guard); their weight becomes ~0.
+        """
+        ct = covariance_type(self.covariance_type)
+        r = stats.resp_sum
+        nk = r + _EPS10
+        a = stats.first / nk[:, None]
+        means = stats.shift + a
+        covariances = ct.covariance(nk, r, stats.first, a, stats.second, self.reg_covar)
+        empty = r < _EPS10
+        if empty.any() and params.means.shape == means.shape:
+            means[empty] = params.means[empty]
+            if self.covariance_type != "tied":
+                covariances[empty] = params.covariances[empty]
+        precisions_cholesky = ct.precision_cholesky(covariances, self.reg_covar)
+        return GaussianMixtureParams(nk / nk.sum(), means, covariances, precisions_cholesky)
+
+    # -- initialisation ------------------------------------------------------------------
+
+    def params_from_responsibilities(self, X: NDArray[Any], resp: FloatArray) -> GaussianMixtureParams:
+        """Parameters from rows and their responsibilities (scikit-learn's initialiser).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, d)
+            Rows (in memory: a sample or the whole data).
+        resp : ndarray of shape (n, k)
+            Responsibilities, e.g. one-hot k-means labels.
+        """
+        return self.m_step(self.stats_from_responsibilities(X, resp, np.asarray(X, np.float64).mean(axis=0)), self._placeholder(X.shape[1]))
+
+    def stats_from_responsibilities(self, X: NDArray[Any], resp: FloatArray, shift: FloatArray) -> GaussianMixtureStats:
+        """Statistics of rows under given responsibilities, centred on ``shift``."""
+        xs = np.asarray(X, dtype=np.float64) - shift
+        k = resp.shape[1]
+        stats = self._zero(shift, k, xs.shape[1])
+        covariance_type(self.covariance_type).second_moment(xs, resp, stats.second)
+        return GaussianMixtureStats(
+            n=float(xs.shape[0]),
+            loglik=0.0,
+            n_nonfinite=int(xs.size - np.count_nonzero(np.isfinite(xs))),
+            shift=stats.shift,
+            resp_sum=resp.sum(axis=0),
+            first=resp.T @ xs,
+            second=stats.second,
+        )
+
+    def _placeholder(self, d: int) -> GaussianMixtureParams:
+        # Previous parameters for an initial M-step: no component is kept from them.
+        k = self.n_components
+        return GaussianMixtureParams(np.full(k, 1.0 / k), np.zeros((0, d)), np.zeros(0), np.zeros(0))
+
+    def params_from_arrays_init(
+        self,
+        base: GaussianMixtureParams,
+        weights: FloatArray | None,
+        means: FloatArray | None,
+        precisions: FloatArray | None,
+    ) -> GaussianMixtureParams:
+        """Replace parts of ``base`` by user-given initial weights, means or precisions."""
+        ct = covariance_type(self.covariance_type)
+        new_weights = base.weights if weights is None else np.asarray(weights, dtype=np.float64)
+        new_means = base.means if means is None else np.asarray(means, dtype=np.float64)
+        if precisions is None:
+            return GaussianMixtureParams(new_weights, new_means, base.covariances, base.precisions_cholesky)
+        prec_chol = ct.precision_cholesky_from_precisions(np.asarray(precisions, dtype=np.float64))
+        return GaussianMixtureParams(new_weights, new_means, ct.covariance_from_precision_cholesky(prec_chol), prec_chol)
+
+    # -- prediction per block --------------------------------------------------------------
+
+    def weighted_log_prob(self, params: GaussianMixtureParams, block: NDArray[Any]) -> FloatArray:
+        """``log w_k + log N(x | k)`` for every row of ``block``: shape (n, k)."""
+        shift = params.reference
+        whitener = self._whitener(params, shift)
+        out = np.empty((block.shape[0], self.n_components))
+        start = 0
+        for _, log_prob, _ in self._tiles(block, shift, whitener):
+            out[start : start + log_prob.shape[0]] = log_prob
+            start += log_prob.shape[0]
+        return out
+
+    def log_resp_and_score(self, params: GaussianMixtureParams, block: NDArray[Any]) -> tuple[FloatArray, FloatArray]:
+        """Log-responsibilities (n, k) and per-row log-likelihood (n,) of ``block``."""
+        wlp = self.weighted_log_prob(params, block)
+        resp = np.empty_like(wlp)
+        score = log_normalize(wlp, resp)
+        return wlp - score[:, None], score
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _whitener(self, params: GaussianMixtureParams, shift: FloatArray) -> Whitener:
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(params.weights)
+        return make_whitener(
+            covariance_type(self.covariance_type),
+            log_weights,
+            params.means - shift,
+            params.precisions_cholesky,
+        )
+
+    def _tiles(self, block: NDArray[Any], shift: FloatArray, whitener: Whitener):  # type: ignore[no-untyped-def]
+        """Yield (centred tile, weighted log-prob, responsibility buffer) per row tile.
+
+        The buffers are allocated once per block and reused for every tile.
+        """
+        n, d = block.shape
+        k = self.n_components
+        t = tile_rows(k, d)
+        xs_buf = np.empty((min(t, n), d))
+        work = np.empty((min(t, n), k, d))
+        log_prob = np.empty((min(t, n), k))
+        resp = np.empty((min(t, n), k))
+        for start in range(0, n, t):
+            m = min(t, n - start)
+            xs = xs_buf[:m]
+            np.subtract(block[start : start + m], shift, out=xs)
+            whitener.weighted_log_prob(xs, work[:m], log_prob[:m])
+            yield xs, log_prob[:m], resp[:m]
