@@ -62,8 +62,12 @@ class Model(Protocol[P, S]):
         """Merge the statistics of two disjoint sets of rows."""
         ...
 
-    def m_step(self, stats: S, params: P) -> P:
-        """New parameters from the statistics of all rows (``params``: the previous ones)."""
+    def m_step(self, stats: S, params: P | None) -> P:
+        """New parameters from the statistics of all rows.
+
+        ``params`` are the previous parameters (shift reference, frozen parts, fallback for
+        empty components), or ``None`` for an initial M-step from an initialiser's pass.
+        """
         ...
 
     def log_likelihood(self, stats: S) -> float:

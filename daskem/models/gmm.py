@@ -196,11 +196,12 @@ class GaussianMixtureModel:
             second=second,
         )
 
-    def m_step(self, stats: GaussianMixtureStats, params: GaussianMixtureParams) -> GaussianMixtureParams:
+    def m_step(self, stats: GaussianMixtureStats, params: GaussianMixtureParams | None) -> GaussianMixtureParams:
         """New parameters from the statistics of all rows.
 
         Components that received no responsibility at all keep their previous mean and
-        covariance (the empty-component guard); their weight becomes ~0.
+        covariance (the empty-component guard); their weight becomes ~0. ``params`` is
+        ``None`` for an initial M-step, which has no previous parameters.
         """
         ct = covariance_type(self.covariance_type)
         r = stats.resp_sum
@@ -209,7 +210,7 @@ class GaussianMixtureModel:
         means = stats.shift + a
         covariances = ct.covariance(nk, r, stats.first, a, stats.second, self.reg_covar)
         empty = r < _EPS10
-        if empty.any() and params.means.shape == means.shape:
+        if empty.any() and params is not None:
             means[empty] = params.means[empty]
             if self.covariance_type != "tied":
                 covariances[empty] = params.covariances[empty]
@@ -228,7 +229,8 @@ class GaussianMixtureModel:
         resp : ndarray of shape (n, k)
             Responsibilities, e.g. one-hot k-means labels.
         """
-        return self.m_step(self.stats_from_responsibilities(X, resp, np.asarray(X, np.float64).mean(axis=0)), self._placeholder(X.shape[1]))
+        shift = np.asarray(X, dtype=np.float64).mean(axis=0)
+        return self.m_step(self.stats_from_responsibilities(X, resp, shift), None)
 
     def stats_from_responsibilities(self, X: NDArray[Any], resp: FloatArray, shift: FloatArray) -> GaussianMixtureStats:
         """Statistics of rows under given responsibilities, centred on ``shift``."""
@@ -245,11 +247,6 @@ class GaussianMixtureModel:
             first=resp.T @ xs,
             second=stats.second,
         )
-
-    def _placeholder(self, d: int) -> GaussianMixtureParams:
-        # Previous parameters for an initial M-step: no component is kept from them.
-        k = self.n_components
-        return GaussianMixtureParams(np.full(k, 1.0 / k), np.zeros((0, d)), np.zeros(0), np.zeros(0))
 
     def params_from_arrays_init(
         self,
@@ -280,12 +277,20 @@ class GaussianMixtureModel:
             start += log_prob.shape[0]
         return out
 
-    def log_resp_and_score(self, params: GaussianMixtureParams, block: NDArray[Any]) -> tuple[FloatArray, FloatArray]:
-        """Log-responsibilities (n, k) and per-row log-likelihood (n,) of ``block``."""
-        wlp = self.weighted_log_prob(params, block)
-        resp = np.empty_like(wlp)
-        score = log_normalize(wlp, resp)
-        return wlp - score[:, None], score
+    def predict_proba(self, params: GaussianMixtureParams, block: NDArray[Any]) -> FloatArray:
+        """Responsibilities of every row of ``block``: shape (n, k)."""
+        resp = np.empty((block.shape[0], self.n_components))
+        log_normalize(self.weighted_log_prob(params, block), resp)
+        return resp
+
+    def score_samples(self, params: GaussianMixtureParams, block: NDArray[Any]) -> FloatArray:
+        """Log-likelihood of every row of ``block``: shape (n,)."""
+        resp = np.empty((block.shape[0], self.n_components))
+        return log_normalize(self.weighted_log_prob(params, block), resp)
+
+    def predict(self, params: GaussianMixtureParams, block: NDArray[Any]) -> NDArray[np.intp]:
+        """Most probable component of every row of ``block``: shape (n,)."""
+        return np.asarray(self.weighted_log_prob(params, block).argmax(axis=1))
 
     # -- internals -------------------------------------------------------------------------
 

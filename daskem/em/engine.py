@@ -1,0 +1,300 @@
+"""The EM driver loop: one dask compute per iteration, M-step on the driver.
+
+This package is the only code in daskem that builds Dask graphs. One iteration is::
+
+    params (one key) ──┐
+    block_0 ── e_step ─┤
+    block_1 ── e_step ─┼─ tree of combine tasks, fan-in split_every ─► total Stats
+    ...                │
+    block_B ── e_step ─┘
+                                  driver: loglik / n ─► monitor ─► m_step ─► new params
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import numpy as np
+from dask.delayed import Delayed
+from threadpoolctl import threadpool_limits
+
+from daskem.em.monitor import ConvergenceMonitor, IterationRecord
+from daskem.errors import DataError, NumericalError
+from daskem.io.sources import DataSource, as_source
+from daskem.models.base import Model
+
+logger = logging.getLogger("daskem")
+
+IterationCallback = Callable[[IterationRecord, Any], None]
+
+
+@dataclass(frozen=True)
+class EMResult:
+    """The outcome of :func:`fit_em`.
+
+    Attributes
+    ----------
+    params : Params
+        Parameters after the last M-step.
+    converged : bool
+        Whether the change of the per-sample log-likelihood fell below ``tol``.
+    n_iter : int
+        Iterations run.
+    lower_bound : float
+        Per-sample log-likelihood of the parameters the last iteration started from
+        (scikit-learn's ``lower_bound_``).
+    history : tuple of IterationRecord
+        One record per iteration.
+    n_samples : int
+        Rows in the data.
+    """
+
+    params: Any
+    converged: bool
+    n_iter: int
+    lower_bound: float
+    history: tuple[IterationRecord, ...]
+    n_samples: int
+
+
+def current_client() -> Any | None:
+    """The current ``distributed.Client``, or ``None`` when Dask's local scheduler is used."""
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def resolve_split_every(split_every: int | None) -> int:
+    """The reduction fan-in: the argument, else ``dask.config`` ``split_every``, else 8."""
+    value = split_every if split_every is not None else dask.config.get("split_every", None) or 8
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 2:
+        raise ValueError(f"split_every must be an int >= 2; got {value!r}.")
+    return int(value)
+
+
+def data_blocks(source: DataSource) -> list[Delayed]:
+    """The row blocks of ``source`` as delayed objects, one per chunk.
+
+    In-memory data on a distributed cluster is persisted once on the workers so that it
+    is not shipped again with every iteration's graph; data from a store is streamed.
+    """
+    array = source.array
+    client = current_client()
+    if client is not None and source.kind == "numpy":
+        array = client.persist(array)
+    return list(array.to_delayed().ravel())
+
+
+def _combine_all(model: Model[Any, Any], *parts: Any) -> Any:
+    return functools.reduce(model.combine, parts)
+
+
+def tree_reduce(model: Any, parts: Sequence[Any], split_every: int) -> Any:
+    """Combine delayed statistics in a tree whose fan-in never exceeds ``split_every``."""
+    level = list(parts)
+    while len(level) > 1:
+        level = [
+            dask.delayed(_combine_all, pure=True)(model, *level[i : i + split_every])
+            for i in range(0, len(level), split_every)
+        ]
+    return level[0]
+
+
+def stats_graph(
+    model: Any,
+    params: Any,
+    blocks: Sequence[Delayed],
+    split_every: int,
+    block_fn: Callable[..., Any] | None = None,
+    block_args: Sequence[Any] | None = None,
+) -> Delayed:
+    """The graph of one pass: a statistic per block, tree-reduced to one.
+
+    Parameters
+    ----------
+    model : Model
+        The model; enters the graph once, as one key.
+    params : Params
+        Parameters; enter the graph once, as one key every task references.
+    blocks : sequence of Delayed
+        Row blocks (:func:`data_blocks`).
+    split_every : int
+        Fan-in of the reduction.
+    block_fn : callable, optional
+        ``block_fn(model, params, block, *args)`` computing a block's statistics
+        (default: ``model.e_step``); ``block_args[i]`` are the extra args of block ``i``.
+
+    Returns
+    -------
+    Delayed
+        The combined statistics.
+    """
+    model_key = dask.delayed(model, pure=True, traverse=False)
+    params_key = dask.delayed(params, pure=True, traverse=False)
+    fn = block_fn or _e_step
+    parts = [
+        dask.delayed(fn, pure=True)(model_key, params_key, block, *(block_args[i] if block_args else ()))
+        for i, block in enumerate(blocks)
+    ]
+    return tree_reduce(model_key, parts, split_every)  # type: ignore[no-any-return]
+
+
+def _e_step(model: Model[Any, Any], params: Any, block: Any) -> Any:
+    return model.e_step(params, block)
+
+
+@contextlib.contextmanager
+def one_blas_thread_per_task() -> Iterator[None]:
+    """Pin BLAS to one thread while Dask's local threads run tasks (no oversubscription).
+
+    Distributed workers already start with ``OPENBLAS_NUM_THREADS=1`` and friends.
+    """
+    if current_client() is None:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    else:
+        yield
+
+
+def compute_stats(
+    model: Any,
+    params: Any,
+    blocks: Sequence[Delayed],
+    split_every: int,
+    block_fn: Callable[..., Any] | None = None,
+    block_args: Sequence[Any] | None = None,
+) -> Any:
+    """Run one pass over the data: the total statistics, one ``dask.compute``.
+
+    The arguments are those of :func:`stats_graph`.
+    """
+    with one_blas_thread_per_task():
+        (total,) = dask.compute(stats_graph(model, params, blocks, split_every, block_fn, block_args))
+    return total
+
+
+def check_stats(stats: Any, n_samples: int, name: str = "X") -> None:
+    """Raise a clear error if a pass saw non-finite data or produced a non-finite likelihood."""
+    if stats.n_nonfinite:
+        raise DataError(
+            f"Input {name} contains {stats.n_nonfinite} NaN or infinite value(s) among its "
+            f"{n_samples} rows. Remove or impute them before fitting, e.g. "
+            f"{name} = {name}[da.isfinite({name}).all(axis=1)] for a dask array "
+            f"(then {name}.compute_chunk_sizes())."
+        )
+    if not np.isfinite(stats.loglik):
+        raise NumericalError(
+            f"The log-likelihood is {stats.loglik!r}: some rows have zero probability under every "
+            "component. Scale the features or increase reg_covar."
+        )
+
+
+def _apply_rows(model: Any, params: Any, method: str, block: Any) -> Any:
+    return getattr(model, method)(params, block)
+
+
+def map_rows(model: Any, params: Any, source: DataSource, method: str, *, dtype: Any, columns: int | None = None) -> Any:
+    """Apply ``model.<method>(params, block)`` to every row block, lazily.
+
+    Parameters
+    ----------
+    model : Model
+        The model.
+    params : Params
+        Fitted parameters.
+    source : DataSource
+        The rows.
+    method : str
+        A per-block method of the model returning one value per row (``columns=None``)
+        or a ``(rows, columns)`` array.
+    dtype : numpy dtype
+        Output dtype.
+    columns : int, optional
+        Output columns, if the result is 2-D.
+
+    Returns
+    -------
+    dask.array.Array
+        Chunked by rows like ``source``.
+    """
+    fn = functools.partial(_apply_rows, model, params, method)
+    array = source.array
+    if columns is None:
+        return array.map_blocks(fn, drop_axis=1, dtype=dtype)
+    return array.map_blocks(fn, chunks=(array.chunks[0], (columns,)), dtype=dtype)
+
+
+def fit_em(
+    model: Any,
+    X: Any,
+    init: Any,
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    split_every: int | None = None,
+    callback: IterationCallback | None = None,
+) -> EMResult:
+    """Fit ``model`` to ``X`` by Expectation-Maximization.
+
+    Each iteration is exactly one pass over the data (one ``dask.compute``): the E-step
+    runs per block on the workers, the statistics are combined in a tree with fan-in
+    ``split_every`` and the M-step runs here, on the driver. The default Dask scheduler
+    is used: the current ``distributed.Client`` if there is one, else local threads.
+
+    Parameters
+    ----------
+    model : Model
+        Any object implementing :class:`daskem.models.Model`.
+    X : array-like, dask array, zarr.Array, str or DataSource
+        The data (see :func:`daskem.io.as_source`).
+    init : Params
+        Initial parameters (see :func:`daskem.em.initial_params`).
+    max_iter : int
+        Most iterations to run.
+    tol : float
+        Stop when the per-sample log-likelihood changes by less than ``tol``.
+    split_every : int, optional
+        Fan-in of the reduction tree (default: ``dask.config`` ``split_every``, else 8).
+    callback : callable, optional
+        Called as ``callback(record, params)`` after every iteration with its
+        :class:`IterationRecord` and the new parameters.
+
+    Returns
+    -------
+    EMResult
+        Final parameters, convergence state and per-iteration history.
+    """
+    source = as_source(X)
+    fan_in = resolve_split_every(split_every)
+    blocks = data_blocks(source)
+    monitor = ConvergenceMonitor(tol=tol, max_iter=max_iter)
+    params = init
+    while not monitor.done:
+        start = time.perf_counter()
+        stats = compute_stats(model, params, blocks, fan_in)
+        check_stats(stats, source.n_samples)
+        params = model.m_step(stats, params)
+        record = monitor.update(model.log_likelihood(stats) / stats.n, time.perf_counter() - start)
+        if callback is not None:
+            callback(record, params)
+    last = monitor.history[-1] if monitor.history else None
+    return EMResult(
+        params=params,
+        converged=monitor.converged,
+        n_iter=len(monitor.history),
+        lower_bound=last.log_likelihood if last else -np.inf,
+        history=tuple(monitor.history),
+        n_samples=source.n_samples,
+    )

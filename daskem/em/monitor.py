@@ -1,0 +1,88 @@
+"""Convergence monitoring on the per-sample log-likelihood."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+
+logger = logging.getLogger("daskem")
+
+
+class LikelihoodDecreaseWarning(RuntimeWarning):
+    """The log-likelihood went down between two EM iterations (it should not)."""
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """What one EM iteration measured.
+
+    Attributes
+    ----------
+    iteration : int
+        1-based iteration number.
+    log_likelihood : float
+        Mean log-likelihood per sample of the parameters this iteration started from.
+    change : float
+        ``log_likelihood`` minus the previous iteration's (``inf`` for the first).
+    seconds : float
+        Wall-clock seconds of the iteration (E-step pass plus M-step).
+    """
+
+    iteration: int
+    log_likelihood: float
+    change: float
+    seconds: float
+
+
+@dataclass
+class ConvergenceMonitor:
+    """Tracks the per-sample log-likelihood and decides convergence.
+
+    Converged when ``abs(change) < tol``, as scikit-learn's mixtures decide. A decrease
+    larger than rounding (``1e-10`` relative) raises :class:`LikelihoodDecreaseWarning`.
+
+    Parameters
+    ----------
+    tol : float
+        Convergence threshold on the change of the per-sample log-likelihood.
+    max_iter : int
+        Most iterations to run.
+    """
+
+    tol: float
+    max_iter: int
+    history: list[IterationRecord] = field(default_factory=list)
+
+    @property
+    def converged(self) -> bool:
+        """Whether the last change was below ``tol``."""
+        return bool(self.history) and abs(self.history[-1].change) < self.tol
+
+    @property
+    def done(self) -> bool:
+        """Whether the loop should stop (converged or out of iterations)."""
+        return self.converged or len(self.history) >= self.max_iter
+
+    def update(self, log_likelihood: float, seconds: float) -> IterationRecord:
+        """Record an iteration's per-sample log-likelihood and return its record."""
+        previous = self.history[-1].log_likelihood if self.history else -math.inf
+        change = log_likelihood - previous
+        record = IterationRecord(len(self.history) + 1, log_likelihood, change, seconds)
+        self.history.append(record)
+        if change < -1e-10 * max(1.0, abs(log_likelihood)):
+            warnings.warn(
+                f"Log-likelihood decreased at iteration {record.iteration}: "
+                f"{previous!r} -> {log_likelihood!r} (change {change:.3e}).",
+                LikelihoodDecreaseWarning,
+                stacklevel=3,
+            )
+        logger.info(
+            "iteration %d: log-likelihood %.6f, change %.3e, %.3fs",
+            record.iteration,
+            log_likelihood,
+            change,
+            seconds,
+        )
+        return record
