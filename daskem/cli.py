@@ -69,9 +69,15 @@ def main() -> None:
 @click.argument("out", type=click.Path())
 @click.option("--n-samples", type=click.IntRange(min=1), default=1_000_000, show_default=True, help="Rows.")
 @click.option("--n-features", type=click.IntRange(min=1), default=16, show_default=True, help="Columns.")
-@click.option("--n-components", type=click.IntRange(min=1), default=8, show_default=True, help="True mixture components.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed; the data depend on it and --chunk-rows only.")
-@click.option("--chunk-rows", type=click.IntRange(min=1), default=65_536, show_default=True, help="Rows per Zarr chunk.")
+@click.option(
+    "--n-components", type=click.IntRange(min=1), default=8, show_default=True, help="True mixture components."
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed; the data depend on it and --chunk-rows only."
+)
+@click.option(
+    "--chunk-rows", type=click.IntRange(min=1), default=65_536, show_default=True, help="Rows per Zarr chunk."
+)
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--compress/--no-compress", default=False, show_default=True, help="zstd-compress chunks.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing array at OUT.")
@@ -249,8 +255,7 @@ def _print_summary(est: Any, data: str, output: str | None, elapsed: float) -> N
     out.print(table)
     status = "converged" if est.converged_ else "NOT converged (raise --max-iter or --tol)"
     out.print(
-        f"{status} after {est.n_iter_} iterations in {elapsed:.1f}s; "
-        f"mean log-likelihood {est.lower_bound_:.6f}",
+        f"{status} after {est.n_iter_} iterations in {elapsed:.1f}s; mean log-likelihood {est.lower_bound_:.6f}",
         highlight=False,
     )
     if output:

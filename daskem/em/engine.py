@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask
+import dask.array as da
 import numpy as np
 from dask.delayed import Delayed
 from threadpoolctl import threadpool_limits
@@ -148,7 +149,7 @@ def stats_graph(
         dask.delayed(fn, pure=True)(model_key, params_key, block, *(block_args[i] if block_args else ()))
         for i, block in enumerate(blocks)
     ]
-    return tree_reduce(model_key, parts, split_every)  # type: ignore[no-any-return]
+    return tree_reduce(model_key, parts, split_every)
 
 
 def _e_step(model: Model[Any, Any], params: Any, block: Any) -> Any:
@@ -202,10 +203,18 @@ def check_stats(stats: Any, n_samples: int, name: str = "X") -> None:
 
 
 def _apply_rows(model: Any, params: Any, method: str, block: Any) -> Any:
+    bad = block.size - np.count_nonzero(np.isfinite(block))
+    if bad:
+        raise DataError(
+            f"Input X contains {bad} NaN or infinite value(s) in a block of {block.shape[0]} rows. "
+            "Remove or impute them before predicting."
+        )
     return getattr(model, method)(params, block)
 
 
-def map_rows(model: Any, params: Any, source: DataSource, method: str, *, dtype: Any, columns: int | None = None) -> Any:
+def map_rows(
+    model: Any, params: Any, source: DataSource, method: str, *, dtype: Any, columns: int | None = None
+) -> Any:
     """Apply ``model.<method>(params, block)`` to every row block, lazily.
 
     Parameters
@@ -232,8 +241,8 @@ def map_rows(model: Any, params: Any, source: DataSource, method: str, *, dtype:
     fn = functools.partial(_apply_rows, model, params, method)
     array = source.array
     if columns is None:
-        return array.map_blocks(fn, drop_axis=1, dtype=dtype)
-    return array.map_blocks(fn, chunks=(array.chunks[0], (columns,)), dtype=dtype)
+        return da.map_blocks(fn, array, drop_axis=1, dtype=dtype)
+    return da.map_blocks(fn, array, chunks=(array.chunks[0], (columns,)), dtype=dtype)
 
 
 def fit_em(

@@ -32,7 +32,7 @@ def check_int(owner: str, name: str, value: Any, low: int, *, none_ok: bool = Fa
 
 def check_real(owner: str, name: str, value: Any, low: float) -> None:
     """Require a real number in ``[low, inf)``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= low or not np.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= float(value) < np.inf:
         raise _fail(owner, name, f"a float in the range [{low}, inf)", value)
 
 
@@ -48,7 +48,7 @@ def check_random_state_param(owner: str, value: Any) -> None:
     """Require an int seed in [0, 2**32 - 1], a ``numpy.random.RandomState`` or ``None``."""
     if value is None or isinstance(value, np.random.RandomState):
         return
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= 2**32 - 1:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= int(value) <= 2**32 - 1:
         return
     raise _fail(
         owner,

@@ -46,7 +46,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
+class GaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by EM on data of any size (scikit-learn's API).
 
     A drop-in for :class:`sklearn.mixture.GaussianMixture`: the same parameters,
@@ -178,7 +178,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
         if self.weights_init is not None:
             weights = np.asarray(self.weights_init, dtype=np.float64)
             if weights.shape != (k,):
-                raise ParameterError(f"The parameter 'weights' should have the shape of {(k,)}, but got {weights.shape}.")
+                raise ParameterError(
+                    f"The parameter 'weights' should have the shape of {(k,)}, but got {weights.shape}."
+                )
             if weights.min() < 0.0 or weights.max() > 1.0:
                 raise ParameterError(
                     "The parameter 'weights' should be in the range [0, 1], but got "
@@ -204,7 +206,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
 
     # -- fitting ------------------------------------------------------------------------
 
-    def fit(self, X: Any, y: Any = None, *, callback: Callable[[IterationRecord, Any], None] | None = None) -> GaussianMixture:
+    def fit(
+        self, X: Any, y: Any = None, *, callback: Callable[[IterationRecord, Any], None] | None = None
+    ) -> GaussianMixture:
         """Estimate the parameters by EM.
 
         Parameters
@@ -229,10 +233,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
                 f"n_samples = {source.n_samples}. Reduce n_components or pass more rows."
             )
-        if self.warm_start and hasattr(self, "n_features_in_") and source.n_features != self.n_features_in_:
+        fitted_features: int | None = getattr(self, "n_features_in_", None)
+        if self.warm_start and fitted_features is not None and source.n_features != fitted_features:
             raise DataError(
-                f"X has {source.n_features} features, but the warm start is from a fit on "
-                f"{self.n_features_in_} features. Pass data with {self.n_features_in_} features or set warm_start=False."
+                f"X has {source.n_features} features, but the warm start is from a fit on {fitted_features} "
+                f"features. Pass data with {fitted_features} features or set warm_start=False."
             )
         model = self._model()
         warm = self.warm_start and hasattr(self, "converged_")
@@ -285,7 +290,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
         """
         return self.fit(X).predict(X)
 
-    def _initial_params(self, model: GaussianMixtureModel, source: DataSource, rng: np.random.Generator) -> GaussianMixtureParams:
+    def _initial_params(
+        self, model: GaussianMixtureModel, source: DataSource, rng: np.random.Generator
+    ) -> GaussianMixtureParams:
         weights, means, precisions = self._checked_inits(source.n_features)
         if weights is not None and means is not None and precisions is not None:
             # Everything given: no pass over the data (scikit-learn skips its k-means too).
@@ -320,7 +327,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
                 if self.verbose == 1:
                     print(f"  Iteration {record.iteration}")
                 else:
-                    print(f"  Iteration {record.iteration}\t time lapse {record.seconds:.5f}s\t ll change {record.change:.5f}")
+                    print(
+                        f"  Iteration {record.iteration}\t time lapse {record.seconds:.5f}s\t "
+                        f"ll change {record.change:.5f}"
+                    )
             if user is not None:
                 user(record, params)
 
@@ -447,9 +457,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
         counts = rng.multinomial(n_samples, self.weights_)
         d = self.means_.shape[1]
         if self.covariance_type == "full":
-            parts = [rng.multivariate_normal(m, c, int(s)) for m, c, s in zip(self.means_, self.covariances_, counts, strict=True)]
+            parts = [
+                rng.multivariate_normal(m, c, int(s))
+                for m, c, s in zip(self.means_, self.covariances_, counts, strict=True)
+            ]
         elif self.covariance_type == "tied":
-            parts = [rng.multivariate_normal(m, self.covariances_, int(s)) for m, s in zip(self.means_, counts, strict=True)]
+            parts = [
+                rng.multivariate_normal(m, self.covariances_, int(s)) for m, s in zip(self.means_, counts, strict=True)
+            ]
         else:
             parts = [
                 m + rng.standard_normal(size=(s, d)) * np.sqrt(c)

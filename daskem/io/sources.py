@@ -78,8 +78,9 @@ def open_zarr_array(location: str | os.PathLike[str], storage_options: dict[str,
 
 
 def _reject_dtype(dtype: np.dtype[Any], name: str) -> None:
+    what = "Complex data not supported" if dtype.kind == "c" else "Non-numeric data not supported"
     raise DataError(
-        f"{name} has dtype {dtype}, which is not numeric. daskem fits real-valued data: "
+        f"{what}: {name} has dtype {dtype}. daskem fits real-valued data: "
         f"convert it first, e.g. {name}.astype('float64')."
     )
 

@@ -58,9 +58,7 @@ def _chol_precision_from_precision(prec: FloatArray, component: int | None) -> F
         return np.asarray(linalg.cholesky(prec, lower=True))
     except linalg.LinAlgError:
         where = "precisions_init" if component is None else f"precisions_init[{component}]"
-        raise NumericalError(
-            f"{where} is not symmetric positive definite; pass a valid precision matrix."
-        ) from None
+        raise NumericalError(f"{where} is not symmetric positive definite; pass a valid precision matrix.") from None
 
 
 def _cov_from_chol_precision(prec_chol: FloatArray) -> FloatArray:
@@ -182,7 +180,9 @@ def _diag_moment(xs: FloatArray, resp: FloatArray, out: FloatArray) -> None:
 # responsibility sum, nk_k = r_k + 10 eps as in scikit-learn).
 
 
-def _full_cov(nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, moment: FloatArray, reg: float) -> FloatArray:
+def _full_cov(
+    nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, moment: FloatArray, reg: float
+) -> FloatArray:
     sa = s[:, :, None] * a[:, None, :]
     scatter = moment - sa - sa.transpose(0, 2, 1) + r[:, None, None] * a[:, :, None] * a[:, None, :]
     cov = scatter / nk[:, None, None]
@@ -191,7 +191,9 @@ def _full_cov(nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, momen
     return np.asarray(cov)
 
 
-def _tied_cov(nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, moment: FloatArray, reg: float) -> FloatArray:
+def _tied_cov(
+    nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, moment: FloatArray, reg: float
+) -> FloatArray:
     sa = s.T @ a
     scatter = moment - sa - sa.T + (a * r[:, None]).T @ a
     cov = scatter / nk.sum()
@@ -199,11 +201,15 @@ def _tied_cov(nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, momen
     return np.asarray(cov)
 
 
-def _diag_cov(nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, moment: FloatArray, reg: float) -> FloatArray:
+def _diag_cov(
+    nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, moment: FloatArray, reg: float
+) -> FloatArray:
     return np.asarray((moment - 2.0 * a * s + r[:, None] * a * a) / nk[:, None] + reg)
 
 
-def _spherical_cov(nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, moment: FloatArray, reg: float) -> FloatArray:
+def _spherical_cov(
+    nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, moment: FloatArray, reg: float
+) -> FloatArray:
     return np.asarray(_diag_cov(nk, r, s, a, moment, reg).mean(axis=1))
 
 
@@ -295,9 +301,7 @@ def covariance_type(name: str) -> CovarianceType:
     try:
         return COVARIANCE_TYPES[name]
     except KeyError:
-        raise ValueError(
-            f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}; got {name!r}."
-        ) from None
+        raise ValueError(f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}; got {name!r}.") from None
 
 
 @dataclass(frozen=True)

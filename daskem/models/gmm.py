@@ -262,7 +262,9 @@ class GaussianMixtureModel:
         if precisions is None:
             return GaussianMixtureParams(new_weights, new_means, base.covariances, base.precisions_cholesky)
         prec_chol = ct.precision_cholesky_from_precisions(np.asarray(precisions, dtype=np.float64))
-        return GaussianMixtureParams(new_weights, new_means, ct.covariance_from_precision_cholesky(prec_chol), prec_chol)
+        return GaussianMixtureParams(
+            new_weights, new_means, ct.covariance_from_precision_cholesky(prec_chol), prec_chol
+        )
 
     # -- prediction per block --------------------------------------------------------------
 

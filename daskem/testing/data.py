@@ -102,7 +102,6 @@ def make_mixture_array(
     sizes = [min(chunk_rows, n_samples - s) for s in range(0, n_samples, chunk_rows)]
     seeds = np.random.SeedSequence([seed, 1]).spawn(len(sizes))
 
-
     blocks = [
         da.from_delayed(dask.delayed(_block, pure=True)(spec, s, r, dtype), shape=(r, n_features), dtype=dtype)
         for s, r in zip(seeds, sizes, strict=True)
@@ -137,7 +136,7 @@ def write_mixture_zarr(
         compressors="auto" if compress else None,
         overwrite=overwrite,
     )
-    da.store(X, target, lock=False)
+    da.store(X, target, lock=False)  # type: ignore[arg-type]  # zarr.Array supports __setitem__
     target.attrs["daskem_truth"] = {
         "weights": spec.weights.tolist(),
         "means": spec.means.tolist(),
