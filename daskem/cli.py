@@ -97,6 +97,8 @@ def make_data(
     Blocks are generated and written in parallel (Dask threads); the whole array is
     never held in memory, so OUT may be far larger than RAM.
     """
+    from zarr.errors import ContainsArrayError, ContainsGroupError
+
     from daskem.testing.data import write_mixture_zarr
 
     console = Console(stderr=True)
@@ -113,7 +115,7 @@ def make_data(
             compress=compress,
             overwrite=overwrite,
         )
-    except FileExistsError:
+    except (FileExistsError, ContainsArrayError, ContainsGroupError):
         raise click.ClickException(f"{out!r} already exists; pass --overwrite to replace it.") from None
     except (ValueError, DaskemError) as err:
         raise click.ClickException(str(err)) from None

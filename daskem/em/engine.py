@@ -16,6 +16,7 @@ import contextlib
 import functools
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,11 +92,16 @@ def data_blocks(source: DataSource) -> list[Delayed]:
     In-memory data on a distributed cluster is persisted once on the workers so that it
     is not shipped again with every iteration's graph; data from a store is streamed.
     """
-    array = source.array
+    blocks = list(source.array.to_delayed().ravel())
     client = current_client()
     if client is not None and source.kind == "numpy":
-        array = client.persist(array)
-    return list(array.to_delayed().ravel())
+        # Persist the blocks, not the array: a persisted array's to_delayed() drops its
+        # futures, so the data would be released ("lost dependencies") on return.
+        with warnings.catch_warnings():
+            # The one-time upload of in-memory data is the point here, not a mistake.
+            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+            blocks = client.persist(blocks)
+    return blocks
 
 
 def _combine_all(model: Model[Any, Any], *parts: Any) -> Any:
