@@ -82,7 +82,9 @@ class CovarianceType:
         Fills ``out`` of shape (t, k, d) with the whitened residuals ``(x - mu_k) L_k``
         of a centred tile; the squared norm over the last axis is the Mahalanobis term.
     second_moment : callable
-        The second-moment statistic of a centred tile weighted by responsibilities.
+        ``(xs, resp, out, work)``: adds the second-moment statistic of a centred tile
+        weighted by responsibilities to ``out``; ``work`` is an optional scratch buffer of
+        at least t * k * d floats.
     covariance : callable
         Covariances from the statistics (see :func:`covariances_from_moments`).
     """
@@ -96,7 +98,7 @@ class CovarianceType:
     log_det: Callable[[FloatArray, int], FloatArray]
     n_cov_parameters: Callable[[int, int], int]
     whitening: Callable[[FloatArray, FloatArray, int], tuple[FloatArray, FloatArray]]
-    second_moment: Callable[[FloatArray, FloatArray, FloatArray], None]
+    second_moment: Callable[[FloatArray, FloatArray, FloatArray, FloatArray | None], None]
     covariance: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, float], FloatArray]
     shape: Callable[[int, int], tuple[int, ...]]
 
@@ -158,19 +160,29 @@ def _diag_whitening(prec_chol: FloatArray, offsets: FloatArray, d: int) -> tuple
 # --- second moments of a centred tile, accumulated into ``out`` ----------------------------
 
 
-def _full_moment(xs: FloatArray, resp: FloatArray, out: FloatArray) -> None:
+def _scratch(work: FloatArray | None, shape: tuple[int, ...]) -> FloatArray:
+    # A view of the caller's reusable buffer, so no large temporary is allocated per tile.
+    if work is None:
+        return np.empty(shape)
+    return work.reshape(-1)[: int(np.prod(shape))].reshape(shape)
+
+
+def _full_moment(xs: FloatArray, resp: FloatArray, out: FloatArray, work: FloatArray | None) -> None:
     t, d = xs.shape
     k = resp.shape[1]
-    weighted = (resp[:, :, None] * xs[:, None, :]).reshape(t, k * d)
-    out += (weighted.T @ xs).reshape(k, d, d)
+    weighted = _scratch(work, (t, k, d))
+    np.multiply(resp[:, :, None], xs[:, None, :], out=weighted)
+    out += (weighted.reshape(t, k * d).T @ xs).reshape(k, d, d)
 
 
-def _tied_moment(xs: FloatArray, resp: FloatArray, out: FloatArray) -> None:
+def _tied_moment(xs: FloatArray, resp: FloatArray, out: FloatArray, work: FloatArray | None) -> None:
     out += xs.T @ xs
 
 
-def _diag_moment(xs: FloatArray, resp: FloatArray, out: FloatArray) -> None:
-    out += resp.T @ (xs * xs)
+def _diag_moment(xs: FloatArray, resp: FloatArray, out: FloatArray, work: FloatArray | None) -> None:
+    squares = _scratch(work, xs.shape)
+    np.multiply(xs, xs, out=squares)
+    out += resp.T @ squares
 
 
 # --- covariances from centred moments ----------------------------------------------------

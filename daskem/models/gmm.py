@@ -181,11 +181,11 @@ class GaussianMixtureModel:
         first = np.zeros((k, d))
         second = np.zeros(ct.moment_shape(k, d))
         loglik = 0.0
-        for xs, log_prob, resp in self._tiles(block, shift, self._whitener(params, shift)):
+        for xs, log_prob, resp, work in self._tiles(block, shift, self._whitener(params, shift)):
             loglik += float(log_normalize(log_prob, resp).sum())
             resp_sum += resp.sum(axis=0)
             first += resp.T @ xs
-            ct.second_moment(xs, resp, second)
+            ct.second_moment(xs, resp, second, work)
         return GaussianMixtureStats(
             n=float(block.shape[0]),
             loglik=loglik,
@@ -237,7 +237,7 @@ class GaussianMixtureModel:
         xs = np.asarray(X, dtype=np.float64) - shift
         k = resp.shape[1]
         stats = self._zero(shift, k, xs.shape[1])
-        covariance_type(self.covariance_type).second_moment(xs, resp, stats.second)
+        covariance_type(self.covariance_type).second_moment(xs, resp, stats.second, None)
         return GaussianMixtureStats(
             n=float(xs.shape[0]),
             loglik=0.0,
@@ -274,7 +274,7 @@ class GaussianMixtureModel:
         whitener = self._whitener(params, shift)
         out = np.empty((block.shape[0], self.n_components))
         start = 0
-        for _, log_prob, _ in self._tiles(block, shift, whitener):
+        for _, log_prob, _, _ in self._tiles(block, shift, whitener):
             out[start : start + log_prob.shape[0]] = log_prob
             start += log_prob.shape[0]
         return out
@@ -307,9 +307,10 @@ class GaussianMixtureModel:
         )
 
     def _tiles(self, block: NDArray[Any], shift: FloatArray, whitener: Whitener):  # type: ignore[no-untyped-def]
-        """Yield (centred tile, weighted log-prob, responsibility buffer) per row tile.
+        """Yield (centred tile, weighted log-prob, responsibility buffer, free work buffer).
 
-        The buffers are allocated once per block and reused for every tile.
+        The buffers are allocated once per block and reused for every tile; the work
+        buffer is free for the caller once the log-probabilities are computed.
         """
         n, d = block.shape
         k = self.n_components
@@ -323,4 +324,4 @@ class GaussianMixtureModel:
             xs = xs_buf[:m]
             np.subtract(block[start : start + m], shift, out=xs)
             whitener.weighted_log_prob(xs, work[:m], log_prob[:m])
-            yield xs, log_prob[:m], resp[:m]
+            yield xs, log_prob[:m], resp[:m], work[:m]
