@@ -50,7 +50,7 @@ def read_arrays_group(location: str | os.PathLike[str]) -> tuple[dict[str, np.nd
         group = zarr.open_group(store=loc, mode="r")
     except FileNotFoundError:
         raise StoreError(f"No daskem model found at {loc!r}: the path does not exist.") from None
-    except zarr.errors.NodeTypeValidationError:
+    except (zarr.errors.NodeTypeValidationError, zarr.errors.ContainsArrayError):
         raise StoreError(f"{loc!r} is a Zarr array, not a daskem model group.") from None
     meta = group.attrs.get(ATTR_KEY)
     if not isinstance(meta, dict) or "format" not in meta:

@@ -112,10 +112,9 @@ def tree_reduce(model: Any, parts: Sequence[Any], split_every: int) -> Any:
     """Combine delayed statistics in a tree whose fan-in never exceeds ``split_every``."""
     level = list(parts)
     while len(level) > 1:
-        level = [
-            dask.delayed(_combine_all, pure=True)(model, *level[i : i + split_every])
-            for i in range(0, len(level), split_every)
-        ]
+        groups = [level[i : i + split_every] for i in range(0, len(level), split_every)]
+        # A lone leftover moves up a level as it is: no single-input combine task.
+        level = [g[0] if len(g) == 1 else dask.delayed(_combine_all, pure=True)(model, *g) for g in groups]
     return level[0]
 
 
@@ -163,15 +162,15 @@ def _e_step(model: Model[Any, Any], params: Any, block: Any) -> Any:
 
 
 @contextlib.contextmanager
-def one_blas_thread_per_task() -> Iterator[None]:
-    """Pin BLAS to one thread while Dask's local threads run tasks (no oversubscription).
+def single_threaded_blas() -> Iterator[None]:
+    """Pin BLAS to one thread in this process while a fit runs.
 
-    Distributed workers already start with ``OPENBLAS_NUM_THREADS=1`` and friends.
+    Dask's local threads then run one single-threaded BLAS call each (no
+    oversubscription), and the driver's small d x d factorisations skip the thread
+    start-up that dominates them. Distributed workers already start with
+    ``OPENBLAS_NUM_THREADS=1`` and friends.
     """
-    if current_client() is None:
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield
-    else:
+    with threadpool_limits(limits=1, user_api="blas"):
         yield
 
 
@@ -187,20 +186,24 @@ def compute_stats(
 
     The arguments are those of :func:`stats_graph`.
     """
-    with one_blas_thread_per_task():
+    with single_threaded_blas():
         (total,) = dask.compute(stats_graph(model, params, blocks, split_every, block_fn, block_args))
     return total
+
+
+def nonfinite_error(count: int, n_rows: int, name: str = "X", where: str = "") -> DataError:
+    """The error for data holding ``count`` NaN or infinite values among ``n_rows`` rows."""
+    return DataError(
+        f"Input {name} contains {count} NaN or infinite value(s) among {n_rows} rows{where}. "
+        f"Remove or impute them before fitting, e.g. {name} = {name}[da.isfinite({name}).all(axis=1)] "
+        f"for a dask array (then {name}.compute_chunk_sizes())."
+    )
 
 
 def check_stats(stats: Any, n_samples: int, name: str = "X") -> None:
     """Raise a clear error if a pass saw non-finite data or produced a non-finite likelihood."""
     if stats.n_nonfinite:
-        raise DataError(
-            f"Input {name} contains {stats.n_nonfinite} NaN or infinite value(s) among its "
-            f"{n_samples} rows. Remove or impute them before fitting, e.g. "
-            f"{name} = {name}[da.isfinite({name}).all(axis=1)] for a dask array "
-            f"(then {name}.compute_chunk_sizes())."
-        )
+        raise nonfinite_error(stats.n_nonfinite, n_samples, name)
     if not np.isfinite(stats.loglik):
         raise NumericalError(
             f"The log-likelihood is {stats.loglik!r}: some rows have zero probability under every "
@@ -296,14 +299,15 @@ def fit_em(
     blocks = data_blocks(source)
     monitor = ConvergenceMonitor(tol=tol, max_iter=max_iter)
     params = init
-    while not monitor.done:
-        start = time.perf_counter()
-        stats = compute_stats(model, params, blocks, fan_in)
-        check_stats(stats, source.n_samples)
-        params = model.m_step(stats, params)
-        record = monitor.update(model.log_likelihood(stats) / stats.n, time.perf_counter() - start)
-        if callback is not None:
-            callback(record, params)
+    with single_threaded_blas():
+        while not monitor.done:
+            start = time.perf_counter()
+            stats = compute_stats(model, params, blocks, fan_in)
+            check_stats(stats, source.n_samples)
+            params = model.m_step(stats, params)
+            record = monitor.update(model.log_likelihood(stats) / stats.n, time.perf_counter() - start)
+            if callback is not None:
+                callback(record, params)
     last = monitor.history[-1] if monitor.history else None
     return EMResult(
         params=params,

@@ -26,7 +26,7 @@ import numpy as np
 from dask.delayed import Delayed
 from scipy.cluster.vq import kmeans2
 
-from daskem.em.engine import compute_stats, data_blocks, resolve_split_every
+from daskem.em.engine import check_stats, compute_stats, data_blocks, nonfinite_error, resolve_split_every
 from daskem.io.sources import DataSource
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -45,9 +45,14 @@ def sample_rows(source: DataSource, size: int, rng: np.random.Generator) -> np.n
     """
     n = source.n_samples
     if size >= n:
-        return np.asarray(source.array.compute(), dtype=np.float64)
-    index = np.sort(rng.choice(n, size=size, replace=False))
-    return np.asarray(source.array[index].compute(), dtype=np.float64)
+        rows = np.asarray(source.array.compute(), dtype=np.float64)
+    else:
+        index = np.sort(rng.choice(n, size=size, replace=False))
+        rows = np.asarray(source.array[index].compute(), dtype=np.float64)
+    bad = int(rows.size - np.count_nonzero(np.isfinite(rows)))
+    if bad:
+        raise nonfinite_error(bad, rows.shape[0], where=" of the initialisation sample")
+    return rows
 
 
 def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
@@ -88,6 +93,7 @@ def _random_init(
         block_fn=_random_block_stats,
         block_args=[(s,) for s in seeds],
     )
+    check_stats(stats, source.n_samples)
     return model.m_step(stats, None)
 
 
@@ -134,8 +140,7 @@ def initial_params(
         seeds = kmeans_plusplus(sample, k, rng)
         return model.params_from_responsibilities(sample[seeds], np.eye(k))
     if method == "random_from_data":
-        index = np.sort(rng.choice(source.n_samples, size=k, replace=False))
-        rows = np.asarray(source.array[index].compute(), dtype=np.float64)
+        rows = sample_rows(source, k, rng)
         return model.params_from_responsibilities(rows, np.eye(k))
     if method == "random":
         return _random_init(model, source, data_blocks(source), rng, split_every)

@@ -181,11 +181,13 @@ class GaussianMixtureModel:
         first = np.zeros((k, d))
         second = np.zeros(ct.moment_shape(k, d))
         loglik = 0.0
-        for xs, log_prob, resp, work in self._tiles(block, shift, self._whitener(params, shift)):
-            loglik += float(log_normalize(log_prob, resp).sum())
-            resp_sum += resp.sum(axis=0)
-            first += resp.T @ xs
-            ct.second_moment(xs, resp, second, work)
+        # Non-finite data give NaN statistics; the driver reports them from n_nonfinite.
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            for xs, log_prob, resp, work in self._tiles(block, shift, self._whitener(params, shift)):
+                loglik += float(log_normalize(log_prob, resp).sum())
+                resp_sum += resp.sum(axis=0)
+                first += resp.T @ xs
+                ct.second_moment(xs, resp, second, work)
         return GaussianMixtureStats(
             n=float(block.shape[0]),
             loglik=loglik,
@@ -241,7 +243,7 @@ class GaussianMixtureModel:
         return GaussianMixtureStats(
             n=float(xs.shape[0]),
             loglik=0.0,
-            n_nonfinite=int(xs.size - np.count_nonzero(np.isfinite(xs))),
+            n_nonfinite=int(np.size(X) - np.count_nonzero(np.isfinite(X))),
             shift=stats.shift,
             resp_sum=resp.sum(axis=0),
             first=resp.T @ xs,
