@@ -202,6 +202,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     f"The parameter '{self.covariance_type} precision' should have the shape of {expected}, "
                     f"but got {precisions.shape}."
                 )
+            if self.covariance_type in ("full", "tied") and not np.allclose(
+                precisions, np.swapaxes(precisions, -1, -2)
+            ):
+                raise ParameterError(
+                    f"'{self.covariance_type} precision' should be symmetric, positive-definite; got a "
+                    "non-symmetric precisions_init. Pass symmetric matrices, e.g. (P + P.T) / 2."
+                )
         return weights, means, precisions
 
     # -- fitting ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import dask.array as da
 import numpy as np
 import zarr
+from scipy import sparse
 from sklearn.utils import check_array
 
 from daskem.errors import DataError, StoreError
@@ -77,21 +78,25 @@ def open_zarr_array(location: str | os.PathLike[str], storage_options: dict[str,
     return node
 
 
-def _reject_dtype(dtype: np.dtype[Any], name: str) -> None:
+def _reject_dtype(dtype: np.dtype[Any], name: str, detail: str = "") -> None:
     what = "Complex data not supported" if dtype.kind == "c" else "Non-numeric data not supported"
     raise DataError(
-        f"{what}: {name} has dtype {dtype}. daskem fits real-valued data: "
+        f"{what}: {name} has dtype {dtype}{detail}. daskem fits real-valued data: "
         f"convert it first, e.g. {name}.astype('float64')."
     )
 
 
-def _check_dask(array: da.Array, name: str) -> da.Array:
-    if array.ndim != 2:
+def _check_ndim(shape: tuple[Any, ...]) -> None:
+    if len(shape) != 2:
         raise DataError(
-            f"Expected 2D array, got {array.ndim}D array instead (shape={array.shape}). Reshape your data "
+            f"Expected 2D array, got {len(shape)}D array instead (shape={shape}). Reshape your data "
             "either using array.reshape(-1, 1) if your data has a single feature or array.reshape(1, -1) "
             "if it contains a single sample."
         )
+
+
+def _check_dask(array: da.Array, name: str) -> da.Array:
+    _check_ndim(array.shape)
     kind = array.dtype.kind
     if kind in "iub":
         array = array.astype(np.float64)
@@ -150,9 +155,20 @@ def as_source(
         return DataSource(_check_dask(da.from_zarr(X), name), "zarr", str(X.store_path))
     if isinstance(X, da.Array):
         return DataSource(_check_dask(X, name), "dask")
-    dtype = getattr(X, "dtype", None)
-    if dtype is not None and np.dtype(dtype).kind in "USMmcV":
-        _reject_dtype(np.dtype(dtype), name)
-    values = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite=False, input_name=name)
+    if sparse.issparse(X):
+        raise DataError(
+            f"Sparse data was passed for {name}, but daskem needs dense data: use {name}.toarray(), or a "
+            "dask array of dense blocks for data larger than memory."
+        )
+    values = np.asarray(X)
+    _check_ndim(values.shape)
+    if values.dtype.kind in "USMmcV":
+        _reject_dtype(values.dtype, name)
+    try:
+        values = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite=False, input_name=name)
+    except ValueError as err:
+        if values.dtype.kind == "O":
+            _reject_dtype(values.dtype, name, f" ({err})")
+        raise DataError(str(err)) from None
     rows = chunk_rows or default_chunk_rows(values.shape[0], values.shape[1])
     return DataSource(da.from_array(values, chunks=(rows, values.shape[1])), "numpy")
