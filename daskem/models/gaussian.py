@@ -78,13 +78,12 @@ class CovarianceType:
         ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
     moment_shape : callable
         ``(k, d) -> shape`` of the second-moment statistic.
-    log_prob_offsets : callable
-        Fills ``out`` of shape (t, k, d) with the whitened residuals ``(x - mu_k) L_k``
-        of a centred tile; the squared norm over the last axis is the Mahalanobis term.
+    whitening : callable
+        ``(prec_chol, offsets, d) -> (matrix, bias)`` of :class:`Whitener`.
     second_moment : callable
-        ``(xs, resp, out, work)``: adds the second-moment statistic of a centred tile
-        weighted by responsibilities to ``out``; ``work`` is an optional scratch buffer of
-        at least t * k * d floats.
+        ``(xt, resp, out, work)``: adds the second-moment statistic of a centred
+        feature-major tile ``xt`` (d, t) weighted by responsibilities ``resp`` (k, t) to
+        ``out``; ``work`` is an optional scratch buffer of at least k * d * t floats.
     covariance : callable
         Covariances from the statistics (see :func:`covariances_from_moments`).
     """
@@ -135,14 +134,17 @@ def _diagonal_from_prec(prec: FloatArray) -> FloatArray:
     return np.asarray(np.sqrt(prec))
 
 
-# --- whitening: residual (x - mu_k) L_k of a centred tile, as a matrix product ------------
+# --- whitening: residuals L_k^T (x - mu_k) of a centred feature-major tile ---------------------
+#
+# Tiles are feature-major, (d, t): every elementwise step then runs along t, a long
+# contiguous axis, instead of along d (16 wide), which is what makes it fast.
 
 
 def _full_whitening(prec_chol: FloatArray, offsets: FloatArray, d: int) -> tuple[FloatArray, FloatArray]:
-    # One (d, k*d) matrix: the E-step of all components is a single BLAS product.
+    # One (k*d, d) matrix of all L_k^T stacked: the E-step of all components is one BLAS product.
     k = offsets.shape[0]
-    stacked = np.ascontiguousarray(prec_chol.transpose(1, 0, 2).reshape(d, k * d))
-    bias = np.einsum("kd,kde->ke", offsets, prec_chol).reshape(k * d)
+    stacked = np.ascontiguousarray(prec_chol.transpose(0, 2, 1).reshape(k * d, d))
+    bias = np.einsum("kd,kde->ke", offsets, prec_chol).reshape(k * d, 1)
     return stacked, bias
 
 
@@ -154,35 +156,35 @@ def _tied_whitening(prec_chol: FloatArray, offsets: FloatArray, d: int) -> tuple
 def _diag_whitening(prec_chol: FloatArray, offsets: FloatArray, d: int) -> tuple[FloatArray, FloatArray]:
     # Diagonal factors are kept as (k, d) scales; applied by broadcasting, not a product.
     scales = np.broadcast_to(prec_chol.reshape(prec_chol.shape[0], -1), offsets.shape)
-    return np.ascontiguousarray(scales), (offsets * scales).reshape(-1)
+    return np.ascontiguousarray(scales), (offsets * scales).reshape(-1, 1)
 
 
-# --- second moments of a centred tile, accumulated into ``out`` ----------------------------
+# --- second moments of a centred feature-major tile, accumulated into ``out`` ------------------
 
 
-def _scratch(work: FloatArray | None, shape: tuple[int, ...]) -> FloatArray:
-    # A view of the caller's reusable buffer, so no large temporary is allocated per tile.
+def scratch(work: FloatArray | None, shape: tuple[int, ...]) -> FloatArray:
+    """A contiguous ``shape`` view of the front of a reusable buffer (new if ``work`` is None)."""
     if work is None:
         return np.empty(shape)
     return work.reshape(-1)[: int(np.prod(shape))].reshape(shape)
 
 
-def _full_moment(xs: FloatArray, resp: FloatArray, out: FloatArray, work: FloatArray | None) -> None:
-    t, d = xs.shape
-    k = resp.shape[1]
-    weighted = _scratch(work, (t, k, d))
-    np.multiply(resp[:, :, None], xs[:, None, :], out=weighted)
-    out += (weighted.reshape(t, k * d).T @ xs).reshape(k, d, d)
+def _full_moment(xt: FloatArray, resp: FloatArray, out: FloatArray, work: FloatArray | None) -> None:
+    d, t = xt.shape
+    k = resp.shape[0]
+    weighted = scratch(work, (k, d, t))
+    np.multiply(resp[:, None, :], xt[None, :, :], out=weighted)
+    out += (weighted.reshape(k * d, t) @ xt.T).reshape(k, d, d)
 
 
-def _tied_moment(xs: FloatArray, resp: FloatArray, out: FloatArray, work: FloatArray | None) -> None:
-    out += xs.T @ xs
+def _tied_moment(xt: FloatArray, resp: FloatArray, out: FloatArray, work: FloatArray | None) -> None:
+    out += xt @ xt.T
 
 
-def _diag_moment(xs: FloatArray, resp: FloatArray, out: FloatArray, work: FloatArray | None) -> None:
-    squares = _scratch(work, xs.shape)
-    np.multiply(xs, xs, out=squares)
-    out += resp.T @ squares
+def _diag_moment(xt: FloatArray, resp: FloatArray, out: FloatArray, work: FloatArray | None) -> None:
+    squares = scratch(work, xt.shape)
+    np.multiply(xt, xt, out=squares)
+    out += resp @ squares.T
 
 
 # --- covariances from centred moments ----------------------------------------------------
@@ -320,9 +322,9 @@ def covariance_type(name: str) -> CovarianceType:
 class Whitener:
     """Per-component whitening of centred rows, prepared once per parameter set.
 
-    ``residuals(xs, out)`` writes ``(x - mu_k) L_k`` for a tile ``xs`` of rows already
-    centred on the reference, into ``out`` of shape (t, k, d); ``log_norm`` holds the
-    per-component constant ``log w_k + log det L_k - d/2 log(2 pi)``.
+    Works on feature-major tiles ``xt`` of shape (d, t), centred on the reference point.
+    ``residuals(xt, out)`` writes ``L_k^T (x - mu_k)`` into ``out`` of shape (k, d, t);
+    ``log_norm`` (k, 1) holds ``log w_k + log det L_k - d/2 log(2 pi)``.
     """
 
     kind: str
@@ -332,21 +334,21 @@ class Whitener:
     n_components: int
     n_features: int
 
-    def residuals(self, xs: FloatArray, out: FloatArray) -> FloatArray:
-        """Whitened residuals of a centred tile, written into ``out`` (t, k, d)."""
-        t = xs.shape[0]
-        flat = out.reshape(t, -1)
+    def residuals(self, xt: FloatArray, out: FloatArray) -> FloatArray:
+        """Whitened residuals of a centred tile ``xt`` (d, t), written into ``out`` (k, d, t)."""
+        flat = out.reshape(-1, xt.shape[1])
         if self.kind in ("full", "tied"):
-            np.matmul(xs, self.matrix, out=flat)
+            np.matmul(self.matrix, xt, out=flat)
         else:
-            np.multiply(xs[:, None, :], self.matrix[None, :, :], out=out)
+            np.multiply(self.matrix[:, :, None], xt[None, :, :], out=out)
         flat -= self.bias
         return out
 
-    def weighted_log_prob(self, xs: FloatArray, work: FloatArray, out: FloatArray) -> FloatArray:
-        """``log w_k + log N(x | mu_k, Sigma_k)`` for a centred tile, into ``out`` (t, k)."""
-        res = self.residuals(xs, work)
-        np.einsum("tkd,tkd->tk", res, res, out=out)
+    def weighted_log_prob(self, xt: FloatArray, work: FloatArray, out: FloatArray) -> FloatArray:
+        """``log w_k + log N(x | mu_k, Sigma_k)`` for a centred tile, into ``out`` (k, t)."""
+        res = self.residuals(xt, work)
+        np.square(res, out=res)
+        res.sum(axis=1, out=out)
         out *= -0.5
         out += self.log_norm
         return out
@@ -379,40 +381,40 @@ def make_whitener(
     k, d = offsets.shape
     matrix, bias = cov_type.whitening(prec_chol, offsets, d)
     log_norm = log_weights + cov_type.log_det(prec_chol, d) - 0.5 * d * LOG_2PI
-    return Whitener(cov_type.name, matrix, bias, np.asarray(log_norm, dtype=np.float64), k, d)
+    return Whitener(cov_type.name, matrix, bias, np.asarray(log_norm, dtype=np.float64).reshape(k, 1), k, d)
 
 
 def log_normalize(log_prob: FloatArray, resp_out: FloatArray) -> FloatArray:
-    """Responsibilities and per-row log-sum-exp of weighted log-probabilities.
+    """Responsibilities and per-sample log-sum-exp of weighted log-probabilities.
 
     One ``exp`` per element (scipy's ``logsumexp`` followed by ``exp(log_prob - lse)``
     would take two, and exp is a large share of an E-step).
 
     Parameters
     ----------
-    log_prob : ndarray of shape (t, k)
-        Weighted log-probabilities.
-    resp_out : ndarray of shape (t, k)
-        Receives the responsibilities (rows sum to one).
+    log_prob : ndarray of shape (k, t)
+        Weighted log-probabilities, components along the first axis.
+    resp_out : ndarray of shape (k, t)
+        Receives the responsibilities (columns sum to one).
 
     Returns
     -------
     ndarray of shape (t,)
-        ``log sum_k exp(log_prob)`` per row.
+        ``log sum_k exp(log_prob)`` per sample.
     """
-    top = log_prob.max(axis=1)
-    # A row whose every component is -inf has no valid maximum; use 0 to avoid inf - inf.
+    top = log_prob.max(axis=0)
+    # A sample whose every component is -inf has no valid maximum; use 0 to avoid inf - inf.
     top[~np.isfinite(top)] = 0.0
-    np.subtract(log_prob, top[:, None], out=resp_out)
+    np.subtract(log_prob, top, out=resp_out)
     np.exp(resp_out, out=resp_out)
-    total = resp_out.sum(axis=1)
-    resp_out /= total[:, None]
+    total = resp_out.sum(axis=0)
+    resp_out /= total
     with np.errstate(divide="ignore"):
         return np.asarray(np.log(total) + top)
 
 
 def tile_rows(n_components: int, n_features: int) -> int:
-    """Rows per tile so that an E-step's (t, k, d) work buffer stays about 4 MiB.
+    """Rows per tile so that an E-step's (k, d, t) work buffer stays about 4 MiB.
 
     Small buffers stay in cache and are reused across tiles; they also sidestep glibc's
     per-allocation ``mmap`` when ``MALLOC_TRIM_THRESHOLD_`` is set (Dask workers set it).

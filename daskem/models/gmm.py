@@ -23,6 +23,7 @@ from daskem.models.gaussian import (
     covariance_type,
     log_normalize,
     make_whitener,
+    scratch,
     tile_rows,
 )
 
@@ -183,11 +184,11 @@ class GaussianMixtureModel:
         loglik = 0.0
         # Non-finite data give NaN statistics; the driver reports them from n_nonfinite.
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            for xs, log_prob, resp, work in self._tiles(block, shift, self._whitener(params, shift)):
+            for xt, log_prob, resp, work in self._tiles(block, shift, self._whitener(params, shift)):
                 loglik += float(log_normalize(log_prob, resp).sum())
-                resp_sum += resp.sum(axis=0)
-                first += resp.T @ xs
-                ct.second_moment(xs, resp, second, work)
+                resp_sum += resp.sum(axis=1)
+                first += resp @ xt.T
+                ct.second_moment(xt, resp, second, work)
         return GaussianMixtureStats(
             n=float(block.shape[0]),
             loglik=loglik,
@@ -239,7 +240,7 @@ class GaussianMixtureModel:
         xs = np.asarray(X, dtype=np.float64) - shift
         k = resp.shape[1]
         stats = self._zero(shift, k, xs.shape[1])
-        covariance_type(self.covariance_type).second_moment(xs, resp, stats.second, None)
+        covariance_type(self.covariance_type).second_moment(xs.T, resp.T, stats.second, None)
         return GaussianMixtureStats(
             n=float(xs.shape[0]),
             loglik=0.0,
@@ -274,23 +275,25 @@ class GaussianMixtureModel:
         """``log w_k + log N(x | k)`` for every row of ``block``: shape (n, k)."""
         shift = params.reference
         whitener = self._whitener(params, shift)
-        out = np.empty((block.shape[0], self.n_components))
+        out = np.empty((self.n_components, block.shape[0]))
         start = 0
-        for _, log_prob, _, _ in self._tiles(block, shift, whitener):
-            out[start : start + log_prob.shape[0]] = log_prob
-            start += log_prob.shape[0]
-        return out
+        with np.errstate(invalid="ignore", over="ignore"):
+            for _, log_prob, _, _ in self._tiles(block, shift, whitener):
+                out[:, start : start + log_prob.shape[1]] = log_prob
+                start += log_prob.shape[1]
+        return out.T
 
     def predict_proba(self, params: GaussianMixtureParams, block: NDArray[Any]) -> FloatArray:
         """Responsibilities of every row of ``block``: shape (n, k)."""
-        resp = np.empty((block.shape[0], self.n_components))
-        log_normalize(self.weighted_log_prob(params, block), resp)
-        return resp
+        log_prob = self.weighted_log_prob(params, block).T
+        resp = np.empty_like(log_prob)
+        log_normalize(log_prob, resp)
+        return resp.T
 
     def score_samples(self, params: GaussianMixtureParams, block: NDArray[Any]) -> FloatArray:
         """Log-likelihood of every row of ``block``: shape (n,)."""
-        resp = np.empty((block.shape[0], self.n_components))
-        return log_normalize(self.weighted_log_prob(params, block), resp)
+        log_prob = self.weighted_log_prob(params, block).T
+        return log_normalize(log_prob, np.empty_like(log_prob))
 
     def predict(self, params: GaussianMixtureParams, block: NDArray[Any]) -> NDArray[np.intp]:
         """Most probable component of every row of ``block``: shape (n,)."""
@@ -309,21 +312,22 @@ class GaussianMixtureModel:
         )
 
     def _tiles(self, block: NDArray[Any], shift: FloatArray, whitener: Whitener):  # type: ignore[no-untyped-def]
-        """Yield (centred tile, weighted log-prob, responsibility buffer, free work buffer).
+        """Yield feature-major tiles of ``block``, centred on ``shift``, with their buffers.
 
-        The buffers are allocated once per block and reused for every tile; the work
-        buffer is free for the caller once the log-probabilities are computed.
+        Each item is ``(xt, log_prob, resp, work)``: the centred tile (d, t), its weighted
+        log-probabilities (k, t), a responsibility buffer (k, t) and the (k, d, t) work
+        buffer, free for the caller once the log-probabilities are computed. The buffers
+        are allocated once per block and reused for every tile (contiguous views of their
+        fronts for a short last tile).
         """
         n, d = block.shape
         k = self.n_components
-        t = tile_rows(k, d)
-        xs_buf = np.empty((min(t, n), d))
-        work = np.empty((min(t, n), k, d))
-        log_prob = np.empty((min(t, n), k))
-        resp = np.empty((min(t, n), k))
+        t = max(1, min(tile_rows(k, d), n))
+        xt_buf, work_buf = np.empty(d * t), np.empty(k * d * t)
+        log_prob_buf, resp_buf = np.empty(k * t), np.empty(k * t)
         for start in range(0, n, t):
             m = min(t, n - start)
-            xs = xs_buf[:m]
-            np.subtract(block[start : start + m], shift, out=xs)
-            whitener.weighted_log_prob(xs, work[:m], log_prob[:m])
-            yield xs, log_prob[:m], resp[:m], work[:m]
+            xt = scratch(xt_buf, (d, m))
+            np.subtract(block[start : start + m].T, shift[:, None], out=xt)
+            log_prob = whitener.weighted_log_prob(xt, scratch(work_buf, (k, d, m)), scratch(log_prob_buf, (k, m)))
+            yield xt, log_prob, scratch(resp_buf, (k, m)), scratch(work_buf, (k, d, m))
