@@ -182,9 +182,12 @@ class GaussianMixtureModel:
         first = np.zeros((k, d))
         second = np.zeros(ct.moment_shape(k, d))
         loglik = 0.0
+        n_nonfinite = 0
         # Non-finite data give NaN statistics; the driver reports them from n_nonfinite.
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             for xt, log_prob, resp, work in self._tiles(block, shift, self._whitener(params, shift)):
+                # Counted per tile: a whole-block mask would be one large allocation per block.
+                n_nonfinite += xt.size - int(np.count_nonzero(np.isfinite(xt)))
                 loglik += float(log_normalize(log_prob, resp).sum())
                 resp_sum += resp.sum(axis=1)
                 first += resp @ xt.T
@@ -192,7 +195,7 @@ class GaussianMixtureModel:
         return GaussianMixtureStats(
             n=float(block.shape[0]),
             loglik=loglik,
-            n_nonfinite=int(block.size - np.count_nonzero(np.isfinite(block))),
+            n_nonfinite=n_nonfinite,
             shift=shift,
             resp_sum=resp_sum,
             first=first,
