@@ -495,8 +495,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         float
         """
-        n = as_source(X).n_samples
-        return float(-2.0 * self.score(X) * n + self._n_parameters() * np.log(n))
+        source = as_source(X)
+        n = source.n_samples
+        return float(-2.0 * self.score(source) * n + self._n_parameters() * np.log(n))
 
     def aic(self, X: Any) -> float:
         """Akaike information criterion of the fit on ``X`` (lower is better).
@@ -509,8 +510,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         float
         """
-        n = as_source(X).n_samples
-        return float(-2.0 * self.score(X) * n + 2 * self._n_parameters())
+        source = as_source(X)
+        return float(-2.0 * self.score(source) * source.n_samples + 2 * self._n_parameters())
 
     # -- persistence ------------------------------------------------------------------------
 
