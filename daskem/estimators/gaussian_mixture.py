@@ -301,13 +301,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self, model: GaussianMixtureModel, source: DataSource, rng: np.random.Generator
     ) -> GaussianMixtureParams:
         weights, means, precisions = self._checked_inits(source.n_features)
-        if weights is not None and means is not None and precisions is not None:
-            # Everything given: no pass over the data (scikit-learn skips its k-means too).
-            ct = covariance_type(self.covariance_type)
-            prec_chol = ct.precision_cholesky_from_precisions(precisions)
-            return GaussianMixtureParams(weights, means, ct.covariance_from_precision_cholesky(prec_chol), prec_chol)
-        base = initial_params(model, source, self.init_params, rng, split_every=self.split_every)
-        return model.params_from_arrays_init(base, weights, means, precisions)
+        # Everything given: no pass over the data (scikit-learn skips its k-means too).
+        all_given = weights is not None and means is not None and precisions is not None
+        base = None if all_given else initial_params(model, source, self.init_params, rng, split_every=self.split_every)
+        return model.with_given(base, weights, means, precisions)
 
     def _warm_params(self) -> GaussianMixtureParams:
         return GaussianMixtureParams(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)

@@ -64,6 +64,14 @@ class GaussianMixtureParams:
         return np.asarray(self.weights @ self.means / self.weights.sum())
 
 
+def _given_or_base(value: Any, base: GaussianMixtureParams | None, name: str) -> FloatArray:
+    if value is not None:
+        return np.asarray(value, dtype=np.float64)
+    if base is None:
+        raise ValueError(f"{name} must be given when there are no base parameters to take it from.")
+    return np.asarray(getattr(base, name))
+
+
 @dataclass(frozen=True)
 class GaussianMixtureStats:
     """Sufficient statistics of a set of rows under one parameter set.
@@ -254,22 +262,28 @@ class GaussianMixtureModel:
             second=stats.second,
         )
 
-    def params_from_arrays_init(
+    def with_given(
         self,
-        base: GaussianMixtureParams,
+        base: GaussianMixtureParams | None,
         weights: FloatArray | None,
         means: FloatArray | None,
         precisions: FloatArray | None,
     ) -> GaussianMixtureParams:
-        """Replace parts of ``base`` by user-given initial weights, means or precisions."""
+        """Parameters from user-given weights, means and precisions, the rest from ``base``.
+
+        ``base`` may be ``None`` only when all three are given.
+        """
         ct = covariance_type(self.covariance_type)
-        new_weights = base.weights if weights is None else np.asarray(weights, dtype=np.float64)
-        new_means = base.means if means is None else np.asarray(means, dtype=np.float64)
-        if precisions is None:
-            return GaussianMixtureParams(new_weights, new_means, base.covariances, base.precisions_cholesky)
-        prec_chol = ct.precision_cholesky_from_precisions(np.asarray(precisions, dtype=np.float64))
+        if precisions is not None:
+            prec_chol = ct.precision_cholesky_from_precisions(np.asarray(precisions, dtype=np.float64))
+            covariances = ct.covariance_from_precision_cholesky(prec_chol)
         return GaussianMixtureParams(
-            new_weights, new_means, ct.covariance_from_precision_cholesky(prec_chol), prec_chol
+            weights=_given_or_base(weights, base, "weights"),
+            means=_given_or_base(means, base, "means"),
+            covariances=covariances if precisions is not None else _given_or_base(None, base, "covariances"),
+            precisions_cholesky=(
+                prec_chol if precisions is not None else _given_or_base(None, base, "precisions_cholesky")
+            ),
         )
 
     # -- prediction per block --------------------------------------------------------------
