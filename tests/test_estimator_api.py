@@ -458,7 +458,7 @@ def test_load_refuses_non_float_array(fits, tmp_path):
     fits["numpy"].save(path)
     group = zarr.open_group(str(path), mode="r+")
     group.create_array("extra", shape=(2,), dtype="int64")
-    with pytest.raises(StoreError, match=re.escape("array 'extra' has dtype int64; daskem models hold float64 only.")):
+    with pytest.raises(StoreError, match=re.escape("array 'extra' has dtype int64; daskem stores float64 only.")):
         daskem.load(path)
 
 

@@ -25,6 +25,25 @@ FORMAT_VERSION = 1
 ATTR_KEY = "daskem"
 
 
+def write_float_array(group: zarr.Group, name: str, value: np.ndarray) -> None:
+    """Write ``value`` as one uncompressed float64 chunk ``name`` of ``group``."""
+    data = np.ascontiguousarray(value, dtype=np.float64)
+    array = group.create_array(
+        name, shape=data.shape, dtype="float64", chunks=tuple(max(1, s) for s in data.shape), compressors=None
+    )
+    array[...] = data
+
+
+def read_float_arrays(group: zarr.Group, where: str) -> dict[str, np.ndarray]:
+    """Read every array of ``group``, refusing any dtype but float64 (nothing else is trusted)."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, array in group.arrays():
+        if np.dtype(array.dtype) != np.float64:
+            raise StoreError(f"{where}: array {name!r} has dtype {array.dtype}; daskem stores float64 only.")
+        arrays[name] = np.asarray(array[...])
+    return arrays
+
+
 def write_arrays_group(
     location: str | os.PathLike[str],
     arrays: dict[str, np.ndarray],
@@ -35,11 +54,7 @@ def write_arrays_group(
     """Write ``arrays`` and JSON ``attrs`` as a Zarr v3 group at ``location``."""
     group = zarr.open_group(store=os.fspath(location), mode="w" if overwrite else "w-", zarr_format=3)
     for name, value in arrays.items():
-        data = np.ascontiguousarray(value, dtype=np.float64)
-        array = group.create_array(
-            name, shape=data.shape, dtype="float64", chunks=tuple(max(1, s) for s in data.shape), compressors=None
-        )
-        array[...] = data
+        write_float_array(group, name, value)
     group.attrs[ATTR_KEY] = {"format": FORMAT_VERSION, **attrs}
 
 
@@ -60,9 +75,4 @@ def read_arrays_group(location: str | os.PathLike[str]) -> tuple[dict[str, np.nd
             f"{loc!r} uses daskem model format {meta['format']!r}; this daskem reads format "
             f"{FORMAT_VERSION}. Upgrade daskem to read it."
         )
-    arrays: dict[str, np.ndarray] = {}
-    for name, array in group.arrays():
-        if np.dtype(array.dtype) != np.float64:
-            raise StoreError(f"{loc!r}: array {name!r} has dtype {array.dtype}; daskem models hold float64 only.")
-        arrays[name] = np.asarray(array[...])
-    return arrays, meta
+    return read_float_arrays(group, repr(loc)), meta

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +28,7 @@ import numpy as np
 from dask.delayed import Delayed
 from threadpoolctl import threadpool_limits
 
+from daskem.checkpoint.checkpoint import Checkpoint, CheckpointRun, CheckpointState
 from daskem.em.monitor import ConvergenceMonitor, IterationRecord
 from daskem.errors import DataError, NumericalError
 from daskem.io.sources import DataSource, as_source
@@ -56,6 +58,8 @@ class EMResult:
         One record per iteration.
     n_samples : int
         Rows in the data.
+    resumed_from : int
+        Iterations read back from a checkpoint (0 for a fresh fit).
     """
 
     params: Any
@@ -64,6 +68,7 @@ class EMResult:
     lower_bound: float
     history: tuple[IterationRecord, ...]
     n_samples: int
+    resumed_from: int = 0
 
 
 def current_client() -> Any | None:
@@ -254,6 +259,45 @@ def map_rows(
     return da.map_blocks(fn, array, chunks=(array.chunks[0], (columns,)), dtype=dtype)
 
 
+def checkpoint_run(
+    checkpoint: str | os.PathLike[str] | Checkpoint | CheckpointRun,
+    model: Any,
+    source: DataSource,
+    split_every: int,
+    overwrite: bool,
+) -> CheckpointRun:
+    """The run to checkpoint a :func:`fit_em` call into, created or checked as needed.
+
+    A path or :class:`Checkpoint` is prepared with this fit's model spec, data
+    fingerprint and ``split_every`` (resuming requires all three to match) and its run 0
+    is used; a :class:`CheckpointRun` is used as given (its owner checked it).
+    """
+    if isinstance(checkpoint, CheckpointRun):
+        return checkpoint
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint(checkpoint)
+    ckpt.prepare(fit_metadata(model, source, split_every), compare=COMPARED_SECTIONS, overwrite=overwrite)
+    return ckpt.run(0)
+
+
+#: Root sections that must match for a fit to resume from a checkpoint.
+COMPARED_SECTIONS = ("model", "data", "config")
+
+
+def fit_metadata(model: Any, source: DataSource, split_every: int, **config: Any) -> dict[str, Any]:
+    """Root attributes of a checkpoint of this fit (see :class:`daskem.checkpoint.Checkpoint`)."""
+    from daskem import __version__
+
+    data = source.fingerprint()
+    location = data.pop("location")
+    return {
+        "daskem_version": __version__,
+        "model": model.spec(),
+        "data": data,
+        "source": {"location": location, "kind": source.kind},
+        "config": {"split_every": split_every, **config},
+    }
+
+
 def fit_em(
     model: Any,
     X: Any,
@@ -263,6 +307,10 @@ def fit_em(
     tol: float = 1e-3,
     split_every: int | None = None,
     callback: IterationCallback | None = None,
+    checkpoint: str | os.PathLike[str] | Checkpoint | CheckpointRun | None = None,
+    checkpoint_every: int = 1,
+    keep_last: int = 2,
+    overwrite: bool = False,
 ) -> EMResult:
     """Fit ``model`` to ``X`` by Expectation-Maximization.
 
@@ -277,10 +325,11 @@ def fit_em(
         Any object implementing :class:`daskem.models.Model`.
     X : array-like, dask array, zarr.Array, str or DataSource
         The data (see :func:`daskem.io.as_source`).
-    init : Params
-        Initial parameters (see :func:`daskem.em.initial_params`).
+    init : Params or callable
+        Initial parameters (see :func:`daskem.em.initial_params`), or a function of no
+        arguments returning them, called only when there is no checkpoint to resume.
     max_iter : int
-        Most iterations to run.
+        Most iterations to run (in total, counting those of a resumed checkpoint).
     tol : float
         Stop when the per-sample log-likelihood changes by less than ``tol``.
     split_every : int, optional
@@ -288,17 +337,39 @@ def fit_em(
     callback : callable, optional
         Called as ``callback(record, params)`` after every iteration with its
         :class:`IterationRecord` and the new parameters.
+    checkpoint : str, os.PathLike, Checkpoint or CheckpointRun, optional
+        Zarr location (path or fsspec URL) to checkpoint into after iterations. If it
+        holds a checkpoint of the same model, data and ``split_every``, the fit resumes
+        from its newest committed iteration and reaches bitwise the same result as an
+        uninterrupted fit.
+    checkpoint_every : int
+        Commit every ``checkpoint_every`` iterations (and always the last one).
+    keep_last : int
+        Committed iterations kept; older ones are deleted after each commit.
+    overwrite : bool
+        Discard an existing checkpoint at ``checkpoint`` and start afresh.
 
     Returns
     -------
     EMResult
         Final parameters, convergence state and per-iteration history.
     """
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an int >= 1; got {checkpoint_every!r}.")
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+        raise ValueError(f"keep_last must be an int >= 1; got {keep_last!r}.")
     source = as_source(X)
     fan_in = resolve_split_every(split_every)
-    blocks = data_blocks(source)
+    run = None if checkpoint is None else checkpoint_run(checkpoint, model, source, fan_in, overwrite)
+    state = run.latest() if run is not None else None
     monitor = ConvergenceMonitor(tol=tol, max_iter=max_iter)
-    params = init
+    if state is not None:
+        params = model.params_from_arrays(state.params)
+        monitor.restore(state.history)
+        logger.info("resuming from iteration %d of %r", state.iteration, run)
+    else:
+        params = init() if callable(init) else init
+    blocks = data_blocks(source) if not monitor.done else []
     with single_threaded_blas():
         while not monitor.done:
             start = time.perf_counter()
@@ -306,6 +377,13 @@ def fit_em(
             check_stats(stats, source.n_samples)
             params = model.m_step(stats, params)
             record = monitor.update(model.log_likelihood(stats) / stats.n, time.perf_counter() - start)
+            if run is not None and (record.iteration % checkpoint_every == 0 or monitor.done):
+                run.commit(
+                    CheckpointState(
+                        record.iteration, params.to_arrays(), monitor.as_arrays(), monitor.converged, monitor.done
+                    ),
+                    keep_last,
+                )
             if callback is not None:
                 callback(record, params)
     last = monitor.history[-1] if monitor.history else None
@@ -316,4 +394,5 @@ def fit_em(
         lower_bound=last.log_likelihood if last else -np.inf,
         history=tuple(monitor.history),
         n_samples=source.n_samples,
+        resumed_from=state.iteration if state is not None else 0,
     )

@@ -7,6 +7,8 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
+
 logger = logging.getLogger("daskem")
 
 
@@ -64,6 +66,23 @@ class ConvergenceMonitor:
     def done(self) -> bool:
         """Whether the loop should stop (converged or out of iterations)."""
         return self.converged or len(self.history) >= self.max_iter
+
+    def restore(self, history: dict[str, np.ndarray]) -> None:
+        """Continue from a checkpointed history (see :meth:`as_arrays`)."""
+        self.history = [
+            IterationRecord(i + 1, float(ll), float(ch), float(s))
+            for i, (ll, ch, s) in enumerate(
+                zip(history["log_likelihood"], history["change"], history["seconds"], strict=True)
+            )
+        ]
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        """The history as float64 arrays ``log_likelihood``, ``change``, ``seconds``."""
+        return {
+            "log_likelihood": np.array([r.log_likelihood for r in self.history], dtype=np.float64),
+            "change": np.array([r.change for r in self.history], dtype=np.float64),
+            "seconds": np.array([r.seconds for r in self.history], dtype=np.float64),
+        }
 
     def update(self, log_likelihood: float, seconds: float) -> IterationRecord:
         """Record an iteration's per-sample log-likelihood and return its record."""

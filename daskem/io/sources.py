@@ -8,11 +8,13 @@ E-step, not by an extra pass).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import dask
 import dask.array as da
 import numpy as np
 import zarr
@@ -52,6 +54,39 @@ class DataSource:
     def n_features(self) -> int:
         """Number of features (columns)."""
         return int(self.array.shape[1])
+
+    def fingerprint(self, n_sample_blocks: int = 3) -> dict[str, Any]:
+        """What identifies these data for a checkpoint: layout plus a digest of sampled blocks.
+
+        The digest is SHA-256 over the raw bytes of the first, middle and last row blocks
+        (``n_sample_blocks`` spread evenly), so it reads only those blocks.
+
+        Returns
+        -------
+        dict
+            JSON-able: ``shape``, ``dtype``, ``row_chunks`` (run-length encoded as
+            ``[size, count]`` pairs), ``location`` and ``digest``.
+        """
+        chunks = self.array.chunks[0]
+        picks = sorted({round(i * (len(chunks) - 1) / max(1, n_sample_blocks - 1)) for i in range(n_sample_blocks)})
+        blocks = dask.compute(*[self.array.blocks[i, 0] for i in picks])
+        digest = hashlib.sha256()
+        for i, block in zip(picks, blocks, strict=True):
+            digest.update(f"{i}:{block.shape}:".encode())
+            digest.update(np.ascontiguousarray(block).tobytes())
+        runs: list[list[int]] = []
+        for size in chunks:
+            if runs and runs[-1][0] == size:
+                runs[-1][1] += 1
+            else:
+                runs.append([int(size), 1])
+        return {
+            "shape": [int(v) for v in self.array.shape],
+            "dtype": str(self.array.dtype),
+            "row_chunks": runs,
+            "location": self.location,
+            "digest": digest.hexdigest(),
+        }
 
 
 def default_chunk_rows(n_samples: int, n_features: int) -> int:
@@ -150,7 +185,8 @@ def as_source(
         return X
     if isinstance(X, str | os.PathLike):
         arr = open_zarr_array(X, storage_options)
-        return DataSource(_check_dask(da.from_zarr(arr), name), "zarr", os.fspath(X))
+        loc = os.fspath(X)
+        return DataSource(_check_dask(da.from_zarr(arr), name), "zarr", loc if "://" in loc else os.path.abspath(loc))
     if isinstance(X, zarr.Array):
         return DataSource(_check_dask(da.from_zarr(X), name), "zarr", str(X.store_path))
     if isinstance(X, da.Array):

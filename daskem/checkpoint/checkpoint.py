@@ -1,0 +1,334 @@
+"""Crash-safe checkpoints of EM fits, as Zarr v3 groups on any fsspec location.
+
+Layout::
+
+    RUN.zarr/                      attrs["daskem_checkpoint"]: format, daskem version, model
+                                   spec, data fingerprint, fit configuration, random state,
+                                   estimator (kind + hyperparameters). Written once.
+      runs/<r>/                    one EM run (initialisation r of n_init)
+        iterations/<n>/            state after n iterations: parameter arrays and the
+                                   history arrays (log_likelihood, change, seconds), float64;
+                                   attrs["daskem_iteration"] = {iteration, converged,
+                                   finished, digests} written LAST
+        pointer/                   attrs["daskem_pointer"] = {"iteration": n}, written after
+                                   the iteration group is complete
+
+Commit protocol: (1) write the iteration group's arrays, (2) write its attributes with a
+SHA-256 digest of every array (an iteration without them is incomplete and invisible),
+(3) move the pointer, (4) delete iterations older than the newest ``keep_last``. A crash
+at any moment leaves the previous committed iteration readable. Readers list the
+iteration groups (so a stale or missing pointer costs nothing), verify digests, shapes and
+finiteness, and fall back to the next older iteration with a
+:class:`CorruptCheckpointWarning` naming what was wrong.
+
+Nothing here unpickles: attributes are JSON, arrays must be float64 (anything else is
+refused), and an unknown format version is refused.
+
+On object stores (S3, GCS) there is no atomic rename and listings may lag writes; the
+protocol does not need renames, and a lagging listing only makes a reader resume from an
+older committed iteration, never from a partial one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+import zarr
+
+from daskem.checkpoint.store import read_float_arrays, write_float_array
+from daskem.errors import StoreError
+
+CHECKPOINT_FORMAT = 1
+ROOT_KEY = "daskem_checkpoint"
+ITERATION_KEY = "daskem_iteration"
+POINTER_KEY = "daskem_pointer"
+HISTORY_FIELDS = ("log_likelihood", "change", "seconds")
+
+#: Fault-injection hook for tests: seconds to sleep after each array written by a commit,
+#: so that a test can kill the writer in the middle of a checkpoint.
+WRITE_DELAY_ENV = "DASKEM_CHECKPOINT_WRITE_DELAY"
+
+
+class CheckpointMismatchError(StoreError):
+    """A checkpoint was written for other data, another model or another configuration."""
+
+
+class CorruptCheckpointWarning(UserWarning):
+    """A checkpointed iteration was unreadable or failed verification and was skipped."""
+
+
+@dataclass(frozen=True)
+class CheckpointState:
+    """The state of an EM run after ``iteration`` iterations.
+
+    Attributes
+    ----------
+    iteration : int
+        Iterations completed.
+    params : dict of str to ndarray
+        Parameters to start the next iteration from (``Params.to_arrays()``).
+    history : dict of str to ndarray
+        ``log_likelihood``, ``change`` and ``seconds`` of iterations 1..``iteration``.
+    converged : bool
+        Whether the convergence test was met.
+    finished : bool
+        Whether the run ended (converged or out of iterations).
+    """
+
+    iteration: int
+    params: dict[str, np.ndarray]
+    history: dict[str, np.ndarray]
+    converged: bool
+    finished: bool
+
+
+def _digest(value: np.ndarray) -> str:
+    data = np.ascontiguousarray(value, dtype="<f8")
+    return hashlib.sha256(repr(data.shape).encode() + data.tobytes()).hexdigest()
+
+
+def _first_difference(stored: Any, current: Any, prefix: str) -> tuple[str, Any, Any] | None:
+    if isinstance(stored, dict) and isinstance(current, dict):
+        for key in sorted(set(stored) | set(current)):
+            found = _first_difference(stored.get(key), current.get(key), f"{prefix}.{key}" if prefix else key)
+            if found:
+                return found
+        return None
+    return None if stored == current else (prefix, stored, current)
+
+
+class Checkpoint:
+    """A checkpoint location: a Zarr v3 group on a local path or fsspec URL.
+
+    Parameters
+    ----------
+    location : str or os.PathLike
+        Path or URL (``file://``, ``memory://``, ``s3://`` ...) of the group.
+    storage_options : dict, optional
+        fsspec options for a URL.
+    """
+
+    def __init__(self, location: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> None:
+        self.location = os.fspath(location)
+        self.storage_options = storage_options or {}
+        self._fs, self._root = fsspec.core.url_to_fs(self.location, **self.storage_options)
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.location!r})"
+
+    # -- store access ---------------------------------------------------------------------
+
+    def _group(self, path: str = "", mode: str = "r") -> zarr.Group:
+        return zarr.open_group(
+            store=self.location,
+            path=path,
+            mode=mode,  # type: ignore[arg-type]
+            zarr_format=3,
+            storage_options=self.storage_options or None,
+        )
+
+    def _children(self, path: str) -> list[str]:
+        full = f"{self._root.rstrip('/')}/{path}"
+        if not self._fs.isdir(full):
+            return []
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in self._fs.ls(full, detail=False)]
+
+    def _remove(self, path: str) -> None:
+        full = f"{self._root.rstrip('/')}/{path}"
+        if self._fs.exists(full):
+            self._fs.rm(full, recursive=True)
+
+    # -- the root -------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether a checkpoint (its root metadata) exists at the location."""
+        return bool(self._fs.exists(f"{self._root.rstrip('/')}/zarr.json"))
+
+    def metadata(self) -> dict[str, Any]:
+        """The root attributes: what was fitted, on which data, how."""
+        try:
+            meta = self._group().attrs.get(ROOT_KEY)
+        except FileNotFoundError:
+            raise StoreError(f"No daskem checkpoint at {self.location!r}: the path does not exist.") from None
+        except Exception as err:  # a truncated or garbage root document
+            raise StoreError(f"The checkpoint metadata at {self.location!r} is unreadable: {err}") from None
+        if not isinstance(meta, dict) or "format" not in meta:
+            raise StoreError(f"{self.location!r} is a Zarr group but not a daskem checkpoint.")
+        if meta["format"] != CHECKPOINT_FORMAT:
+            raise StoreError(
+                f"{self.location!r} uses checkpoint format {meta['format']!r}; this daskem reads format "
+                f"{CHECKPOINT_FORMAT}. Upgrade daskem to resume it."
+            )
+        return meta
+
+    def prepare(self, meta: dict[str, Any], *, compare: tuple[str, ...], overwrite: bool = False) -> dict[str, Any]:
+        """Create the checkpoint with ``meta``, or check an existing one against it.
+
+        Parameters
+        ----------
+        meta : dict
+            Root attributes for a new checkpoint (JSON-able).
+        compare : tuple of str
+            Top-level sections of ``meta`` that must equal the stored ones to resume.
+        overwrite : bool
+            Delete whatever is at the location and start a new checkpoint.
+
+        Returns
+        -------
+        dict
+            The stored root attributes (``meta`` itself for a new checkpoint).
+
+        Raises
+        ------
+        CheckpointMismatchError
+            The stored checkpoint differs in a compared field (named, with both values).
+        """
+        if overwrite:
+            self._remove("")
+        if self.exists():
+            try:
+                stored = self.metadata()
+            except StoreError as err:
+                if self.runs():
+                    raise
+                # Killed while creating the root, before any iteration: nothing to lose.
+                warnings.warn(f"Starting the checkpoint afresh: {err}", CorruptCheckpointWarning, stacklevel=2)
+                self._remove("")
+                return self.prepare(meta, compare=compare)
+            for section in compare:
+                found = _first_difference(stored.get(section), meta.get(section), section)
+                if found:
+                    field, old, new = found
+                    raise CheckpointMismatchError(
+                        f"The checkpoint at {self.location!r} was written for {field}={old!r}, but this fit has "
+                        f"{field}={new!r}. Resume with the same {section}, or pass overwrite=True "
+                        "(daskem fit --force-restart) to start a new fit there."
+                    )
+            return stored
+        root = self._group(mode="w")
+        root.attrs[ROOT_KEY] = {"format": CHECKPOINT_FORMAT, **meta}
+        return {"format": CHECKPOINT_FORMAT, **meta}
+
+    def runs(self) -> list[int]:
+        """Indices of the runs (initialisations) that have a checkpoint directory."""
+        return sorted(int(name) for name in self._children("runs") if name.isdigit())
+
+    def run(self, index: int) -> CheckpointRun:
+        """The checkpoint of run (initialisation) ``index``."""
+        return CheckpointRun(self, index)
+
+
+class CheckpointRun:
+    """The committed iterations of one EM run inside a :class:`Checkpoint`."""
+
+    def __init__(self, checkpoint: Checkpoint, index: int) -> None:
+        self.checkpoint = checkpoint
+        self.index = index
+        self.path = f"runs/{index}"
+
+    def __repr__(self) -> str:
+        return f"CheckpointRun({self.checkpoint.location!r}, run={self.index})"
+
+    def iterations(self) -> list[int]:
+        """Iteration numbers that have a directory, complete or not, ascending."""
+        return sorted(int(n) for n in self.checkpoint._children(f"{self.path}/iterations") if n.isdigit())
+
+    def pointer(self) -> int | None:
+        """The iteration the pointer names, or None if it is missing or unreadable."""
+        try:
+            record = self.checkpoint._group(f"{self.path}/pointer").attrs.get(POINTER_KEY)
+        except Exception:  # missing or garbage: readers scan instead
+            return None
+        value = record.get("iteration") if isinstance(record, dict) else None
+        return value if isinstance(value, int) else None
+
+    def read(self, iteration: int) -> CheckpointState:
+        """Read and verify committed iteration ``iteration``.
+
+        Raises
+        ------
+        StoreError
+            The iteration is incomplete, unreadable or fails verification; the message
+            says what was wrong.
+        """
+        where = f"iteration {iteration} of {self.checkpoint.location!r} (run {self.index})"
+        try:
+            group = self.checkpoint._group(f"{self.path}/iterations/{iteration}")
+            info = group.attrs.get(ITERATION_KEY)
+        except Exception as err:
+            raise StoreError(f"{where}: unreadable metadata ({type(err).__name__}: {err})") from None
+        if not isinstance(info, dict) or "digests" not in info:
+            raise StoreError(f"{where}: incomplete (no commit record; the writer stopped midway)")
+        try:
+            arrays = read_float_arrays(group, where)
+        except StoreError:
+            raise
+        except Exception as err:
+            raise StoreError(f"{where}: unreadable array data ({type(err).__name__}: {err})") from None
+        digests = info["digests"]
+        if set(arrays) != set(digests):
+            missing = sorted(set(digests) ^ set(arrays))
+            raise StoreError(f"{where}: arrays {missing} missing or unexpected")
+        for name, value in arrays.items():
+            if _digest(value) != digests[name]:
+                raise StoreError(f"{where}: array {name!r} does not match its digest (truncated, lost or altered)")
+            # The first change is +inf by definition; everything else must be finite.
+            finite = value[1:] if name == "history_change" else value
+            if not np.all(np.isfinite(finite)):
+                raise StoreError(f"{where}: array {name!r} holds NaN or infinite values")
+        history = {f: arrays.pop(f"history_{f}") for f in HISTORY_FIELDS}
+        if history["log_likelihood"].shape != (iteration,):
+            raise StoreError(f"{where}: history has {history['log_likelihood'].shape[0]} entries, expected {iteration}")
+        return CheckpointState(
+            iteration=int(info["iteration"]),
+            params=arrays,
+            history=history,
+            converged=bool(info["converged"]),
+            finished=bool(info["finished"]),
+        )
+
+    def latest(self) -> CheckpointState | None:
+        """The newest committed iteration that verifies, or None if there is none.
+
+        Iterations that fail verification are skipped with a
+        :class:`CorruptCheckpointWarning` naming what was wrong.
+        """
+        pointer = self.pointer()
+        for iteration in reversed(self.iterations()):
+            try:
+                return self.read(iteration)
+            except StoreError as err:
+                # An uncommitted newest iteration is the normal trace of a crash mid-write;
+                # anything the pointer already named is damage and is reported.
+                if (pointer is None or iteration > pointer) and "incomplete" in str(err):
+                    continue
+                warnings.warn(f"Skipping a damaged checkpoint: {err}.", CorruptCheckpointWarning, stacklevel=2)
+        return None
+
+    def commit(self, state: CheckpointState, keep_last: int) -> None:
+        """Write ``state`` by the commit protocol, then prune to the newest ``keep_last``."""
+        delay = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
+        arrays = dict(state.params)
+        arrays.update({f"history_{f}": np.asarray(state.history[f], dtype=np.float64) for f in HISTORY_FIELDS})
+        group = self.checkpoint._group(f"{self.path}/iterations/{state.iteration}", mode="w")
+        for name, value in arrays.items():
+            write_float_array(group, name, value)
+            if delay:
+                time.sleep(delay)
+        group.attrs[ITERATION_KEY] = {
+            "iteration": state.iteration,
+            "converged": state.converged,
+            "finished": state.finished,
+            "digests": {name: _digest(value) for name, value in arrays.items()},
+        }
+        self.checkpoint._group(f"{self.path}/pointer", mode="w").attrs[POINTER_KEY] = {"iteration": state.iteration}
+        for old in self.iterations()[:-keep_last]:
+            if old < state.iteration:
+                self.checkpoint._remove(f"{self.path}/iterations/{old}")
