@@ -167,6 +167,10 @@ def test_params_round_trip():
         "verbose",
         "verbose_interval",
         "split_every",
+        "checkpoint",
+        "checkpoint_every",
+        "keep_last",
+        "overwrite_checkpoint",
     }
     twin = clone(gm)
     assert twin is not gm

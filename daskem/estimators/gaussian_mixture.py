@@ -14,8 +14,9 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
+from daskem.checkpoint.checkpoint import Checkpoint
 from daskem.checkpoint.store import read_arrays_group, write_arrays_group
-from daskem.em.engine import EMResult, fit_em, map_rows, resolve_split_every
+from daskem.em.engine import COMPARED_SECTIONS, EMResult, fit_em, fit_metadata, map_rows, resolve_split_every
 from daskem.em.init import INIT_METHODS, initial_params
 from daskem.em.monitor import IterationRecord
 from daskem.errors import DataError, NotFittedError, ParameterError, StoreError
@@ -27,13 +28,15 @@ from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
 _FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 
 
-def _seeds(random_state: Any, n: int) -> list[np.random.SeedSequence]:
-    """Independent seeds for ``n`` initialisations, reproducible for an int ``random_state``."""
+def _entropy(random_state: Any) -> int:
+    """The seed of the initialisations: ``random_state`` itself if it is an int."""
     if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
-        entropy = int(random_state)
-    else:
-        entropy = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    return list(np.random.SeedSequence(entropy).spawn(n))
+        return int(random_state)
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+#: Hyperparameters that say where and how to checkpoint, not what to fit: not stored.
+_CHECKPOINT_PARAMS = ("checkpoint", "overwrite_checkpoint")
 
 
 def _jsonable(value: Any) -> Any:
@@ -43,6 +46,8 @@ def _jsonable(value: Any) -> Any:
         return None
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     return value
 
 
@@ -131,6 +136,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         verbose: int = 0,
         verbose_interval: int = 10,
         split_every: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: int = 1,
+        keep_last: int = 2,
+        overwrite_checkpoint: bool = False,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -147,6 +156,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.split_every = split_every
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.keep_last = keep_last
+        self.overwrite_checkpoint = overwrite_checkpoint
 
     # -- validation ---------------------------------------------------------------------
 
@@ -160,14 +173,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_int(name, "n_init", self.n_init, 1)
         check_option(name, "init_params", self.init_params, INIT_METHODS)
         check_random_state_param(name, self.random_state)
-        if not isinstance(self.warm_start, bool | np.bool_):
-            raise ParameterError(
-                f"The 'warm_start' parameter of {name} must be an instance of 'bool' or an instance of "
-                f"'numpy.bool'. Got {self.warm_start!r} instead."
-            )
         check_int(name, "verbose", self.verbose, 0)
         check_int(name, "verbose_interval", self.verbose_interval, 1)
         check_int(name, "split_every", self.split_every, 2, none_ok=True)
+        check_int(name, "checkpoint_every", self.checkpoint_every, 1)
+        check_int(name, "keep_last", self.keep_last, 1)
+        if self.checkpoint is not None and not isinstance(self.checkpoint, str | os.PathLike):
+            raise ParameterError(
+                f"The 'checkpoint' parameter of {name} must be a str (a Zarr path or URL), an os.PathLike or "
+                f"None. Got {self.checkpoint!r} instead."
+            )
+        for flag in ("warm_start", "overwrite_checkpoint"):
+            value = getattr(self, flag)
+            if not isinstance(value, bool | np.bool_):
+                raise ParameterError(
+                    f"The {flag!r} parameter of {name} must be an instance of 'bool' or an instance of "
+                    f"'numpy.bool'. Got {value!r} instead."
+                )
 
     def _model(self) -> GaussianMixtureModel:
         return GaussianMixtureModel(self.n_components, self.covariance_type, float(self.reg_covar))
@@ -249,10 +271,26 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         model = self._model()
         warm = self.warm_start and hasattr(self, "converged_")
         n_init = 1 if warm else self.n_init
-        seeds = _seeds(self.random_state, n_init)
+        inits = self._checked_inits(source.n_features)
+        entropy = _entropy(self.random_state)
+        checkpoint = None
+        if self.checkpoint is not None:
+            checkpoint = Checkpoint(self.checkpoint)
+            stored = checkpoint.prepare(
+                self._checkpoint_metadata(model, source, n_init, entropy),
+                compare=COMPARED_SECTIONS,
+                overwrite=self.overwrite_checkpoint,
+            )
+            # Resumed runs re-create the same initialisations, even for random_state=None.
+            entropy = int(stored["random"]["entropy"])
         best: EMResult | None = None
-        for index, seed in enumerate(seeds):
-            start = self._warm_params() if warm else self._initial_params(model, source, np.random.default_rng(seed))
+        for index, seed in enumerate(np.random.SeedSequence(entropy).spawn(n_init)):
+
+            def start(seed: np.random.SeedSequence = seed) -> GaussianMixtureParams:
+                if warm:
+                    return self._warm_params()
+                return self._initial_params(model, source, np.random.default_rng(seed), inits)
+
             result = fit_em(
                 model,
                 source,
@@ -261,6 +299,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 tol=self.tol,
                 split_every=self.split_every,
                 callback=self._iteration_callback(index, callback),
+                checkpoint=None if checkpoint is None else checkpoint.run(index),
+                checkpoint_every=self.checkpoint_every,
+                keep_last=self.keep_last,
             )
             self._print_end(result)
             if best is None or result.lower_bound > best.lower_bound:
@@ -297,10 +338,32 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self.fit(X).predict(X)
 
+    def _checkpoint_metadata(
+        self, model: GaussianMixtureModel, source: DataSource, n_init: int, entropy: int
+    ) -> dict[str, Any]:
+        meta = fit_metadata(
+            model,
+            source,
+            resolve_split_every(self.split_every),
+            n_init=n_init,
+            init_params=self.init_params,
+            random_state=_jsonable(self.random_state),
+        )
+        estimator = {"kind": type(self).__name__, "params": self._stored_params()}
+        return {**meta, "estimator": estimator, "random": {"entropy": entropy}}
+
+    def _stored_params(self) -> dict[str, Any]:
+        """Hyperparameters as JSON for model files and checkpoints (not where to checkpoint)."""
+        return {k: _jsonable(v) for k, v in self.get_params().items() if k not in _CHECKPOINT_PARAMS}
+
     def _initial_params(
-        self, model: GaussianMixtureModel, source: DataSource, rng: np.random.Generator
+        self,
+        model: GaussianMixtureModel,
+        source: DataSource,
+        rng: np.random.Generator,
+        inits: tuple[Any, Any, Any],
     ) -> GaussianMixtureParams:
-        weights, means, precisions = self._checked_inits(source.n_features)
+        weights, means, precisions = inits
         # Everything given: no pass over the data (scikit-learn skips its k-means too).
         all_given = weights is not None and means is not None and precisions is not None
         base = None if all_given else initial_params(model, source, self.init_params, rng, split_every=self.split_every)
@@ -529,7 +592,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             {
                 "version": __version__,
                 "kind": type(self).__name__,
-                "estimator": {k: _jsonable(v) for k, v in self.get_params().items()},
+                "estimator": self._stored_params(),
                 "fit": {
                     "converged": bool(self.converged_),
                     "n_iter": int(self.n_iter_),
@@ -541,37 +604,106 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         )
 
     @classmethod
-    def _from_store(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> GaussianMixture:
-        est = cls(**meta["estimator"])
-        params = est._model().params_from_arrays(arrays)
-        est._set_params_attributes(params)
-        fit = meta["fit"]
-        est.converged_ = bool(fit["converged"])
-        est.n_iter_ = int(fit["n_iter"])
-        est.lower_bound_ = float(fit["lower_bound"])
-        est.lower_bounds_ = list(fit["lower_bounds"])
-        est.n_features_in_ = int(fit["n_features_in"])
+    def _restore(
+        cls,
+        params: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        *,
+        converged: bool,
+        lower_bounds: list[float],
+        n_features: int,
+    ) -> GaussianMixture:
+        """A fitted estimator from stored hyperparameters, parameter arrays and fit record."""
+        est = cls(**params)
+        est._set_params_attributes(est._model().params_from_arrays(arrays))
+        est.converged_ = converged
+        est.n_iter_ = len(lower_bounds)
+        est.lower_bound_ = lower_bounds[-1] if lower_bounds else -np.inf
+        est.lower_bounds_ = list(lower_bounds)
+        est.n_features_in_ = n_features
         return est
 
 
 _ESTIMATORS: dict[str, type[GaussianMixture]] = {"GaussianMixture": GaussianMixture}
 
 
-def load(path: str | os.PathLike[str]) -> GaussianMixture:
-    """Load a model written by ``save`` (or ``daskem fit --output``).
+def _estimator_class(kind: Any, where: str) -> type[GaussianMixture]:
+    if kind not in _ESTIMATORS:
+        raise StoreError(f"{where} holds a model of kind {kind!r}, which this daskem cannot load.")
+    return _ESTIMATORS[kind]
+
+
+def _default_run(checkpoint: Checkpoint) -> int:
+    """The run a fit would report: the best finished one, else the newest started one."""
+    states = {r: checkpoint.run(r).latest() for r in checkpoint.runs()}
+    present = {r: s for r, s in states.items() if s is not None}
+    if not present:
+        raise StoreError(f"The checkpoint at {checkpoint.location!r} holds no committed iteration yet.")
+    finished = {r: s for r, s in present.items() if s.finished}
+    if len(finished) == len(present):
+        return max(finished, key=lambda r: (float(finished[r].history["log_likelihood"][-1]), -r))
+    return max(present)
+
+
+def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int | None = None) -> GaussianMixture:
+    """Load a fitted model: a model file (``save``, ``daskem fit --output``) or a checkpoint.
 
     Parameters
     ----------
     path : str or os.PathLike
         Location of the Zarr group.
+    iteration : int, optional
+        For a checkpoint: the committed iteration to load (default: the newest).
+    run : int, optional
+        For a checkpoint of a fit with ``n_init > 1``: the initialisation to load
+        (default: the one the fit kept, or the one in progress).
 
     Returns
     -------
     GaussianMixture
-        The fitted estimator.
+        The fitted estimator (parameters of the chosen iteration).
     """
-    arrays, meta = read_arrays_group(path)
-    kind = meta.get("kind")
-    if kind not in _ESTIMATORS:
-        raise StoreError(f"{os.fspath(path)!r} holds a model of kind {kind!r}, which this daskem cannot load.")
-    return _ESTIMATORS[kind]._from_store(arrays, meta)
+    where = repr(os.fspath(path))
+    checkpoint = Checkpoint(path)
+    try:
+        meta = checkpoint.metadata()
+    except StoreError:
+        meta = None
+    if meta is None:
+        if iteration is not None or run is not None:
+            raise StoreError(f"iteration= and run= apply to checkpoints; {where} is not a daskem checkpoint.")
+        arrays, info = read_arrays_group(path)
+        fit = info["fit"]
+        return _estimator_class(info.get("kind"), where)._restore(
+            info["estimator"],
+            arrays,
+            converged=bool(fit["converged"]),
+            lower_bounds=[float(v) for v in fit["lower_bounds"]],
+            n_features=int(fit["n_features_in"]),
+        )
+    estimator = meta.get("estimator")
+    if not isinstance(estimator, dict):
+        raise StoreError(
+            f"The checkpoint at {where} was written by daskem.fit_em, which records no estimator; read its "
+            f"parameters with daskem.checkpoint.Checkpoint({where}).run(0).latest()."
+        )
+    cls = _estimator_class(estimator.get("kind"), where)
+    chosen = checkpoint.run(_default_run(checkpoint) if run is None else run)
+    if iteration is None:
+        state = chosen.latest()
+        if state is None:
+            raise StoreError(f"Run {chosen.index} of the checkpoint at {where} holds no committed iteration.")
+    else:
+        if iteration not in chosen.iterations():
+            raise StoreError(
+                f"Iteration {iteration} is not kept in the checkpoint at {where} (run {chosen.index}); "
+                f"kept iterations: {chosen.iterations()}. Raise keep_last to keep more."
+            )
+        state = chosen.read(iteration)
+    return cls._restore(
+        estimator["params"],
+        state.params,
+        converged=state.converged,
+        lower_bounds=[float(v) for v in state.history["log_likelihood"]],
+        n_features=int(meta["data"]["shape"][1]),
+    )
