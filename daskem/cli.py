@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -34,6 +35,10 @@ def cluster_client(
     """A ``distributed.Client``: to ``scheduler`` if given, else a LocalCluster on 127.0.0.1."""
     from distributed import Client, LocalCluster
 
+    if scheduler is None and workers == 0:
+        console.print("Running on local threads (no cluster)")
+        yield None
+        return
     if scheduler:
         with Client(scheduler) as client:
             console.print(f"Connected to [bold]{scheduler}[/bold] (dashboard: {client.dashboard_link})")
@@ -168,71 +173,54 @@ class _IterationDisplay:
             )
 
 
-@main.command("fit")
-@click.argument("data")
-@click.option("--model", type=click.Choice(["gmm"]), default="gmm", show_default=True, help="Model family.")
-@click.option("--n-components", "-k", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--covariance-type", type=click.Choice(sorted(COVARIANCE_TYPES)), default="full", show_default=True)
-@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://HOST:PORT).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Local worker processes.")
-@click.option("--threads-per-worker", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--memory-limit", default="2GiB", show_default=True, help="Memory limit of each local worker.")
-@click.option("--max-iter", type=click.IntRange(min=0), default=100, show_default=True)
-@click.option("--tol", type=click.FloatRange(min=0.0), default=1e-3, show_default=True)
-@click.option("--reg-covar", type=click.FloatRange(min=0.0), default=1e-6, show_default=True)
-@click.option("--init-params", type=click.Choice(INIT_METHODS), default="kmeans", show_default=True)
-@click.option("--n-init", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="random_state of the fit.")
-@click.option("--split-every", type=click.IntRange(min=2), default=None, help="Fan-in of the reduction tree.")
-@click.option("--output", "-o", type=click.Path(), default=None, help="Write the fitted model to this Zarr group.")
-@click.option("--quiet", "-q", is_flag=True, help="No per-iteration display.")
-def fit(
+def cluster_options(func: Any) -> Any:
+    """The options that choose where the fit runs (shared by fit and resume)."""
+    options = [
+        click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://HOST:PORT)."),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=0),
+            default=2,
+            show_default=True,
+            help="Local worker processes; 0 runs on threads in this process, with no cluster.",
+        ),
+        click.option("--threads-per-worker", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--memory-limit", default="2GiB", show_default=True, help="Memory limit of each local worker."),
+        click.option(
+            "--output", "-o", type=click.Path(), default=None, help="Write the fitted model to this Zarr group."
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No per-iteration display."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _run_fit(
+    est: Any,
     data: str,
-    model: str,
-    n_components: int,
-    covariance_type: str,
+    *,
     scheduler: str | None,
     workers: int,
     threads_per_worker: int,
     memory_limit: str,
-    max_iter: int,
-    tol: float,
-    reg_covar: float,
-    init_params: str,
-    n_init: int,
-    seed: int,
-    split_every: int | None,
     output: str | None,
     quiet: bool,
 ) -> None:
-    """Fit a model to the Zarr array DATA (a path or URL) by EM on a Dask cluster.
-
-    Without --scheduler, a LocalCluster of worker processes listening on 127.0.0.1 is
-    started for the fit. The data are streamed from the store on every iteration.
-    """
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
-    from daskem.estimators.gaussian_mixture import GaussianMixture
+    from daskem.checkpoint.checkpoint import Checkpoint
 
     console = Console(stderr=True)
-    est = GaussianMixture(
-        n_components=n_components,
-        covariance_type=covariance_type,
-        tol=tol,
-        reg_covar=reg_covar,
-        max_iter=max_iter,
-        n_init=n_init,
-        init_params=init_params,
-        random_state=seed,
-        split_every=split_every,
-    )
+    if est.checkpoint is not None and not est.overwrite_checkpoint and Checkpoint(est.checkpoint).exists():
+        console.print(f"Resuming the fit checkpointed in {est.checkpoint}", highlight=False)
     start = time.perf_counter()
     try:
         with (
             cluster_client(scheduler, workers, threads_per_worker, memory_limit, console),
-            _IterationDisplay(console, max_iter, quiet) as display,
+            _IterationDisplay(console, est.max_iter, quiet) as display,
             warnings.catch_warnings(),
         ):
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -243,6 +231,192 @@ def fit(
     if output:
         est.save(output)
     _print_summary(est, data, output, elapsed)
+
+
+@main.command("fit")
+@click.argument("data")
+@click.option("--model", type=click.Choice(["gmm"]), default="gmm", show_default=True, help="Model family.")
+@click.option("--n-components", "-k", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--covariance-type", type=click.Choice(sorted(COVARIANCE_TYPES)), default="full", show_default=True)
+@click.option("--max-iter", type=click.IntRange(min=0), default=100, show_default=True)
+@click.option("--tol", type=click.FloatRange(min=0.0), default=1e-3, show_default=True)
+@click.option("--reg-covar", type=click.FloatRange(min=0.0), default=1e-6, show_default=True)
+@click.option("--init-params", type=click.Choice(INIT_METHODS), default="kmeans", show_default=True)
+@click.option("--n-init", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="random_state of the fit.")
+@click.option("--split-every", type=click.IntRange(min=2), default=None, help="Fan-in of the reduction tree.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(),
+    default=None,
+    help="Checkpoint to this Zarr group after iterations; if it holds a checkpoint of this fit, resume it.",
+)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--keep-last", type=click.IntRange(min=1), default=2, show_default=True, help="Committed iterations kept."
+)
+@click.option("--force-restart", is_flag=True, help="Discard an existing checkpoint and start afresh.")
+@cluster_options
+def fit(
+    data: str,
+    model: str,
+    n_components: int,
+    covariance_type: str,
+    max_iter: int,
+    tol: float,
+    reg_covar: float,
+    init_params: str,
+    n_init: int,
+    seed: int,
+    split_every: int | None,
+    checkpoint: str | None,
+    checkpoint_every: int,
+    keep_last: int,
+    force_restart: bool,
+    **cluster: Any,
+) -> None:
+    """Fit a model to the Zarr array DATA (a path or URL) by EM on a Dask cluster.
+
+    Without --scheduler, a LocalCluster of worker processes listening on 127.0.0.1 is
+    started for the fit. The data are streamed from the store on every iteration. With
+    --checkpoint, the fit survives being killed: run the same command (or
+    `daskem resume RUN.zarr`) and it continues from the last committed iteration.
+    """
+    from daskem.estimators.gaussian_mixture import GaussianMixture
+
+    est = GaussianMixture(
+        n_components=n_components,
+        covariance_type=covariance_type,
+        tol=tol,
+        reg_covar=reg_covar,
+        max_iter=max_iter,
+        n_init=n_init,
+        init_params=init_params,
+        random_state=seed,
+        split_every=split_every,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        keep_last=keep_last,
+        overwrite_checkpoint=force_restart,
+    )
+    _run_fit(est, data, **cluster)
+
+
+@main.command("resume")
+@click.argument("run", type=click.Path())
+@click.option("--data", default=None, help="Read the data from here instead of the location stored in RUN.")
+@click.option("--max-iter", type=click.IntRange(min=0), default=None, help="Override the stored max_iter.")
+@cluster_options
+def resume(run: str, data: str | None, max_iter: int | None, **cluster: Any) -> None:
+    """Continue the fit checkpointed in RUN with the settings stored in it.
+
+    The model, its hyperparameters and the data location come from the checkpoint; where
+    the fit runs (--scheduler, --workers, ...) is chosen here. The fit continues from the
+    newest committed iteration and ends exactly as an uninterrupted fit would have.
+    """
+    from daskem.checkpoint.checkpoint import Checkpoint
+    from daskem.estimators.gaussian_mixture import _estimator_class
+
+    try:
+        meta = Checkpoint(run).metadata()
+        estimator = meta.get("estimator")
+        if not isinstance(estimator, dict):
+            raise DaskemError(f"{run!r} was written by daskem.fit_em, not by an estimator: resume it from Python.")
+        location = data or meta["source"]["location"]
+        if location is None:
+            raise DaskemError(
+                f"{run!r} was fitted on in-memory data, which has no location to read again. Pass --data with "
+                "a Zarr copy of the same data, or resume from Python with the same array."
+            )
+        params = {**estimator["params"], **({"max_iter": max_iter} if max_iter is not None else {})}
+        est = _estimator_class(estimator["kind"], repr(run))(**params, checkpoint=run)
+    except DaskemError as err:
+        raise click.ClickException(str(err)) from None
+    _run_fit(est, location, **cluster)
+
+
+@main.command("inspect")
+@click.argument("run", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON, for scripts.")
+def inspect(run: str, as_json: bool) -> None:
+    """Summarise the checkpoint RUN: model, data, progress and the log-likelihood history."""
+    from daskem.checkpoint.checkpoint import Checkpoint
+
+    try:
+        summary = checkpoint_summary(Checkpoint(run))
+    except DaskemError as err:
+        raise click.ClickException(str(err)) from None
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, allow_nan=False, default=str))
+        return
+    out = Console()
+    model = ", ".join(f"{k}={v}" for k, v in summary["model"].items())
+    data = summary["data"]
+    out.print(f"[bold]checkpoint[/bold] {run}", highlight=False)
+    out.print(f"model      {model}", highlight=False)
+    out.print(
+        f"data       {data['shape'][0]:,} x {data['shape'][1]} {data['dtype']} from {summary['location'] or 'memory'}",
+        highlight=False,
+    )
+    for entry in summary["runs"]:
+        state = "converged" if entry["converged"] else ("finished" if entry["finished"] else "in progress")
+        out.print(
+            f"run {entry['run']}      {entry['iterations']} iterations, {state}, "
+            f"last log-likelihood {entry['log_likelihood']}, kept iterations {entry['kept']}",
+            highlight=False,
+        )
+    table = Table(title=f"history of run {summary['shown_run']}")
+    for column in ("iteration", "log-likelihood", "change", "seconds"):
+        table.add_column(column, justify="right")
+    for row in summary["history"]:
+        change = "-" if row["change"] is None else f"{row['change']:.3e}"
+        table.add_row(str(row["iteration"]), f"{row['log_likelihood']:.6f}", change, f"{row['seconds']:.2f}")
+    out.print(table)
+
+
+def checkpoint_summary(checkpoint: Any) -> dict[str, Any]:
+    """What ``daskem inspect`` shows, as JSON-able data."""
+    meta = checkpoint.metadata()
+    runs = []
+    shown: tuple[int, Any] | None = None
+    for index in checkpoint.runs():
+        state = checkpoint.run(index).latest()
+        if state is None:
+            continue
+        shown = (index, state)
+        runs.append(
+            {
+                "run": index,
+                "iterations": state.iteration,
+                "converged": state.converged,
+                "finished": state.finished,
+                "log_likelihood": float(state.history["log_likelihood"][-1]) if state.iteration else None,
+                "kept": checkpoint.run(index).iterations(),
+            }
+        )
+    history = []
+    if shown is not None:
+        h = shown[1].history
+        for i in range(shown[1].iteration):
+            change = float(h["change"][i])
+            history.append(
+                {
+                    "iteration": i + 1,
+                    "log_likelihood": float(h["log_likelihood"][i]),
+                    "change": change if np.isfinite(change) else None,
+                    "seconds": float(h["seconds"][i]),
+                }
+            )
+    return {
+        "location": meta["source"]["location"],
+        "model": meta["model"],
+        "data": meta["data"],
+        "config": meta["config"],
+        "estimator": meta.get("estimator"),
+        "runs": runs,
+        "shown_run": shown[0] if shown else None,
+        "history": history,
+    }
 
 
 def _print_summary(est: Any, data: str, output: str | None, elapsed: float) -> None:
