@@ -134,9 +134,11 @@ def make_data(
 class _IterationDisplay:
     """Live progress per EM iteration: a bar on a terminal, one line per iteration otherwise."""
 
-    def __init__(self, console: Console, max_iter: int, quiet: bool) -> None:
+    def __init__(self, console: Console, max_iter: int, quiet: bool, checkpoint: str | None = None) -> None:
         self.console = console
         self.quiet = quiet
+        self.checkpoint = checkpoint
+        self.seen = False
         self.live = console.is_terminal and not quiet
         self.progress = Progress(
             TextColumn("[bold]EM[/bold]"),
@@ -157,6 +159,12 @@ class _IterationDisplay:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def __call__(self, record: IterationRecord, params: Any) -> None:
+        if not self.seen and record.iteration > 1 and self.checkpoint is not None:
+            self.console.print(
+                f"Resuming the fit checkpointed in {self.checkpoint} after iteration {record.iteration - 1}",
+                highlight=False,
+            )
+        self.seen = True
         if self.live:
             self.progress.update(
                 self.task,
@@ -211,16 +219,12 @@ def _run_fit(
 
     from sklearn.exceptions import ConvergenceWarning
 
-    from daskem.checkpoint.checkpoint import Checkpoint
-
     console = Console(stderr=True)
-    if est.checkpoint is not None and not est.overwrite_checkpoint and Checkpoint(est.checkpoint).exists():
-        console.print(f"Resuming the fit checkpointed in {est.checkpoint}", highlight=False)
     start = time.perf_counter()
     try:
         with (
             cluster_client(scheduler, workers, threads_per_worker, memory_limit, console),
-            _IterationDisplay(console, est.max_iter, quiet) as display,
+            _IterationDisplay(console, est.max_iter, quiet, est.checkpoint) as display,
             warnings.catch_warnings(),
         ):
             warnings.simplefilter("ignore", ConvergenceWarning)

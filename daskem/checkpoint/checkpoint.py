@@ -41,6 +41,7 @@ from typing import Any
 import fsspec
 import numpy as np
 import zarr
+from fsspec.implementations.local import LocalFileSystem
 
 from daskem.checkpoint.store import read_float_arrays, write_float_array
 from daskem.errors import StoreError
@@ -58,6 +59,14 @@ WRITE_DELAY_ENV = "DASKEM_CHECKPOINT_WRITE_DELAY"
 
 class CheckpointMismatchError(StoreError):
     """A checkpoint was written for other data, another model or another configuration."""
+
+
+class ForeignStoreError(StoreError):
+    """The location holds Zarr data that is not a daskem checkpoint (never overwritten)."""
+
+
+class UnreadableCheckpointError(StoreError):
+    """The checkpoint's root document cannot be parsed."""
 
 
 class CorruptCheckpointWarning(UserWarning):
@@ -96,7 +105,10 @@ def _digest(value: np.ndarray) -> str:
 
 def _first_difference(stored: Any, current: Any, prefix: str) -> tuple[str, Any, Any] | None:
     if isinstance(stored, dict) and isinstance(current, dict):
-        for key in sorted(set(stored) | set(current)):
+        # Name shape or dtype first, then the chunking, then the content digest: a change of
+        # shape also changes the chunking and the digest, and the root cause is the useful one.
+        order = {"row_chunks": 1, "digest": 2}
+        for key in sorted(set(stored) | set(current), key=lambda k: (order.get(k, 0), k)):
             found = _first_difference(stored.get(key), current.get(key), f"{prefix}.{key}" if prefix else key)
             if found:
                 return found
@@ -119,6 +131,10 @@ class Checkpoint:
         self.location = os.fspath(location)
         self.storage_options = storage_options or {}
         self._fs, self._root = fsspec.core.url_to_fs(self.location, **self.storage_options)
+        # Zarr opens a file:// URL with fsspec's LocalFileSystem without auto_mkdir, which
+        # cannot create the directories of new groups: give Zarr the plain local path.
+        self._local = isinstance(self._fs, LocalFileSystem)
+        self._store = self._root if self._local else self.location
 
     def __repr__(self) -> str:
         return f"Checkpoint({self.location!r})"
@@ -127,11 +143,11 @@ class Checkpoint:
 
     def _group(self, path: str = "", mode: str = "r") -> zarr.Group:
         return zarr.open_group(
-            store=self.location,
+            store=self._store,
             path=path,
             mode=mode,  # type: ignore[arg-type]
             zarr_format=3,
-            storage_options=self.storage_options or None,
+            storage_options=None if self._local else self.storage_options or None,
         )
 
     def _children(self, path: str) -> list[str]:
@@ -157,10 +173,19 @@ class Checkpoint:
             meta = self._group().attrs.get(ROOT_KEY)
         except FileNotFoundError:
             raise StoreError(f"No daskem checkpoint at {self.location!r}: the path does not exist.") from None
+        except (zarr.errors.ContainsArrayError, zarr.errors.NodeTypeValidationError):
+            raise ForeignStoreError(
+                f"{self.location!r} is a Zarr array, not a daskem checkpoint. Choose another checkpoint location."
+            ) from None
         except Exception as err:  # a truncated or garbage root document
-            raise StoreError(f"The checkpoint metadata at {self.location!r} is unreadable: {err}") from None
+            raise UnreadableCheckpointError(
+                f"The checkpoint metadata at {self.location!r} is unreadable: {err}"
+            ) from None
         if not isinstance(meta, dict) or "format" not in meta:
-            raise StoreError(f"{self.location!r} is a Zarr group but not a daskem checkpoint.")
+            raise ForeignStoreError(
+                f"{self.location!r} is a Zarr group but not a daskem checkpoint (a model file or other data). "
+                "Choose another checkpoint location."
+            )
         if meta["format"] != CHECKPOINT_FORMAT:
             raise StoreError(
                 f"{self.location!r} uses checkpoint format {meta['format']!r}; this daskem reads format "
@@ -190,16 +215,19 @@ class Checkpoint:
         CheckpointMismatchError
             The stored checkpoint differs in a compared field (named, with both values).
         """
-        if overwrite:
-            self._remove("")
         if self.exists():
             try:
                 stored = self.metadata()
-            except StoreError as err:
-                if self.runs():
+            except UnreadableCheckpointError as err:
+                # The root document is written in one piece when a checkpoint is created, so
+                # an unreadable one with no run next to it is a crash at creation: nothing to lose.
+                if self.runs() and not overwrite:
                     raise
-                # Killed while creating the root, before any iteration: nothing to lose.
                 warnings.warn(f"Starting the checkpoint afresh: {err}", CorruptCheckpointWarning, stacklevel=2)
+                self._remove("")
+                return self.prepare(meta, compare=compare)
+            # Never delete what is not a daskem checkpoint (ForeignStoreError propagates).
+            if overwrite:
                 self._remove("")
                 return self.prepare(meta, compare=compare)
             for section in compare:
@@ -212,9 +240,15 @@ class Checkpoint:
                         "(daskem fit --force-restart) to start a new fit there."
                     )
             return stored
-        root = self._group(mode="w")
-        root.attrs[ROOT_KEY] = {"format": CHECKPOINT_FORMAT, **meta}
-        return {"format": CHECKPOINT_FORMAT, **meta}
+        stored = {"format": CHECKPOINT_FORMAT, **meta}
+        # Group and attributes in one document: a crash leaves no root without its metadata.
+        zarr.create_group(
+            store=self.location,
+            zarr_format=3,
+            attributes={ROOT_KEY: stored},
+            storage_options=self.storage_options or None,
+        )
+        return stored
 
     def runs(self) -> list[int]:
         """Indices of the runs (initialisations) that have a checkpoint directory."""
