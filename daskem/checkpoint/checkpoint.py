@@ -243,10 +243,10 @@ class Checkpoint:
         stored = {"format": CHECKPOINT_FORMAT, **meta}
         # Group and attributes in one document: a crash leaves no root without its metadata.
         zarr.create_group(
-            store=self.location,
+            store=self._store,
             zarr_format=3,
             attributes={ROOT_KEY: stored},
-            storage_options=self.storage_options or None,
+            storage_options=None if self._local else self.storage_options or None,
         )
         return stored
 
@@ -363,6 +363,10 @@ class CheckpointRun:
             "digests": {name: _digest(value) for name, value in arrays.items()},
         }
         self.checkpoint._group(f"{self.path}/pointer", mode="w").attrs[POINTER_KEY] = {"iteration": state.iteration}
-        for old in self.iterations()[:-keep_last]:
-            if old < state.iteration:
+        # Keep the newest keep_last iterations up to this one; anything newer is a leftover
+        # of an interrupted or damaged commit that this one supersedes.
+        iterations = self.iterations()
+        keep = [i for i in iterations if i <= state.iteration][-keep_last:]
+        for old in iterations:
+            if old not in keep:
                 self.checkpoint._remove(f"{self.path}/iterations/{old}")

@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from daskem.checkpoint.checkpoint import Checkpoint
+from daskem.checkpoint.checkpoint import Checkpoint, CheckpointState, ForeignStoreError
 from daskem.checkpoint.store import read_arrays_group, write_arrays_group
 from daskem.em.engine import COMPARED_SECTIONS, EMResult, fit_em, fit_metadata, map_rows, resolve_split_every
 from daskem.em.init import INIT_METHODS, initial_params
@@ -633,16 +633,16 @@ def _estimator_class(kind: Any, where: str) -> type[GaussianMixture]:
     return _ESTIMATORS[kind]
 
 
-def _default_run(checkpoint: Checkpoint) -> int:
-    """The run a fit would report: the best finished one, else the newest started one."""
+def _default_run(checkpoint: Checkpoint) -> tuple[int, CheckpointState]:
+    """The run a fit would report, and its newest state: the best finished run, else the newest."""
     states = {r: checkpoint.run(r).latest() for r in checkpoint.runs()}
     present = {r: s for r, s in states.items() if s is not None}
     if not present:
         raise StoreError(f"The checkpoint at {checkpoint.location!r} holds no committed iteration yet.")
-    finished = {r: s for r, s in present.items() if s.finished}
-    if len(finished) == len(present):
-        return max(finished, key=lambda r: (float(finished[r].history["log_likelihood"][-1]), -r))
-    return max(present)
+    if all(s.finished for s in present.values()):
+        best = max(present, key=lambda r: (float(present[r].history["log_likelihood"][-1]), -r))
+        return best, present[best]
+    return max(present), present[max(present)]
 
 
 def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int | None = None) -> GaussianMixture:
@@ -665,10 +665,12 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
     """
     where = repr(os.fspath(path))
     checkpoint = Checkpoint(path)
-    try:
-        meta = checkpoint.metadata()
-    except StoreError:
-        meta = None
+    meta = None
+    if checkpoint.exists():
+        try:
+            meta = checkpoint.metadata()
+        except ForeignStoreError:  # a model file (or not daskem's at all): read below
+            meta = None
     if meta is None:
         if iteration is not None or run is not None:
             raise StoreError(f"iteration= and run= apply to checkpoints; {where} is not a daskem checkpoint.")
@@ -688,11 +690,12 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
             f"parameters with daskem.checkpoint.Checkpoint({where}).run(0).latest()."
         )
     cls = _estimator_class(estimator.get("kind"), where)
-    chosen = checkpoint.run(_default_run(checkpoint) if run is None else run)
+    index, newest = _default_run(checkpoint) if run is None else (run, checkpoint.run(run).latest())
+    chosen = checkpoint.run(index)
     if iteration is None:
-        state = chosen.latest()
-        if state is None:
-            raise StoreError(f"Run {chosen.index} of the checkpoint at {where} holds no committed iteration.")
+        if newest is None:
+            raise StoreError(f"Run {index} of the checkpoint at {where} holds no committed iteration.")
+        state = newest
     else:
         if iteration not in chosen.iterations():
             raise StoreError(
