@@ -13,6 +13,7 @@ import zarr
 
 import daskem
 from daskem import DaskemError, DataError, GaussianMixture, NotFittedError, NumericalError, ParameterError, StoreError
+from daskem.io.sources import ChunkSizeWarning
 
 
 def test_error_hierarchy():
@@ -172,11 +173,15 @@ def test_n_components_greater_than_n_samples(blobs):
 # -- chunk layout -------------------------------------------------------------------------------
 
 
-def test_features_split_across_chunks(blobs):
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_features_split_across_chunks_are_rechunked_with_a_warning(blobs):
     X = da.from_array(blobs, chunks=(500, 2))
-    with pytest.raises(DataError, match=re.escape("X = X.rechunk({1: 3})")) as info:
-        GaussianMixture(3).fit(X)
-    assert "split into 2 chunks along its 3 features (chunks=(2, 1))" in str(info.value)
+    with pytest.warns(ChunkSizeWarning, match=re.escape("X.rechunk({1: 3})")) as info:
+        split = GaussianMixture(3, random_state=0, max_iter=3).fit(X)
+    assert "split into 2 chunks along its 3 features (chunks=(2, 1))" in str(info[0].message)
+    whole = GaussianMixture(3, random_state=0, max_iter=3).fit(da.from_array(blobs, chunks=(500, 3)))
+    np.testing.assert_array_equal(split.means_, whole.means_)
+    np.testing.assert_array_equal(split.covariances_, whole.covariances_)
 
 
 def test_unknown_chunk_sizes(blobs):

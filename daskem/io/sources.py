@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import dask
@@ -22,8 +23,13 @@ from scipy import sparse
 from sklearn.utils import check_array
 
 from daskem.errors import DataError, StoreError
+from daskem.io.formats import detect_format, open_netcdf, read_hdf5, read_table, xarray_data
 
-SourceKind = Literal["numpy", "dask", "zarr"]
+SourceKind = Literal["numpy", "dask", "zarr", "xarray", "parquet", "csv", "hdf5", "netcdf"]
+
+
+class ChunkSizeWarning(UserWarning):
+    """The data's chunking costs time or memory; the message says which chunking to use."""
 
 
 @dataclass(frozen=True)
@@ -34,16 +40,20 @@ class DataSource:
     ----------
     array : dask.array.Array
         Shape (n_samples, n_features), floating dtype, one chunk along features.
-    kind : {"numpy", "dask", "zarr"}
+    kind : {"numpy", "dask", "zarr", "xarray", "parquet", "csv", "hdf5", "netcdf"}
         What the user passed: NumPy results are returned for ``"numpy"``, lazy dask
         arrays otherwise.
     location : str or None
-        The Zarr path or URL the data came from, if any.
+        The path or URL the data came from, if any.
+    options : dict
+        The reading options that reopen the same data from ``location`` (``variable``,
+        ``columns``, ``dataset``, ``chunk_rows``), JSON-able.
     """
 
     array: da.Array
     kind: SourceKind
     location: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:
@@ -130,7 +140,7 @@ def _check_ndim(shape: tuple[Any, ...]) -> None:
         )
 
 
-def _check_dask(array: da.Array, name: str) -> da.Array:
+def _check_dask(array: da.Array, name: str, chunk_rows: int | None = None) -> da.Array:
     _check_ndim(array.shape)
     kind = array.dtype.kind
     if kind in "iub":
@@ -147,12 +157,40 @@ def _check_dask(array: da.Array, name: str) -> da.Array:
     if array.shape[1] < 1:
         raise DataError(f"Found array with 0 feature(s) (shape={array.shape}) while a minimum of 1 is required.")
     if len(array.chunks[1]) > 1:
-        raise DataError(
+        warnings.warn(
             f"{name} is split into {len(array.chunks[1])} chunks along its {array.shape[1]} features "
-            f"(chunks={array.chunks[1]}); every block must hold whole rows. "
-            f"Use {name} = {name}.rechunk({{1: {array.shape[1]}}})."
+            f"(chunks={array.chunks[1]}); every block must hold whole rows, so daskem rechunks it on every "
+            f"pass. Store it with one chunk along features, or pass {name}.rechunk({{1: {array.shape[1]}}}).",
+            ChunkSizeWarning,
+            stacklevel=3,
         )
+        array = array.rechunk({1: array.shape[1]})
+    if chunk_rows is not None:
+        array = array.rechunk({0: chunk_rows})
     return array
+
+
+def _as_dask(values: Any) -> da.Array:
+    return values if isinstance(values, da.Array) else da.from_array(np.asarray(values))
+
+
+def _local(location: str) -> str:
+    return location if "://" in location else os.path.abspath(location)
+
+
+def _open_location(
+    loc: str, options: dict[str, Any], storage_options: dict[str, Any] | None, name: str
+) -> tuple[da.Array, SourceKind]:
+    fmt = detect_format(loc)
+    if fmt in ("parquet", "csv"):
+        return read_table(loc, fmt, options.get("columns"), storage_options), fmt  # type: ignore[return-value]
+    if fmt == "hdf5":
+        return read_hdf5(loc, options.get("dataset"), options.get("chunk_rows") or 65_536), "hdf5"
+    if fmt == "netcdf":
+        return _as_dask(open_netcdf(loc, options.get("variable"))), "netcdf"
+    variable = options.get("variable")
+    target = f"{loc.rstrip('/')}/{variable.strip('/')}" if variable else loc
+    return da.from_zarr(open_zarr_array(target, storage_options)), "zarr"
 
 
 def as_source(
@@ -160,19 +198,31 @@ def as_source(
     *,
     chunk_rows: int | None = None,
     storage_options: dict[str, Any] | None = None,
+    variable: str | None = None,
+    columns: list[str] | None = None,
+    dataset: str | None = None,
     name: str = "X",
 ) -> DataSource:
     """Validate ``X`` and return it as a :class:`DataSource`.
 
     Parameters
     ----------
-    X : array-like, dask array, zarr.Array, str or os.PathLike
-        The data, shape (n_samples, n_features). A string or path is a Zarr array
-        location (local path or fsspec URL).
+    X : array-like, dask array, zarr.Array, xarray object, dask DataFrame, str or os.PathLike
+        The data, shape (n_samples, n_features). A string or path is a location (local
+        path, fsspec URL or glob) read by its suffix: ``.parquet``/``.pq`` (or a
+        directory of Parquet files), ``.csv``, ``.h5``/``.hdf5``, ``.nc``; anything else
+        is a Zarr array (or, with ``variable``, an array inside a Zarr group).
     chunk_rows : int, optional
-        Rows per block for in-memory data (default: :func:`default_chunk_rows`).
+        Rows per block. In-memory data default to :func:`default_chunk_rows`; other
+        sources keep their own chunking unless this is given.
     storage_options : dict, optional
-        fsspec options for a Zarr URL.
+        fsspec options for a URL.
+    variable : str, optional
+        The variable of an xarray Dataset or NetCDF file, or the array inside a Zarr group.
+    columns : list of str, optional
+        Columns of Parquet/CSV data or a dask DataFrame (default: every numeric column).
+    dataset : str, optional
+        The dataset inside an HDF5 file.
     name : str
         The name used for the data in error messages.
 
@@ -181,16 +231,29 @@ def as_source(
     DataSource
         The validated source.
     """
+    options = {
+        k: v
+        for k, v in (("variable", variable), ("columns", columns), ("dataset", dataset), ("chunk_rows", chunk_rows))
+        if v is not None
+    }
     if isinstance(X, DataSource):
         return X
     if isinstance(X, str | os.PathLike):
-        arr = open_zarr_array(X, storage_options)
         loc = os.fspath(X)
-        return DataSource(_check_dask(da.from_zarr(arr), name), "zarr", loc if "://" in loc else os.path.abspath(loc))
+        array, kind = _open_location(loc, options, storage_options, name)
+        return DataSource(_check_dask(array, name, chunk_rows), kind, _local(loc), options)
     if isinstance(X, zarr.Array):
-        return DataSource(_check_dask(da.from_zarr(X), name), "zarr", str(X.store_path))
+        return DataSource(_check_dask(da.from_zarr(X), name, chunk_rows), "zarr", str(X.store_path), options)
     if isinstance(X, da.Array):
-        return DataSource(_check_dask(X, name), "dask")
+        return DataSource(_check_dask(X, name, chunk_rows), "dask", None, options)
+    module = type(X).__module__
+    if module.startswith("xarray."):
+        data = _as_dask(xarray_data(X, variable, name))
+        return DataSource(_check_dask(data, name, chunk_rows), "xarray", None, options)
+    if module.startswith("dask.dataframe") or module.startswith("dask_expr"):
+        frame = X[columns] if columns is not None else X.select_dtypes(include="number")
+        data = frame.to_dask_array(lengths=True).astype(np.float64)
+        return DataSource(_check_dask(data, name, chunk_rows), "dask", None, options)
     if sparse.issparse(X):
         raise DataError(
             f"Sparse data was passed for {name}, but daskem needs dense data: use {name}.toarray(), or a "
