@@ -20,18 +20,19 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import dask
 import dask.array as da
 import numpy as np
+import psutil
 from dask.delayed import Delayed
 from threadpoolctl import threadpool_limits
 
 from daskem.checkpoint.checkpoint import Checkpoint, CheckpointRun, CheckpointState
 from daskem.em.monitor import ConvergenceMonitor, IterationRecord
 from daskem.errors import DataError, NumericalError
-from daskem.io.sources import DataSource, as_source
+from daskem.io.sources import ChunkSizeWarning, DataSource, as_source
 from daskem.models.base import Model
 
 logger = logging.getLogger("daskem")
@@ -91,22 +92,130 @@ def resolve_split_every(split_every: int | None) -> int:
     return int(value)
 
 
-def data_blocks(source: DataSource) -> list[Delayed]:
-    """The row blocks of ``source`` as delayed objects, one per chunk.
+#: Cache the data when they take at most this share of the memory available to hold them.
+CACHE_FRACTION = 0.5
 
-    In-memory data on a distributed cluster is persisted once on the workers so that it
-    is not shipped again with every iteration's graph; data from a store is streamed.
+Cache = Literal["auto"] | bool
+
+
+@dataclass(frozen=True)
+class ComputeResources:
+    """What the current scheduler has: memory to hold data and threads running tasks.
+
+    Attributes
+    ----------
+    memory : float
+        Bytes: the sum of the workers' memory limits on a distributed cluster (their
+        total memory where a worker has no limit), else this machine's available memory.
+    threads : int
+        Task threads in total.
+    thread_memory : float
+        The smallest memory a single task thread can count on.
+    """
+
+    memory: float
+    threads: int
+    thread_memory: float
+
+
+def compute_resources() -> ComputeResources:
+    """Memory and threads of the current scheduler (see :class:`ComputeResources`)."""
+    client = current_client()
+    if client is None:
+        available = float(psutil.virtual_memory().available)
+        threads = os.cpu_count() or 1
+        return ComputeResources(available, threads, available / threads)
+    workers = list(client.scheduler_info(n_workers=-1)["workers"].values())
+    total = float(psutil.virtual_memory().total)
+    limits = [float(w.get("memory_limit") or total) for w in workers]
+    per_thread = [lim / max(1, int(w.get("nthreads", 1))) for lim, w in zip(limits, workers, strict=True)]
+    return ComputeResources(
+        sum(limits), sum(int(w.get("nthreads", 1)) for w in workers), min(per_thread, default=total)
+    )
+
+
+def should_cache(source: DataSource, cache: Cache, resources: ComputeResources | None = None) -> bool:
+    """Whether to persist the data once instead of reading them from their store every pass.
+
+    ``cache="auto"``: in-memory NumPy data are sent to a distributed cluster once (and
+    need nothing on local threads); other data are cached when they take at most
+    :data:`CACHE_FRACTION` of the memory available (:func:`compute_resources`).
+    """
+    if cache is not True and cache is not False and cache != "auto":
+        raise ValueError(f"cache must be 'auto', True or False; got {cache!r}.")
+    if cache != "auto":
+        return bool(cache)
+    if source.kind == "numpy":
+        return current_client() is not None
+    resources = resources or compute_resources()
+    return bool(source.array.nbytes <= CACHE_FRACTION * resources.memory)
+
+
+def data_blocks(source: DataSource, cache: Cache = "auto") -> list[Delayed]:
+    """The row blocks of ``source`` as delayed objects, one per chunk, cached or streamed.
+
+    See :func:`should_cache`; the choice is logged. Streamed data are read from their
+    store on every pass, so worker memory is bounded by the blocks in flight.
     """
     blocks = list(source.array.to_delayed().ravel())
+    resources = compute_resources()
+    cached = should_cache(source, cache, resources)
+    logger.info(
+        "data %s (%.3g GiB, %d blocks): %s (memory available to hold them: %.3g GiB)",
+        source.location or source.kind,
+        source.array.nbytes / 2**30,
+        len(blocks),
+        "cached once" if cached else "streamed from the source on every pass",
+        resources.memory / 2**30,
+    )
+    if not cached or (source.kind == "numpy" and current_client() is None):
+        return blocks
     client = current_client()
-    if client is not None and source.kind == "numpy":
-        # Persist the blocks, not the array: a persisted array's to_delayed() drops its
-        # futures, so the data would be released ("lost dependencies") on return.
-        with warnings.catch_warnings():
-            # The one-time upload of in-memory data is the point here, not a mistake.
-            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
-            blocks = client.persist(blocks)
-    return blocks
+    if client is None:
+        return list(dask.persist(*blocks))
+    # Persist the blocks, not the array: a persisted array's to_delayed() drops its
+    # futures, so the data would be released ("lost dependencies") on return.
+    with warnings.catch_warnings():
+        # The one-time upload of in-memory data is the point here, not a mistake.
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        return list(client.persist(blocks))
+
+
+#: Blocks smaller than this many rows leave Dask's per-task overhead (~1 ms) dominant.
+MIN_BLOCK_ROWS = 4096
+
+#: The block size chunk guidance suggests, in bytes.
+TARGET_BLOCK_BYTES = 16 * 2**20
+
+
+def check_chunking(source: DataSource, resources: ComputeResources, name: str = "X") -> None:
+    """Warn (:class:`ChunkSizeWarning`) when blocks are too small or too large, with the fix."""
+    rows = sorted(c for c in source.array.chunks[0] if c) or [0]
+    median = rows[len(rows) // 2]
+    row_bytes = 8 * source.n_features  # the E-step works in float64 or float32: budget float64
+    suggest = int(min(max(TARGET_BLOCK_BYTES // row_bytes, MIN_BLOCK_ROWS), max(source.n_samples, 1)))
+    fix = (
+        f"Use about {suggest:,} rows per block: {name}.rechunk({{0: {suggest}}}), or daskem fit --chunk-rows {suggest}."
+    )
+    if median < MIN_BLOCK_ROWS and len(rows) > 4 * resources.threads:
+        warnings.warn(
+            f"{name} has {len(rows):,} blocks of about {median:,} rows: Dask's overhead per task (~1 ms) is a "
+            f"large share of each block's E-step. {fix}",
+            ChunkSizeWarning,
+            stacklevel=3,
+        )
+    # A task holds its block, the float64 tile buffers and its statistics: keep the block
+    # well inside the memory of one task thread.
+    if rows[-1] * row_bytes > resources.thread_memory / 4:
+        limit = max(int(resources.thread_memory / 8 // row_bytes), 1)
+        warnings.warn(
+            f"{name} has blocks of up to {rows[-1]:,} rows ({rows[-1] * row_bytes / 2**20:.0f} MiB as float64) but "
+            f"a task thread has about {resources.thread_memory / 2**20:.0f} MiB: workers may spill or be killed. "
+            f"Use at most {limit:,} rows per block: {name}.rechunk({{0: {limit}}}), or "
+            f"daskem fit --chunk-rows {limit}.",
+            ChunkSizeWarning,
+            stacklevel=3,
+        )
 
 
 def _combine_all(model: Model[Any, Any], *parts: Any) -> Any:
@@ -293,7 +402,7 @@ def fit_metadata(model: Any, source: DataSource, split_every: int, **config: Any
         "daskem_version": __version__,
         "model": model.spec(),
         "data": data,
-        "source": {"location": location, "kind": source.kind},
+        "source": {"location": location, "kind": source.kind, "options": source.options},
         "config": {"split_every": split_every, **config},
     }
 
@@ -311,6 +420,7 @@ def fit_em(
     checkpoint_every: int = 1,
     keep_last: int = 2,
     overwrite: bool = False,
+    cache: Cache = "auto",
 ) -> EMResult:
     """Fit ``model`` to ``X`` by Expectation-Maximization.
 
@@ -348,6 +458,9 @@ def fit_em(
         Committed iterations kept; older ones are deleted after each commit.
     overwrite : bool
         Discard an existing checkpoint at ``checkpoint`` and start afresh.
+    cache : {"auto", True, False}
+        Persist the data once in (cluster) memory, or stream them from their source on
+        every pass; ``"auto"`` caches what fits comfortably (see :func:`should_cache`).
 
     Returns
     -------
@@ -362,14 +475,19 @@ def fit_em(
     fan_in = resolve_split_every(split_every)
     run = None if checkpoint is None else checkpoint_run(checkpoint, model, source, fan_in, overwrite)
     state = run.latest() if run is not None else None
-    monitor = ConvergenceMonitor(tol=tol, max_iter=max_iter)
+    # float32 data run a float32 E-step: allow its rounding before calling a change a decrease.
+    decrease_rtol = 1e-10 if source.array.dtype == np.float64 else 1e-5
+    monitor = ConvergenceMonitor(tol=tol, max_iter=max_iter, decrease_rtol=decrease_rtol)
     if state is not None:
         params = model.params_from_arrays(state.params)
         monitor.restore(state.history)
         logger.info("resuming from iteration %d of %r", state.iteration, run)
     else:
         params = init() if callable(init) else init
-    blocks = data_blocks(source) if not monitor.done else []
+    blocks: list[Delayed] = []
+    if not monitor.done:
+        check_chunking(source, compute_resources())
+        blocks = data_blocks(source, cache)
     with single_threaded_blas():
         while not monitor.done:
             start = time.perf_counter()

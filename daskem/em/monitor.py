@@ -43,7 +43,7 @@ class ConvergenceMonitor:
     """Tracks the per-sample log-likelihood and decides convergence.
 
     Converged when ``abs(change) < tol``, as scikit-learn's mixtures decide. A decrease
-    larger than rounding (``1e-10`` relative) raises :class:`LikelihoodDecreaseWarning`.
+    larger than rounding (``decrease_rtol`` relative) raises :class:`LikelihoodDecreaseWarning`.
 
     Parameters
     ----------
@@ -51,10 +51,13 @@ class ConvergenceMonitor:
         Convergence threshold on the change of the per-sample log-likelihood.
     max_iter : int
         Most iterations to run.
+    decrease_rtol : float
+        Relative decrease tolerated as rounding (larger for float32 computations).
     """
 
     tol: float
     max_iter: int
+    decrease_rtol: float = 1e-10
     history: list[IterationRecord] = field(default_factory=list)
 
     @property
@@ -90,7 +93,7 @@ class ConvergenceMonitor:
         change = log_likelihood - previous
         record = IterationRecord(len(self.history) + 1, log_likelihood, change, seconds)
         self.history.append(record)
-        if change < -1e-10 * max(1.0, abs(log_likelihood)):
+        if change < -self.decrease_rtol * max(1.0, abs(log_likelihood)):
             warnings.warn(
                 f"Log-likelihood decreased at iteration {record.iteration}: "
                 f"{previous!r} -> {log_likelihood!r} (change {change:.3e}).",
