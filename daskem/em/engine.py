@@ -197,7 +197,7 @@ def check_chunking(source: DataSource, resources: ComputeResources, name: str = 
     fix = (
         f"Use about {suggest:,} rows per block: {name}.rechunk({{0: {suggest}}}), or daskem fit --chunk-rows {suggest}."
     )
-    if median < MIN_BLOCK_ROWS and len(rows) > 4 * resources.threads:
+    if median < MIN_BLOCK_ROWS and len(rows) > max(64, 4 * resources.threads):
         warnings.warn(
             f"{name} has {len(rows):,} blocks of about {median:,} rows: Dask's overhead per task (~1 ms) is a "
             f"large share of each block's E-step. {fix}",
