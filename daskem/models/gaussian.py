@@ -359,6 +359,7 @@ def make_whitener(
     log_weights: FloatArray,
     offsets: FloatArray,
     prec_chol: FloatArray,
+    dtype: Any = np.float64,
 ) -> Whitener:
     """Prepare the whitening of centred rows for one parameter set.
 
@@ -372,6 +373,8 @@ def make_whitener(
         Component means minus the reference point the rows are centred on.
     prec_chol : ndarray
         Precision Cholesky factors, shaped as the covariance type says.
+    dtype : numpy dtype
+        Precision of the E-step: float64, or float32 for float32 data.
 
     Returns
     -------
@@ -381,7 +384,14 @@ def make_whitener(
     k, d = offsets.shape
     matrix, bias = cov_type.whitening(prec_chol, offsets, d)
     log_norm = log_weights + cov_type.log_det(prec_chol, d) - 0.5 * d * LOG_2PI
-    return Whitener(cov_type.name, matrix, bias, np.asarray(log_norm, dtype=np.float64).reshape(k, 1), k, d)
+    return Whitener(
+        cov_type.name,
+        np.ascontiguousarray(matrix, dtype=dtype),
+        np.asarray(bias, dtype=dtype),
+        np.asarray(log_norm, dtype=dtype).reshape(k, 1),
+        k,
+        d,
+    )
 
 
 def log_normalize(log_prob: FloatArray, resp_out: FloatArray) -> FloatArray:

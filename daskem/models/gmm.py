@@ -193,11 +193,12 @@ class GaussianMixtureModel:
         n_nonfinite = 0
         # Non-finite data give NaN statistics; the driver reports them from n_nonfinite.
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            for xt, log_prob, resp, work in self._tiles(block, shift, self._whitener(params, shift)):
+            for xt, log_prob, resp, work in self._tiles(block, params, shift):
                 # Counted per tile: a whole-block mask would be one large allocation per block.
                 n_nonfinite += xt.size - int(np.count_nonzero(np.isfinite(xt)))
-                loglik += float(log_normalize(log_prob, resp).sum())
-                resp_sum += resp.sum(axis=1)
+                # Sums across tiles are float64 whatever the tile precision.
+                loglik += float(log_normalize(log_prob, resp).sum(dtype=np.float64))
+                resp_sum += resp.sum(axis=1, dtype=np.float64)
                 first += resp @ xt.T
                 ct.second_moment(xt, resp, second, work)
         return GaussianMixtureStats(
@@ -291,11 +292,10 @@ class GaussianMixtureModel:
     def weighted_log_prob(self, params: GaussianMixtureParams, block: NDArray[Any]) -> FloatArray:
         """``log w_k + log N(x | k)`` for every row of ``block``: shape (n, k)."""
         shift = params.reference
-        whitener = self._whitener(params, shift)
         out = np.empty((self.n_components, block.shape[0]))
         start = 0
         with np.errstate(invalid="ignore", over="ignore"):
-            for _, log_prob, _, _ in self._tiles(block, shift, whitener):
+            for _, log_prob, _, _ in self._tiles(block, params, shift):
                 out[:, start : start + log_prob.shape[1]] = log_prob
                 start += log_prob.shape[1]
         return out.T
@@ -318,7 +318,7 @@ class GaussianMixtureModel:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _whitener(self, params: GaussianMixtureParams, shift: FloatArray) -> Whitener:
+    def _whitener(self, params: GaussianMixtureParams, shift: FloatArray, dtype: Any) -> Whitener:
         with np.errstate(divide="ignore"):
             log_weights = np.log(params.weights)
         return make_whitener(
@@ -326,25 +326,29 @@ class GaussianMixtureModel:
             log_weights,
             params.means - shift,
             params.precisions_cholesky,
+            dtype,
         )
 
-    def _tiles(self, block: NDArray[Any], shift: FloatArray, whitener: Whitener):  # type: ignore[no-untyped-def]
+    def _tiles(self, block: NDArray[Any], params: GaussianMixtureParams, shift: FloatArray):  # type: ignore[no-untyped-def]
         """Yield feature-major tiles of ``block``, centred on ``shift``, with their buffers.
 
         Each item is ``(xt, log_prob, resp, work)``: the centred tile (d, t), its weighted
         log-probabilities (k, t), a responsibility buffer (k, t) and the (k, d, t) work
         buffer, free for the caller once the log-probabilities are computed. The buffers
         are allocated once per block and reused for every tile (contiguous views of their
-        fronts for a short last tile).
+        fronts for a short last tile). float32 blocks are processed in float32 (twice the
+        BLAS speed, half the memory traffic); everything else in float64.
         """
+        dtype = np.dtype(np.float32) if block.dtype == np.float32 else np.dtype(np.float64)
+        whitener = self._whitener(params, shift, dtype)
         n, d = block.shape
         k = self.n_components
         t = max(1, min(tile_rows(k, d), n))
-        xt_buf, work_buf = np.empty(d * t), np.empty(k * d * t)
-        log_prob_buf, resp_buf = np.empty(k * t), np.empty(k * t)
+        xt_buf, work_buf = np.empty(d * t, dtype), np.empty(k * d * t, dtype)
+        log_prob_buf, resp_buf = np.empty(k * t, dtype), np.empty(k * t, dtype)
         for start in range(0, n, t):
             m = min(t, n - start)
             xt = scratch(xt_buf, (d, m))
-            np.subtract(block[start : start + m].T, shift[:, None], out=xt)
+            np.subtract(block[start : start + m].T, shift[:, None], out=xt, casting="same_kind")
             log_prob = whitener.weighted_log_prob(xt, scratch(work_buf, (k, d, m)), scratch(log_prob_buf, (k, m)))
             yield xt, log_prob, scratch(resp_buf, (k, m)), scratch(work_buf, (k, d, m))
