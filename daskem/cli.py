@@ -19,6 +19,7 @@ from rich.table import Table
 from daskem.em.init import INIT_METHODS
 from daskem.em.monitor import IterationRecord
 from daskem.errors import DaskemError
+from daskem.io.sources import as_source
 from daskem.models.gaussian import COVARIANCE_TYPES
 
 #: Environment for worker processes of the clusters the CLI starts. Distributed sets
@@ -204,9 +205,45 @@ def cluster_options(func: Any) -> Any:
     return func
 
 
+def source_options(func: Any) -> Any:
+    """The options that say how to read DATA (shared by fit; stored for resume)."""
+    options = [
+        click.option("--variable", default=None, help="Variable of a NetCDF file, or array inside a Zarr group."),
+        click.option("--columns", default=None, help="Comma-separated columns of Parquet/CSV data (default: numeric)."),
+        click.option("--dataset", default=None, help="Dataset inside an HDF5 file, e.g. /data/x."),
+        click.option("--chunk-rows", type=click.IntRange(min=1), default=None, help="Rows per block (rechunks)."),
+        click.option(
+            "--cache",
+            type=click.Choice(["auto", "yes", "no"]),
+            default="auto",
+            show_default=True,
+            help="Persist the data in cluster memory once, or stream them every iteration.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+_CACHE_CHOICES: dict[str, str | bool] = {"auto": "auto", "yes": True, "no": False}
+
+
+def _source_kwargs(
+    variable: str | None, columns: str | None, dataset: str | None, chunk_rows: int | None
+) -> dict[str, Any]:
+    found = {
+        "variable": variable,
+        "columns": [c.strip() for c in columns.split(",")] if columns else None,
+        "dataset": dataset,
+        "chunk_rows": chunk_rows,
+    }
+    return {k: v for k, v in found.items() if v is not None}
+
+
 def _run_fit(
     est: Any,
     data: str,
+    source: dict[str, Any],
     *,
     scheduler: str | None,
     workers: int,
@@ -228,7 +265,7 @@ def _run_fit(
             warnings.catch_warnings(),
         ):
             warnings.simplefilter("ignore", ConvergenceWarning)
-            est.fit(data, callback=display)
+            est.fit(as_source(data, **source), callback=display)
     except DaskemError as err:
         raise click.ClickException(str(err)) from None
     elapsed = time.perf_counter() - start
@@ -260,6 +297,7 @@ def _run_fit(
     "--keep-last", type=click.IntRange(min=1), default=2, show_default=True, help="Committed iterations kept."
 )
 @click.option("--force-restart", is_flag=True, help="Discard an existing checkpoint and start afresh.")
+@source_options
 @cluster_options
 def fit(
     data: str,
@@ -277,12 +315,21 @@ def fit(
     checkpoint_every: int,
     keep_last: int,
     force_restart: bool,
+    variable: str | None,
+    columns: str | None,
+    dataset: str | None,
+    chunk_rows: int | None,
+    cache: str,
     **cluster: Any,
 ) -> None:
-    """Fit a model to the Zarr array DATA (a path or URL) by EM on a Dask cluster.
+    """Fit a model to DATA (a path, URL or glob) by EM on a Dask cluster.
 
-    Without --scheduler, a LocalCluster of worker processes listening on 127.0.0.1 is
-    started for the fit. The data are streamed from the store on every iteration. With
+    DATA is read by its suffix: .parquet/.pq (or a directory of Parquet files), .csv,
+    .h5/.hdf5 (with --dataset), .nc (with --variable); anything else is a Zarr array (or,
+    with --variable, an array inside a Zarr group). Without --scheduler, a LocalCluster of
+    worker processes listening on 127.0.0.1 is started for the fit. Data that fit
+    comfortably in the cluster's memory are cached once, larger data are streamed from
+    the store on every iteration (--cache to choose). With
     --checkpoint, the fit survives being killed: run the same command (or
     `daskem resume RUN.zarr`) and it continues from the last committed iteration.
     """
@@ -302,8 +349,9 @@ def fit(
         checkpoint_every=checkpoint_every,
         keep_last=keep_last,
         overwrite_checkpoint=force_restart,
+        cache=_CACHE_CHOICES[cache],
     )
-    _run_fit(est, data, **cluster)
+    _run_fit(est, data, _source_kwargs(variable, columns, dataset, chunk_rows), **cluster)
 
 
 @main.command("resume")
@@ -327,6 +375,7 @@ def resume(run: str, data: str | None, max_iter: int | None, **cluster: Any) -> 
         if not isinstance(estimator, dict):
             raise DaskemError(f"{run!r} was written by daskem.fit_em, not by an estimator: resume it from Python.")
         location = data or meta["source"]["location"]
+        stored_source = meta["source"].get("options", {})
         if location is None:
             raise DaskemError(
                 f"{run!r} was fitted on in-memory data, which has no location to read again. Pass --data with "
@@ -336,7 +385,7 @@ def resume(run: str, data: str | None, max_iter: int | None, **cluster: Any) -> 
         est = _estimator_class(estimator["kind"], repr(run))(**params, checkpoint=run)
     except DaskemError as err:
         raise click.ClickException(str(err)) from None
-    _run_fit(est, location, **cluster)
+    _run_fit(est, location, stored_source, **cluster)
 
 
 @main.command("inspect")

@@ -20,7 +20,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import dask
 import dask.array as da
@@ -95,7 +95,7 @@ def resolve_split_every(split_every: int | None) -> int:
 #: Cache the data when they take at most this share of the memory available to hold them.
 CACHE_FRACTION = 0.5
 
-Cache = Literal["auto"] | bool
+Cache = str | bool
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Iterations between verbose messages.
     split_every : int, default=None
         Fan-in of the statistics reduction tree (``dask.config`` ``split_every``, else 8).
+    checkpoint : str or os.PathLike, default=None
+        Zarr location (path or fsspec URL) to checkpoint the fit into; fitting again with
+        the same checkpoint resumes it (see :func:`daskem.fit_em`).
+    checkpoint_every : int, default=1
+        Iterations between commits (the last one is always committed).
+    keep_last : int, default=2
+        Committed iterations kept in the checkpoint.
+    overwrite_checkpoint : bool, default=False
+        Discard an existing checkpoint and start afresh.
+    cache : {"auto", True, False}, default="auto"
+        Persist the data once in (cluster) memory or stream them from their source on
+        every pass; "auto" caches data taking at most half the available memory.
 
     Attributes
     ----------
@@ -140,6 +152,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         checkpoint_every: int = 1,
         keep_last: int = 2,
         overwrite_checkpoint: bool = False,
+        cache: str | bool = "auto",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -160,6 +173,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.checkpoint_every = checkpoint_every
         self.keep_last = keep_last
         self.overwrite_checkpoint = overwrite_checkpoint
+        self.cache = cache
 
     # -- validation ---------------------------------------------------------------------
 
@@ -178,6 +192,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_int(name, "split_every", self.split_every, 2, none_ok=True)
         check_int(name, "checkpoint_every", self.checkpoint_every, 1)
         check_int(name, "keep_last", self.keep_last, 1)
+        if self.cache is not True and self.cache is not False and self.cache != "auto":
+            raise ParameterError(
+                f"The 'cache' parameter of {name} must be 'auto', True or False. Got {self.cache!r} instead."
+            )
         if self.checkpoint is not None and not isinstance(self.checkpoint, str | os.PathLike):
             raise ParameterError(
                 f"The 'checkpoint' parameter of {name} must be a str (a Zarr path or URL), an os.PathLike or "
@@ -302,6 +320,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 checkpoint=None if checkpoint is None else checkpoint.run(index),
                 checkpoint_every=self.checkpoint_every,
                 keep_last=self.keep_last,
+                cache=self.cache,
             )
             self._print_end(result)
             if best is None or result.lower_bound > best.lower_bound:
