@@ -171,6 +171,7 @@ def test_params_round_trip():
         "checkpoint_every",
         "keep_last",
         "overwrite_checkpoint",
+        "cache",
     }
     twin = clone(gm)
     assert twin is not gm
