@@ -58,7 +58,11 @@ def _select_columns(df: Any, columns: list[str] | None, location: str) -> Any:
                 "Pass columns=[...] (daskem fit --columns a,b,...) naming existing ones."
             )
         df = df[columns]
-        bad = [c for c, t in df.dtypes.items() if not np.issubdtype(np.dtype(t), np.number)]
+        # As select_dtypes(include="number"): pandas extension dtypes too (StringDtype is not
+        # a NumPy dtype), booleans excluded.
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+        bad = [c for c, t in df.dtypes.items() if not is_numeric_dtype(t) or is_bool_dtype(t)]
         if bad:
             raise DataError(f"Columns {bad} of {location!r} are not numeric; select numeric columns only.")
         return df
@@ -75,10 +79,9 @@ def read_table(location: str, fmt: str, columns: list[str] | None, storage_optio
 
     opts = {"storage_options": storage_options} if storage_options else {}
     try:
-        if fmt == "parquet":
-            df = dd.read_parquet(location, columns=columns, **opts)
-        else:
-            df = dd.read_csv(location, usecols=columns, **opts)
+        # Columns are selected by _select_columns (which names the missing ones); Dask pushes
+        # the selection down to the reader.
+        df = dd.read_parquet(location, **opts) if fmt == "parquet" else dd.read_csv(location, **opts)
     except (FileNotFoundError, OSError) as err:
         raise DataError(f"Cannot read {fmt} data at {location!r}: {err}") from None
     df = _select_columns(df, columns, location)
