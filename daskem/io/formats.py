@@ -49,6 +49,14 @@ def detect_format(location: str) -> str:
     return "zarr"
 
 
+def table_array(df: Any, columns: list[str] | None, location: str) -> da.Array:
+    """The selected (default: numeric) columns of a dask DataFrame as a float64 dask array.
+
+    Row counts per partition are computed (Parquet footers; one pass for CSV).
+    """
+    return _select_columns(df, columns, location).to_dask_array(lengths=True).astype(np.float64)
+
+
 def _select_columns(df: Any, columns: list[str] | None, location: str) -> Any:
     if columns is not None:
         missing = [c for c in columns if c not in df.columns]
@@ -84,8 +92,7 @@ def read_table(location: str, fmt: str, columns: list[str] | None, storage_optio
         df = dd.read_parquet(location, **opts) if fmt == "parquet" else dd.read_csv(location, **opts)
     except (FileNotFoundError, OSError) as err:
         raise DataError(f"Cannot read {fmt} data at {location!r}: {err}") from None
-    df = _select_columns(df, columns, location)
-    return df.to_dask_array(lengths=True).astype(np.float64)
+    return table_array(df, columns, location)
 
 
 class HDF5Rows:

@@ -23,8 +23,7 @@ from scipy import sparse
 from sklearn.utils import check_array
 
 from daskem.errors import DataError, StoreError
-from daskem.io.formats import _select_columns as select_columns
-from daskem.io.formats import detect_format, open_netcdf, read_hdf5, read_table, xarray_data
+from daskem.io.formats import detect_format, open_netcdf, read_hdf5, read_table, table_array, xarray_data
 
 SourceKind = Literal["numpy", "dask", "zarr", "xarray", "parquet", "csv", "hdf5", "netcdf"]
 
@@ -252,8 +251,7 @@ def as_source(
         data = _as_dask(xarray_data(X, variable, name))
         return DataSource(_check_dask(data, name, chunk_rows), "xarray", None, options)
     if module.startswith("dask.dataframe") or module.startswith("dask_expr"):
-        frame = select_columns(X, columns, name)
-        data = frame.to_dask_array(lengths=True).astype(np.float64)
+        data = table_array(X, columns, name)
         return DataSource(_check_dask(data, name, chunk_rows), "dask", None, options)
     if sparse.issparse(X):
         raise DataError(
