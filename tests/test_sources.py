@@ -529,11 +529,19 @@ def test_sensible_chunking_is_silent(chunks):
         check_chunking(source, BIG)
 
 
-def test_fit_warns_about_tiny_blocks(X):
+def test_fit_warns_about_tiny_blocks_when_streaming(X):
     tiny = da.from_array(X, chunks=(20, D))  # 300 blocks of 20 rows
     with pytest.warns(ChunkSizeWarning, match=r"--chunk-rows 6000"):
-        fit_tiny = estimator(X, max_iter=2).fit(tiny)
+        fit_tiny = estimator(X, max_iter=2, cache=False).fit(tiny)
     assert fit_tiny.n_iter_ == 2
+
+
+def test_cached_tiny_blocks_are_merged_without_a_warning(X):
+    tiny = da.from_array(X, chunks=(20, D))  # 300 blocks of 20 rows, merged into one of 6000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ChunkSizeWarning)
+        merged = estimator(X, max_iter=2, cache=True).fit(tiny)
+    assert_bitwise(merged, estimator(X, max_iter=2).fit(da.from_array(X, chunks=(6000, D))))
 
 
 @pytest.mark.parametrize("key", ["zarr", "parquet", "csv", "hdf5"])

@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 from daskem.checkpoint.checkpoint import Checkpoint, CheckpointRun, CheckpointState
 from daskem.em.monitor import ConvergenceMonitor, IterationRecord
 from daskem.errors import DataError, NumericalError
-from daskem.io.sources import ChunkSizeWarning, DataSource, as_source
+from daskem.io.sources import MANY_BLOCKS, MIN_BLOCK_ROWS, ChunkSizeWarning, DataSource, as_source, target_block_rows
 from daskem.models.base import Model
 
 logger = logging.getLogger("daskem")
@@ -151,15 +151,25 @@ def should_cache(source: DataSource, cache: Cache, resources: ComputeResources |
     return bool(source.array.nbytes <= CACHE_FRACTION * resources.memory)
 
 
+def _many_small_blocks(source: DataSource) -> bool:
+    rows = sorted(c for c in source.array.chunks[0] if c) or [0]
+    return rows[len(rows) // 2] < MIN_BLOCK_ROWS and len(rows) > MANY_BLOCKS
+
+
 def data_blocks(source: DataSource, cache: Cache = "auto") -> list[Delayed]:
     """The row blocks of ``source`` as delayed objects, one per chunk, cached or streamed.
 
     See :func:`should_cache`; the choice is logged. Streamed data are read from their
-    store on every pass, so worker memory is bounded by the blocks in flight.
+    store on every pass, so worker memory is bounded by the blocks in flight. Cached data
+    in many small blocks are merged into blocks of ~16 MiB before they are persisted, so
+    each pass runs a few tasks instead of one per tiny block.
     """
-    blocks = list(source.array.to_delayed().ravel())
     resources = compute_resources()
     cached = should_cache(source, cache, resources)
+    array = source.array
+    if cached and _many_small_blocks(source):
+        array = array.rechunk({0: target_block_rows(source.n_samples, source.n_features)})
+    blocks = list(array.to_delayed().ravel())
     logger.info(
         "data %s (%.3g GiB, %d blocks): %s (memory available to hold them: %.3g GiB)",
         source.location or source.kind,
@@ -181,23 +191,19 @@ def data_blocks(source: DataSource, cache: Cache = "auto") -> list[Delayed]:
         return list(client.persist(blocks))
 
 
-#: Blocks smaller than this many rows leave Dask's per-task overhead (~1 ms) dominant.
-MIN_BLOCK_ROWS = 4096
+def check_chunking(source: DataSource, resources: ComputeResources, name: str = "X", cached: bool = False) -> None:
+    """Warn (:class:`ChunkSizeWarning`) when blocks are too small or too large, with the fix.
 
-#: The block size chunk guidance suggests, in bytes.
-TARGET_BLOCK_BYTES = 16 * 2**20
-
-
-def check_chunking(source: DataSource, resources: ComputeResources, name: str = "X") -> None:
-    """Warn (:class:`ChunkSizeWarning`) when blocks are too small or too large, with the fix."""
+    Small blocks of cached data are not warned about: :func:`data_blocks` merges them.
+    """
     rows = sorted(c for c in source.array.chunks[0] if c) or [0]
     median = rows[len(rows) // 2]
     row_bytes = 8 * source.n_features  # the E-step works in float64 or float32: budget float64
-    suggest = int(min(max(TARGET_BLOCK_BYTES // row_bytes, MIN_BLOCK_ROWS), max(source.n_samples, 1)))
+    suggest = target_block_rows(source.n_samples, source.n_features)
     fix = (
         f"Use about {suggest:,} rows per block: {name}.rechunk({{0: {suggest}}}), or daskem fit --chunk-rows {suggest}."
     )
-    if median < MIN_BLOCK_ROWS and len(rows) > max(64, 4 * resources.threads):
+    if not cached and _many_small_blocks(source) and len(rows) > 4 * resources.threads:
         warnings.warn(
             f"{name} has {len(rows):,} blocks of about {median:,} rows: Dask's overhead per task (~1 ms) is a "
             f"large share of each block's E-step. {fix}",
@@ -486,7 +492,8 @@ def fit_em(
         params = init() if callable(init) else init
     blocks: list[Delayed] = []
     if not monitor.done:
-        check_chunking(source, compute_resources())
+        resources = compute_resources()
+        check_chunking(source, resources, cached=should_cache(source, cache, resources))
         blocks = data_blocks(source, cache)
     with single_threaded_blas():
         while not monitor.done:

@@ -32,6 +32,35 @@ class ChunkSizeWarning(UserWarning):
     """The data's chunking costs time or memory; the message says which chunking to use."""
 
 
+#: Blocks smaller than this many rows leave Dask's per-task overhead (~1-2 ms) dominant.
+MIN_BLOCK_ROWS = 4096
+
+#: Past this many blocks, small blocks are merged (cached data) or warned about (streamed).
+MANY_BLOCKS = 64
+
+#: The block size daskem aims for when it merges small blocks or suggests a chunking, in bytes.
+TARGET_BLOCK_BYTES = 16 * 2**20
+
+
+def target_block_rows(n_samples: int, n_features: int) -> int:
+    """Rows of a block of about :data:`TARGET_BLOCK_BYTES` as float64 (at least MIN_BLOCK_ROWS)."""
+    return int(min(max(TARGET_BLOCK_BYTES // (8 * n_features), MIN_BLOCK_ROWS), max(n_samples, 1)))
+
+
+def zarr_dask(arr: zarr.Array) -> da.Array:
+    """A Zarr array as dask, reading several small stored chunks per task.
+
+    More than :data:`MANY_BLOCKS` stored chunks under :data:`MIN_BLOCK_ROWS` rows would make one task per chunk and
+    leave Dask's per-task overhead dominant; a task then reads a whole multiple of them
+    (one Zarr read of a contiguous row range).
+    """
+    rows = int(arr.chunks[0]) if arr.ndim else 1
+    if arr.ndim == 2 and 0 < rows < MIN_BLOCK_ROWS and arr.shape[0] > MANY_BLOCKS * rows:
+        per_task = rows * max(1, target_block_rows(arr.shape[0], arr.shape[1]) // rows)
+        return da.from_zarr(arr, chunks=(per_task, arr.shape[1]))
+    return da.from_zarr(arr)
+
+
 @dataclass(frozen=True)
 class DataSource:
     """A validated data source.
@@ -190,7 +219,7 @@ def _open_location(
         return _as_dask(open_netcdf(loc, options.get("variable"))), "netcdf"
     variable = options.get("variable")
     target = f"{loc.rstrip('/')}/{variable.strip('/')}" if variable else loc
-    return da.from_zarr(open_zarr_array(target, storage_options)), "zarr"
+    return zarr_dask(open_zarr_array(target, storage_options)), "zarr"
 
 
 def as_source(
@@ -243,7 +272,7 @@ def as_source(
         array, kind = _open_location(loc, options, storage_options, name)
         return DataSource(_check_dask(array, name, chunk_rows), kind, _local(loc), options)
     if isinstance(X, zarr.Array):
-        return DataSource(_check_dask(da.from_zarr(X), name, chunk_rows), "zarr", str(X.store_path), options)
+        return DataSource(_check_dask(zarr_dask(X), name, chunk_rows), "zarr", str(X.store_path), options)
     if isinstance(X, da.Array):
         return DataSource(_check_dask(X, name, chunk_rows), "dask", None, options)
     module = type(X).__module__
