@@ -12,6 +12,7 @@ import zarr
 
 import daskem
 from daskem.testing import make_mixture_array
+from daskem.testing.cli import run_cli as daskem_cli
 
 pytestmark = pytest.mark.slow
 
@@ -21,18 +22,6 @@ FIT = ["-k", "3", "--workers", "2", "--memory-limit", "1GiB", "--seed", "0", "--
 ITERATION_LINE = re.compile(
     r"^iteration +(\d+)  log-lik (-?\d+\.\d{6})  change (inf|-?\d\.\d{3}e[+-]\d+)  \d+\.\d{2} s$"
 )
-
-
-def daskem_cli(*args, cwd=None, timeout=180):
-    """Run ``python -m daskem.cli ARGS`` (stdout and stderr are pipes, not a TTY)."""
-    return subprocess.run(
-        [sys.executable, "-m", "daskem.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,8 @@ with uninterrupted fits of the same command line.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -23,10 +20,10 @@ import zarr
 import daskem
 from daskem.checkpoint import Checkpoint
 from daskem.testing import write_mixture_zarr
+from daskem.testing.cli import run_cli as daskem_cli
 
 pytestmark = pytest.mark.slow
 
-DASKEM = Path(sys.executable).parent / "daskem"
 N_SAMPLES, N_FEATURES, N_COMPONENTS, CHUNK_ROWS, DATA_SEED = 20_000, 4, 3, 2_500, 1
 #: The fit of the "fit again" tests (defaults elsewhere: full covariance, seed 0).
 FIT = ["-k", "3", "--tol", "0", "--workers", "0"]
@@ -36,22 +33,6 @@ RESUME_FIT = ["-k", "3", "--covariance-type", "diag", "--seed", "5", "--tol", "0
 COMPARED = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 ITERATION_LINE = re.compile(r"^iteration +(\d+)  log-lik (-?\d+\.\d{6})  change ")
 HISTORY_ROW = re.compile(r"^│\s+(\d+) │\s+(-?\d+\.\d{6}) │\s+(-|-?\d\.\d{3}e[+-]\d+) │\s+(\d+\.\d{2}) │$")
-
-
-def daskem_cli(*args, timeout=120):
-    """Run the ``daskem`` console script (stdout and stderr are pipes, not a TTY).
-
-    Rich wraps at 80 columns when the output is not a terminal, which would split the long
-    temporary paths the tests look for; ``COLUMNS`` widens its lines.
-    """
-    return subprocess.run(
-        [str(DASKEM), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "COLUMNS": "400"},
-    )
 
 
 def _ok(result):

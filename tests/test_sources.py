@@ -14,8 +14,6 @@ resume).
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import uuid
 import warnings
 
@@ -32,6 +30,7 @@ from daskem.em.engine import ComputeResources, check_chunking, should_cache
 from daskem.em.monitor import LikelihoodDecreaseWarning
 from daskem.io.sources import ChunkSizeWarning, DataSource
 from daskem.testing import make_mixture_array
+from daskem.testing.cli import run_cli as daskem_cli
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
@@ -558,16 +557,6 @@ def test_chunk_rows_rechunks_rows_like_an_explicit_rechunk(key, files, X):
 
 
 # -- the CLI on files ----------------------------------------------------------------------
-
-
-def daskem_cli(*args, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "daskem.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 CLI_FIT = ["-k", K, "--max-iter", MAX_ITER, "--tol", 0, "--seed", 0, "--workers", 0, "-q"]
