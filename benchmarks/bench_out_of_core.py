@@ -262,7 +262,7 @@ def main() -> None:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             memory_limit=limit,
         )
     client = Client(cluster, set_as_default=False)

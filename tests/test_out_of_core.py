@@ -132,7 +132,7 @@ def limited_client() -> Any:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             memory_limit=MEMORY_LIMIT,
         ) as cluster,
         Client(cluster) as client,
