@@ -156,15 +156,16 @@ def _many_small_blocks(source: DataSource) -> bool:
     return rows[len(rows) // 2] < MIN_BLOCK_ROWS and len(rows) > MANY_BLOCKS
 
 
-def data_blocks(source: DataSource, cache: Cache = "auto") -> list[Delayed]:
+def data_blocks(source: DataSource, cache: Cache = "auto", resources: ComputeResources | None = None) -> list[Delayed]:
     """The row blocks of ``source`` as delayed objects, one per chunk, cached or streamed.
 
     See :func:`should_cache`; the choice is logged. Streamed data are read from their
     store on every pass, so worker memory is bounded by the blocks in flight. Cached data
     in many small blocks are merged into blocks of ~16 MiB before they are persisted, so
-    each pass runs a few tasks instead of one per tiny block.
+    each pass runs a few tasks instead of one per tiny block. ``resources`` defaults to
+    :func:`compute_resources`.
     """
-    resources = compute_resources()
+    resources = resources or compute_resources()
     cached = should_cache(source, cache, resources)
     array = source.array
     if cached and _many_small_blocks(source):
@@ -494,7 +495,7 @@ def fit_em(
     if not monitor.done:
         resources = compute_resources()
         check_chunking(source, resources, cached=should_cache(source, cache, resources))
-        blocks = data_blocks(source, cache)
+        blocks = data_blocks(source, cache, resources)
     with single_threaded_blas():
         while not monitor.done:
             start = time.perf_counter()
