@@ -494,8 +494,9 @@ def fit_em(
     blocks: list[Delayed] = []
     if not monitor.done:
         resources = compute_resources()
-        check_chunking(source, resources, cached=should_cache(source, cache, resources))
-        blocks = data_blocks(source, cache, resources)
+        cached = should_cache(source, cache, resources)
+        check_chunking(source, resources, cached=cached)
+        blocks = data_blocks(source, cached, resources)
     with single_threaded_blas():
         while not monitor.done:
             start = time.perf_counter()

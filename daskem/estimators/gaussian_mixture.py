@@ -22,7 +22,7 @@ from daskem.em.monitor import IterationRecord
 from daskem.errors import DataError, NotFittedError, ParameterError, StoreError
 from daskem.estimators._validation import check_int, check_option, check_random_state_param, check_real
 from daskem.io.sources import DataSource, as_source
-from daskem.models.gaussian import COVARIANCE_TYPES, covariance_type
+from daskem.models.gaussian import COVARIANCE_TYPES, check_shape, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
 
 _FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
@@ -216,11 +216,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         k, d = self.n_components, n_features
         weights = means = precisions = None
         if self.weights_init is not None:
-            weights = np.asarray(self.weights_init, dtype=np.float64)
-            if weights.shape != (k,):
-                raise ParameterError(
-                    f"The parameter 'weights' should have the shape of {(k,)}, but got {weights.shape}."
-                )
+            weights = check_shape("weights", self.weights_init, (k,))
             if weights.min() < 0.0 or weights.max() > 1.0:
                 raise ParameterError(
                     "The parameter 'weights' should be in the range [0, 1], but got "
@@ -231,17 +227,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     f"The parameter 'weights' should be normalized, but got sum(weights) = {weights.sum():.5f}."
                 )
         if self.means_init is not None:
-            means = np.asarray(self.means_init, dtype=np.float64)
-            if means.shape != (k, d):
-                raise ParameterError(f"The parameter 'means' should have the shape of {(k, d)}, but got {means.shape}.")
+            means = check_shape("means", self.means_init, (k, d))
         if self.precisions_init is not None:
-            precisions = np.asarray(self.precisions_init, dtype=np.float64)
             expected = covariance_type(self.covariance_type).shape(k, d)
-            if precisions.shape != expected:
-                raise ParameterError(
-                    f"The parameter '{self.covariance_type} precision' should have the shape of {expected}, "
-                    f"but got {precisions.shape}."
-                )
+            precisions = check_shape(f"{self.covariance_type} precision", self.precisions_init, expected)
             if self.covariance_type in ("full", "tied") and not np.allclose(
                 precisions, np.swapaxes(precisions, -1, -2)
             ):

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import linalg
 
-from daskem.errors import NumericalError
+from daskem.errors import NumericalError, ParameterError
 
 FloatArray = NDArray[np.float64]
 
@@ -436,5 +436,5 @@ def check_shape(name: str, value: Any, expected: tuple[int, ...]) -> FloatArray:
     """Return ``value`` as a float64 array, raising a clear error if its shape is wrong."""
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != expected:
-        raise ValueError(f"The parameter '{name}' should have the shape of {expected}, but got {arr.shape}.")
+        raise ParameterError(f"The parameter '{name}' should have the shape of {expected}, but got {arr.shape}.")
     return arr
