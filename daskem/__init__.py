@@ -2,11 +2,11 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from daskem.em import EMResult, fit_em, initial_params
+from daskem.em import EMResult, RestartsResult, fit_em, fit_em_restarts, initial_params
 from daskem.errors import DaskemError, DataError, NotFittedError, NumericalError, ParameterError, StoreError
-from daskem.estimators import GaussianMixture, load
+from daskem.estimators import GaussianMixture, KMeans, load
 from daskem.io import as_source
-from daskem.models import GaussianMixtureModel, GaussianMixtureParams
+from daskem.models import GaussianMixtureModel, GaussianMixtureParams, KMeansModel, KMeansParams
 
 try:
     __version__ = version("daskem")
@@ -20,13 +20,18 @@ __all__ = [
     "GaussianMixture",
     "GaussianMixtureModel",
     "GaussianMixtureParams",
+    "KMeans",
+    "KMeansModel",
+    "KMeansParams",
     "NotFittedError",
     "NumericalError",
     "ParameterError",
+    "RestartsResult",
     "StoreError",
     "__version__",
     "as_source",
     "fit_em",
+    "fit_em_restarts",
     "initial_params",
     "load",
 ]

@@ -367,7 +367,7 @@ def resume(run: str, data: str | None, max_iter: int | None, **cluster: Any) -> 
     newest committed iteration and ends exactly as an uninterrupted fit would have.
     """
     from daskem.checkpoint.checkpoint import Checkpoint
-    from daskem.estimators.gaussian_mixture import _estimator_class
+    from daskem.estimators._base import estimator_class
 
     try:
         meta = Checkpoint(run).metadata()
@@ -382,7 +382,7 @@ def resume(run: str, data: str | None, max_iter: int | None, **cluster: Any) -> 
                 "a Zarr copy of the same data, or resume from Python with the same array."
             )
         params = {**estimator["params"], **({"max_iter": max_iter} if max_iter is not None else {})}
-        est = _estimator_class(estimator["kind"], repr(run))(**params, checkpoint=run)
+        est = estimator_class(estimator["kind"], repr(run))(**params, checkpoint=run)
     except DaskemError as err:
         raise click.ClickException(str(err)) from None
     _run_fit(est, location, stored_source, **cluster)

@@ -34,6 +34,7 @@ import daskem.em.engine as engine
 from daskem import GaussianMixture, GaussianMixtureModel, StoreError, as_source, fit_em, initial_params
 from daskem.checkpoint import Checkpoint, CheckpointMismatchError, CorruptCheckpointWarning
 from daskem.checkpoint import checkpoint as checkpoint_module
+from daskem.checkpoint.checkpoint import HISTORY_FIELDS
 from daskem.testing import write_mixture_zarr
 
 N_SAMPLES, N_FEATURES, K = 4000, 3, 3
@@ -202,7 +203,7 @@ def test_commit_order_iteration_invisible_until_complete_pointer_last(data, orac
         warnings.simplefilter("error")
         result = fit(data, ckpt, max_iter=4, callback=after)
     assert result.n_iter == 4
-    arrays_per_commit = len(PARAM_NAMES) + 3
+    arrays_per_commit = len(PARAM_NAMES) + len(HISTORY_FIELDS)
     assert len(observed) == 4 * arrays_per_commit
     for n, _name, pointer, visible in observed:
         expected = None if n == 1 else n - 1

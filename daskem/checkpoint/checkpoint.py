@@ -7,7 +7,8 @@ Layout::
                                    estimator (kind + hyperparameters). Written once.
       runs/<r>/                    one EM run (initialisation r of n_init)
         iterations/<n>/            state after n iterations: parameter arrays and the
-                                   history arrays (log_likelihood, change, seconds), float64;
+                                   history arrays (log_likelihood, change, seconds,
+                                   passes), all float64; engine state (accelerator);
                                    attrs["daskem_iteration"] = {iteration, converged,
                                    finished, digests} written LAST
         pointer/                   attrs["daskem_pointer"] = {"iteration": n}, written after
@@ -46,11 +47,11 @@ from fsspec.implementations.local import LocalFileSystem
 from daskem.checkpoint.store import read_float_arrays, write_float_array
 from daskem.errors import StoreError
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 ROOT_KEY = "daskem_checkpoint"
 ITERATION_KEY = "daskem_iteration"
 POINTER_KEY = "daskem_pointer"
-HISTORY_FIELDS = ("log_likelihood", "change", "seconds")
+HISTORY_FIELDS = ("log_likelihood", "change", "seconds", "passes")
 
 #: Fault-injection hook for tests: seconds to sleep after each array written by a commit,
 #: so that a test can kill the writer in the middle of a checkpoint.
@@ -84,7 +85,8 @@ class CheckpointState:
     params : dict of str to ndarray
         Parameters to start the next iteration from (``Params.to_arrays()``).
     history : dict of str to ndarray
-        ``log_likelihood``, ``change`` and ``seconds`` of iterations 1..``iteration``.
+        ``log_likelihood``, ``change``, ``seconds`` and ``passes`` (cumulative passes over
+        the data) of iterations 1..``iteration``.
     converged : bool
         Whether the convergence test was met.
     finished : bool

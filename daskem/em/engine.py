@@ -13,8 +13,10 @@ This package is the only code in daskem that builds Dask graphs. One iteration i
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
+import math
 import os
 import time
 import warnings
@@ -30,6 +32,7 @@ from dask.delayed import Delayed
 from threadpoolctl import threadpool_limits
 
 from daskem.checkpoint.checkpoint import Checkpoint, CheckpointRun, CheckpointState
+from daskem.em.accelerate import Squarem, check_accelerate
 from daskem.em.monitor import ConvergenceMonitor, IterationRecord
 from daskem.errors import DataError, NumericalError
 from daskem.io.sources import MANY_BLOCKS, MIN_BLOCK_ROWS, ChunkSizeWarning, DataSource, as_source, target_block_rows
@@ -61,6 +64,11 @@ class EMResult:
         Rows in the data.
     resumed_from : int
         Iterations read back from a checkpoint (0 for a fresh fit).
+    n_passes : int
+        Full passes over the data made, initialisation included (shared passes of
+        restarts fitted together count once).
+    pruned : bool
+        Whether the run was dropped by restart pruning before it converged.
     """
 
     params: Any
@@ -70,6 +78,8 @@ class EMResult:
     history: tuple[IterationRecord, ...]
     n_samples: int
     resumed_from: int = 0
+    n_passes: int = 0
+    pruned: bool = False
 
 
 def current_client() -> Any | None:
@@ -309,6 +319,7 @@ def compute_stats(
     """
     with single_threaded_blas():
         (total,) = dask.compute(stats_graph(model, params, blocks, split_every, block_fn, block_args))
+    count_pass()
     return total
 
 
@@ -375,26 +386,6 @@ def map_rows(
     return da.map_blocks(fn, array, chunks=(array.chunks[0], (columns,)), dtype=dtype)
 
 
-def checkpoint_run(
-    checkpoint: str | os.PathLike[str] | Checkpoint | CheckpointRun,
-    model: Any,
-    source: DataSource,
-    split_every: int,
-    overwrite: bool,
-) -> CheckpointRun:
-    """The run to checkpoint a :func:`fit_em` call into, created or checked as needed.
-
-    A path or :class:`Checkpoint` is prepared with this fit's model spec, data
-    fingerprint and ``split_every`` (resuming requires all three to match) and its run 0
-    is used; a :class:`CheckpointRun` is used as given (its owner checked it).
-    """
-    if isinstance(checkpoint, CheckpointRun):
-        return checkpoint
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint(checkpoint)
-    ckpt.prepare(fit_metadata(model, source, split_every), compare=COMPARED_SECTIONS, overwrite=overwrite)
-    return ckpt.run(0)
-
-
 #: Root sections that must match for a fit to resume from a checkpoint.
 COMPARED_SECTIONS = ("model", "data", "config")
 
@@ -414,6 +405,357 @@ def fit_metadata(model: Any, source: DataSource, split_every: int, **config: Any
     }
 
 
+@dataclass
+class PassCount:
+    """Full passes over the data made inside :func:`counting_passes`."""
+
+    passes: int = 0
+
+
+_PASS_COUNT: contextvars.ContextVar[PassCount | None] = contextvars.ContextVar("daskem_pass_count", default=None)
+
+
+@contextlib.contextmanager
+def counting_passes() -> Iterator[PassCount]:
+    """Count the passes over the data (:func:`compute_stats` calls, row samples) made inside."""
+    count = PassCount()
+    token = _PASS_COUNT.set(count)
+    try:
+        yield count
+    finally:
+        _PASS_COUNT.reset(token)
+
+
+def count_pass() -> None:
+    """Add one pass to the innermost :func:`counting_passes`, if any."""
+    count = _PASS_COUNT.get()
+    if count is not None:
+        count.passes += 1
+
+
+@dataclass(frozen=True)
+class BatchedModel:
+    """Several parameter sets of one model evaluated in the same pass over each block.
+
+    ``params`` are tuples of the model's parameters and statistics tuples of its
+    statistics; each block is read once and every parameter set's E-step runs on it.
+
+    Parameters
+    ----------
+    model : Model
+        The model.
+    """
+
+    model: Any
+
+    def e_step(self, params: tuple[Any, ...], block: Any) -> tuple[Any, ...]:
+        """The statistics of ``block`` under every parameter set."""
+        return tuple(self.model.e_step(p, block) for p in params)
+
+    def combine(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Combine two statistics tuples element by element."""
+        return tuple(self.model.combine(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _model_verdict(model: Any, stats: Any, params: Any, new_params: Any, tol: float) -> bool | None:
+    """The model's own convergence test (``model.converged``), or None to use the likelihood rule."""
+    test = getattr(model, "converged", None)
+    return None if test is None else bool(test(stats, params, new_params, tol))
+
+
+class _Run:
+    """One EM run (one initialisation) advancing pass by pass; plain or SQUAREM-accelerated."""
+
+    def __init__(self, index: int, model: Any, monitor: ConvergenceMonitor, run: CheckpointRun | None) -> None:
+        self.index = index
+        self.model = model
+        self.monitor = monitor
+        self.run = run
+        self.squarem: Squarem | None = None
+        self.pending: Any = None  # parameters the next pass evaluates
+        self.params: Any = None  # M(last recorded point): the run's current answer
+        self.pruned = False
+        self.resumed_from = 0
+        self.started = time.perf_counter()
+
+    @property
+    def active(self) -> bool:
+        return not (self.pruned or self.monitor.done)
+
+    def start(self, params: Any, accelerate: str | None) -> None:
+        self.pending = self.params = params
+        if accelerate == "squarem":
+            self.squarem = Squarem(self.model)
+
+    def resume(self, state: CheckpointState, accelerate: str | None) -> None:
+        self.params = self.model.params_from_arrays(state.params)
+        self.monitor.restore(state.history, state.converged)
+        self.pruned = state.finished and not self.monitor.done
+        self.resumed_from = state.iteration
+        self.pending = self.params
+        if accelerate == "squarem":
+            self.squarem = Squarem(self.model)
+            self.pending = self.squarem.restore(state.params, self.params)
+
+    def advance(self, stats: Any, n_samples: int, passes: int, tol: float) -> IterationRecord | None:
+        """Take the statistics of ``pending``; return the new record, or None for a rejected step."""
+        point = self.pending
+        if self.squarem is not None and self.squarem.jumping:
+            if stats.n_nonfinite:
+                check_stats(stats, n_samples)
+            loglik = self.model.log_likelihood(stats)
+            result = None
+            if np.isfinite(loglik) and loglik >= self.squarem.reference:
+                with contextlib.suppress(NumericalError):
+                    result = self.model.m_step(stats, point)
+            if result is None:
+                self.pending = self.squarem.rejected()
+                return None
+        else:
+            check_stats(stats, n_samples)
+            result = self.model.m_step(stats, point)
+        verdict = _model_verdict(self.model, stats, point, result, tol)
+        now = time.perf_counter()
+        record = self.monitor.update(self.model.log_likelihood(stats) / stats.n, now - self.started, passes, verdict)
+        self.started = now
+        self.params = result
+        if self.squarem is not None:
+            self.pending = self.squarem.accepted(point, result, self.model.log_likelihood(stats))
+        else:
+            self.pending = result
+        return record
+
+    def commit(self, keep_last: int) -> None:
+        if self.run is None:
+            return
+        arrays = dict(self.params.to_arrays())
+        if self.squarem is not None:
+            arrays.update(self.squarem.to_arrays())
+        self.run.commit(
+            CheckpointState(
+                len(self.monitor.history),
+                arrays,
+                self.monitor.as_arrays(),
+                self.monitor.converged,
+                not self.active,
+            ),
+            keep_last,
+        )
+
+    def result(self, n_samples: int, passes: int) -> EMResult:
+        history = tuple(self.monitor.history)
+        return EMResult(
+            params=self.params,
+            converged=self.monitor.converged,
+            n_iter=len(history),
+            lower_bound=history[-1].log_likelihood if history else -np.inf,
+            history=history,
+            n_samples=n_samples,
+            resumed_from=self.resumed_from,
+            n_passes=passes,
+            pruned=self.pruned,
+        )
+
+
+#: Records a run needs before pruning may judge it.
+PRUNE_MIN_RECORDS = 3
+
+
+def _remaining_gain(history: Sequence[IterationRecord]) -> float:
+    """An estimate of the log-likelihood a run still gains, from its geometric convergence rate.
+
+    Infinite (never prune) unless the last two changes are positive and shrinking.
+    """
+    last, before = history[-1].change, history[-2].change
+    if not (0.0 < last < before):
+        return math.inf
+    rate = last / before
+    return last * rate / (1.0 - rate)
+
+
+def _prune(runs: Sequence[_Run], tol: float) -> list[int]:
+    """Mark as pruned the active runs that clearly fall behind the best; return their indices.
+
+    A run is clearly behind when its log-likelihood plus twice its estimated remaining gain
+    (:func:`_remaining_gain`) plus ``tol`` is still below the best run's log-likelihood.
+    """
+    recorded = [r for r in runs if r.monitor.history]
+    if not recorded:
+        return []
+    best = max(r.monitor.history[-1].log_likelihood for r in recorded)
+    dropped = []
+    for r in recorded:
+        history = r.monitor.history
+        if not r.active or len(history) < PRUNE_MIN_RECORDS:
+            continue
+        if history[-1].log_likelihood + 2.0 * _remaining_gain(history) + tol < best:
+            r.pruned = True
+            dropped.append(r.index)
+    return dropped
+
+
+@dataclass(frozen=True)
+class RestartsResult:
+    """The outcome of :func:`fit_em_restarts`.
+
+    Attributes
+    ----------
+    best : int
+        Index of the run with the highest final lower bound (the first of equals).
+    results : tuple of EMResult
+        One per initialisation, in order.
+    pruned : tuple of int
+        Indices of the runs dropped by pruning.
+    n_passes : int
+        Passes over the data made in all (shared by the runs), initialisation included.
+    """
+
+    best: int
+    results: tuple[EMResult, ...]
+    pruned: tuple[int, ...]
+    n_passes: int
+
+
+def fit_em_restarts(
+    model: Any,
+    X: Any,
+    inits: Sequence[Any] | Callable[[], Sequence[Any]],
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    split_every: int | None = None,
+    accelerate: str | None = None,
+    prune: bool = False,
+    callback: Callable[[int, IterationRecord, Any], None] | None = None,
+    checkpoint: str | os.PathLike[str] | Checkpoint | Sequence[CheckpointRun] | None = None,
+    checkpoint_every: int = 1,
+    keep_last: int = 2,
+    overwrite: bool = False,
+    cache: Cache = "auto",
+) -> RestartsResult:
+    """Fit ``model`` from several initialisations at once, sharing every pass over the data.
+
+    Each pass reads every block once and runs the E-step of every active run on it
+    (:class:`BatchedModel`), so ``R`` restarts cost ``R`` times the compute but one
+    read of the data per iteration. Runs are independent: each reaches bitwise the
+    parameters a fit of its initialisation alone (:func:`fit_em`) reaches.
+
+    Parameters
+    ----------
+    model : Model
+        Any object implementing :class:`daskem.models.Model`.
+    X : array-like, dask array, zarr.Array, str or DataSource
+        The data (see :func:`daskem.io.as_source`).
+    inits : sequence of Params, or callable
+        One initial parameter set per run, or a function of no arguments returning them
+        (called only when a run has no checkpoint to resume; its passes are counted).
+    max_iter, tol, split_every, checkpoint_every, keep_last, overwrite, cache
+        As for :func:`fit_em` (``max_iter`` and ``tol`` apply to every run).
+    accelerate : {None, "squarem"}
+        SQUAREM acceleration of every run (:mod:`daskem.em.accelerate`); the model must
+        provide ``to_vector`` / ``from_vector``.
+    prune : bool
+        Drop runs that clearly fall behind the best (see :func:`_prune`); each dropped run
+        is logged and reported in :attr:`RestartsResult.pruned`.
+    callback : callable, optional
+        Called as ``callback(run_index, record, params)`` after every record of every run.
+    checkpoint : str, os.PathLike, Checkpoint or sequence of CheckpointRun, optional
+        Where to checkpoint: a location (prepared like :func:`fit_em`'s, run ``r`` for
+        initialisation ``r``) or the runs themselves, one per initialisation.
+
+    Returns
+    -------
+    RestartsResult
+    """
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an int >= 1; got {checkpoint_every!r}.")
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+        raise ValueError(f"keep_last must be an int >= 1; got {keep_last!r}.")
+    check_accelerate(model, accelerate)
+    source = as_source(X)
+    fan_in = resolve_split_every(split_every)
+    n_runs = None if callable(inits) else len(inits)
+    targets = _checkpoint_runs(checkpoint, model, source, fan_in, overwrite, accelerate, n_runs)
+    # float32 data run a float32 E-step: allow its rounding before calling a change a decrease.
+    decrease_rtol = 1e-10 if source.array.dtype == np.float64 else 1e-5
+    states = [t.latest() for t in targets] if targets else []
+    init_passes = 0
+    starts: Sequence[Any] = ()
+    if not states or any(s is None for s in states):
+        with counting_passes() as count:
+            starts = inits() if callable(inits) else inits
+        init_passes = count.passes
+    n_runs = len(starts) if starts else len(states)
+    if targets and len(targets) != n_runs:
+        raise ValueError(f"{len(targets)} checkpoint runs were given for {n_runs} initialisations.")
+    runs = []
+    for i in range(n_runs):
+        monitor = ConvergenceMonitor(tol=tol, max_iter=max_iter, decrease_rtol=decrease_rtol, run=i)
+        run = _Run(i, model, monitor, targets[i] if targets else None)
+        state = states[i] if states else None
+        if state is not None:
+            run.resume(state, accelerate)
+            logger.info("run %d: resuming from iteration %d of %r", i, state.iteration, targets[i])
+        else:
+            run.start(starts[i], accelerate)
+        runs.append(run)
+    passes = max([init_passes] + [r.monitor.passes for r in runs])
+    pruned: list[int] = [r.index for r in runs if r.pruned]
+    blocks: list[Delayed] = []
+    if any(r.active for r in runs):
+        resources = compute_resources()
+        cached = should_cache(source, cache, resources)
+        check_chunking(source, resources, cached=cached)
+        blocks = data_blocks(source, cached, resources)
+    batched = BatchedModel(model)
+    with single_threaded_blas():
+        while active := [r for r in runs if r.active]:
+            if len(active) == 1:
+                all_stats = (compute_stats(model, active[0].pending, blocks, fan_in),)
+            else:
+                all_stats = compute_stats(batched, tuple(r.pending for r in active), blocks, fan_in)
+            passes += 1
+            recorded = {}
+            for run, stats in zip(active, all_stats, strict=True):
+                record = run.advance(stats, source.n_samples, passes, tol)
+                if record is not None:
+                    recorded[run.index] = record
+            dropped = _prune(runs, tol) if prune else []
+            for index in dropped:
+                logger.info("run %d pruned: it falls clearly behind the best run", index)
+            pruned.extend(dropped)
+            for run in runs:
+                record = recorded.get(run.index)
+                due = record is not None and (record.iteration % checkpoint_every == 0 or not run.active)
+                if due or run.index in dropped:
+                    run.commit(keep_last)
+                if record is not None and callback is not None:
+                    callback(run.index, record, run.params)
+    results = tuple(r.result(source.n_samples, passes) for r in runs)
+    best = max(range(len(results)), key=lambda i: (results[i].lower_bound, -i))
+    return RestartsResult(best=best, results=results, pruned=tuple(pruned), n_passes=passes)
+
+
+def _checkpoint_runs(
+    checkpoint: str | os.PathLike[str] | Checkpoint | Sequence[CheckpointRun] | None,
+    model: Any,
+    source: DataSource,
+    split_every: int,
+    overwrite: bool,
+    accelerate: str | None,
+    n_runs: int | None,
+) -> list[CheckpointRun]:
+    if checkpoint is None:
+        return []
+    if isinstance(checkpoint, str | os.PathLike | Checkpoint):
+        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint(checkpoint)
+        meta = fit_metadata(model, source, split_every, accelerate=accelerate)
+        ckpt.prepare(meta, compare=COMPARED_SECTIONS, overwrite=overwrite)
+        count = n_runs if n_runs is not None else max(len(ckpt.runs()), 1)
+        return [ckpt.run(i) for i in range(count)]
+    return list(checkpoint)
+
+
 def fit_em(
     model: Any,
     X: Any,
@@ -422,6 +764,7 @@ def fit_em(
     max_iter: int = 100,
     tol: float = 1e-3,
     split_every: int | None = None,
+    accelerate: str | None = None,
     callback: IterationCallback | None = None,
     checkpoint: str | os.PathLike[str] | Checkpoint | CheckpointRun | None = None,
     checkpoint_every: int = 1,
@@ -439,26 +782,33 @@ def fit_em(
     Parameters
     ----------
     model : Model
-        Any object implementing :class:`daskem.models.Model`.
+        Any object implementing :class:`daskem.models.Model`. A model with a
+        ``converged(stats, params, new_params, tol)`` method decides convergence itself
+        (k-means: the centre shift); otherwise the fit stops when the per-sample
+        log-likelihood changes by less than ``tol``.
     X : array-like, dask array, zarr.Array, str or DataSource
         The data (see :func:`daskem.io.as_source`).
     init : Params or callable
         Initial parameters (see :func:`daskem.em.initial_params`), or a function of no
         arguments returning them, called only when there is no checkpoint to resume.
     max_iter : int
-        Most iterations to run (in total, counting those of a resumed checkpoint).
+        Most iterations (records) to run, in total, counting those of a resumed checkpoint.
     tol : float
-        Stop when the per-sample log-likelihood changes by less than ``tol``.
+        Convergence threshold (see ``model``).
     split_every : int, optional
         Fan-in of the reduction tree (default: ``dask.config`` ``split_every``, else 8).
+    accelerate : {None, "squarem"}
+        ``"squarem"`` extrapolates along the EM path (:mod:`daskem.em.accelerate`) with a
+        safeguard that keeps the log-likelihood from decreasing; an iteration is then an
+        accepted point, and rejected extrapolations cost a pass without a record.
     callback : callable, optional
         Called as ``callback(record, params)`` after every iteration with its
         :class:`IterationRecord` and the new parameters.
     checkpoint : str, os.PathLike, Checkpoint or CheckpointRun, optional
         Zarr location (path or fsspec URL) to checkpoint into after iterations. If it
-        holds a checkpoint of the same model, data and ``split_every``, the fit resumes
-        from its newest committed iteration and reaches bitwise the same result as an
-        uninterrupted fit.
+        holds a checkpoint of the same model, data, ``split_every`` and ``accelerate``,
+        the fit resumes from its newest committed iteration and reaches bitwise the same
+        result as an uninterrupted fit.
     checkpoint_every : int
         Commit every ``checkpoint_every`` iterations (and always the last one).
     keep_last : int
@@ -472,54 +822,22 @@ def fit_em(
     Returns
     -------
     EMResult
-        Final parameters, convergence state and per-iteration history.
+        Final parameters, convergence state, per-iteration history and passes made.
     """
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be an int >= 1; got {checkpoint_every!r}.")
-    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
-        raise ValueError(f"keep_last must be an int >= 1; got {keep_last!r}.")
-    source = as_source(X)
-    fan_in = resolve_split_every(split_every)
-    run = None if checkpoint is None else checkpoint_run(checkpoint, model, source, fan_in, overwrite)
-    state = run.latest() if run is not None else None
-    # float32 data run a float32 E-step: allow its rounding before calling a change a decrease.
-    decrease_rtol = 1e-10 if source.array.dtype == np.float64 else 1e-5
-    monitor = ConvergenceMonitor(tol=tol, max_iter=max_iter, decrease_rtol=decrease_rtol)
-    if state is not None:
-        params = model.params_from_arrays(state.params)
-        monitor.restore(state.history)
-        logger.info("resuming from iteration %d of %r", state.iteration, run)
-    else:
-        params = init() if callable(init) else init
-    blocks: list[Delayed] = []
-    if not monitor.done:
-        resources = compute_resources()
-        cached = should_cache(source, cache, resources)
-        check_chunking(source, resources, cached=cached)
-        blocks = data_blocks(source, cached, resources)
-    with single_threaded_blas():
-        while not monitor.done:
-            start = time.perf_counter()
-            stats = compute_stats(model, params, blocks, fan_in)
-            check_stats(stats, source.n_samples)
-            params = model.m_step(stats, params)
-            record = monitor.update(model.log_likelihood(stats) / stats.n, time.perf_counter() - start)
-            if run is not None and (record.iteration % checkpoint_every == 0 or monitor.done):
-                run.commit(
-                    CheckpointState(
-                        record.iteration, params.to_arrays(), monitor.as_arrays(), monitor.converged, monitor.done
-                    ),
-                    keep_last,
-                )
-            if callback is not None:
-                callback(record, params)
-    last = monitor.history[-1] if monitor.history else None
-    return EMResult(
-        params=params,
-        converged=monitor.converged,
-        n_iter=len(monitor.history),
-        lower_bound=last.log_likelihood if last else -np.inf,
-        history=tuple(monitor.history),
-        n_samples=source.n_samples,
-        resumed_from=state.iteration if state is not None else 0,
+    target: Any = [checkpoint] if isinstance(checkpoint, CheckpointRun) else checkpoint
+    outcome = fit_em_restarts(
+        model,
+        X,
+        (lambda: [init()]) if callable(init) else [init],
+        max_iter=max_iter,
+        tol=tol,
+        split_every=split_every,
+        accelerate=accelerate,
+        callback=None if callback is None else (lambda _, record, params: callback(record, params)),
+        checkpoint=target,
+        checkpoint_every=checkpoint_every,
+        keep_last=keep_last,
+        overwrite=overwrite,
+        cache=cache,
     )
+    return outcome.results[0]

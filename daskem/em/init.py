@@ -4,144 +4,381 @@ Methods (scikit-learn's ``init_params`` names), for models that build parameters
 responsibilities (``params_from_responsibilities`` / ``stats_from_responsibilities``):
 
 ``"kmeans"``
-    k-means (SciPy's ``kmeans2`` with k-means++ seeding) on a uniform random sample of
-    at most :data:`INIT_SAMPLE_ROWS` rows; components start from the hard assignment.
+    k-means over all the data without loading it: k-means|| (:func:`kmeans_parallel`,
+    at most 6 passes) then at most :data:`KMEANS_INIT_ITER` Lloyd passes; components
+    start from the hard assignment to the final centres (one more pass).
 ``"k-means++"``
-    k-means++ seeding on the same bounded sample; each component starts at one seed.
+    k-means++ seeding on a uniform random sample of at most :data:`INIT_SAMPLE_ROWS`
+    rows; each component starts at one seed.
 ``"random_from_data"``
     ``n_components`` distinct rows drawn uniformly; each component starts at one row.
 ``"random"``
     Uniform random responsibilities for every row, in one pass over the blocks
     (each block draws from its own ``SeedSequence`` child, so the result does not
     depend on scheduling).
+
+Several initialisations (``n_init``) are computed together: every pass over the data
+serves all of them.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from dask.delayed import Delayed
-from scipy.cluster.vq import kmeans2
 
-from daskem.em.engine import check_stats, compute_stats, data_blocks, nonfinite_error, resolve_split_every
+from daskem.em.engine import (
+    BatchedModel,
+    check_stats,
+    compute_stats,
+    count_pass,
+    data_blocks,
+    fit_em_restarts,
+    nonfinite_error,
+    resolve_split_every,
+)
 from daskem.io.sources import DataSource
+from daskem.models.kmeans import KMeansModel, KMeansParams
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
 #: Largest row sample the in-memory initialisers ("kmeans", "k-means++") read.
 INIT_SAMPLE_ROWS = 100_000
 
-#: Lloyd iterations of the k-means initialiser on the sample.
-KMEANS_INIT_ITER = 50
+#: Most Lloyd passes of the "kmeans" initialiser after its k-means|| start.
+KMEANS_INIT_ITER = 10
 
 
 def sample_rows(source: DataSource, size: int, rng: np.random.Generator) -> np.ndarray:
     """A uniform random sample of ``size`` distinct rows, in data order, as NumPy.
 
-    Only the sampled rows are held in memory; every block is read once.
+    Only the sampled rows are held in memory; only the blocks holding them are read (a
+    sample touching more than half of the blocks counts as a pass over the data).
     """
     n = source.n_samples
-    if size >= n:
-        rows = np.asarray(source.array.compute(), dtype=np.float64)
-    else:
-        index = np.sort(rng.choice(n, size=size, replace=False))
-        rows = np.asarray(source.array[index].compute(), dtype=np.float64)
+    index = np.arange(n) if size >= n else np.sort(rng.choice(n, size=size, replace=False))
+    rows = np.asarray(source.array[index].compute(), dtype=np.float64)
+    bounds = np.cumsum(source.array.chunks[0])
+    if 2 * np.unique(np.searchsorted(bounds, index, side="right")).size > len(bounds):
+        count_pass()
     bad = int(rows.size - np.count_nonzero(np.isfinite(rows)))
     if bad:
         raise nonfinite_error(bad, rows.shape[0], where=" of the initialisation sample")
     return rows
 
 
-def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of ``n_clusters`` k-means++ seeds among the rows of ``X`` (D^2 sampling)."""
+def _squared_distances(X: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Squared distances of every row of ``X`` to every row of ``points``: shape (m, n)."""
+    diff = X[None, :, :] - points[:, None, :]
+    return np.einsum("mnd,mnd->mn", diff, diff)
+
+
+def kmeans_plusplus(
+    X: np.ndarray, n_clusters: int, rng: np.random.Generator, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices of ``n_clusters`` k-means++ seeds among the rows of ``X``.
+
+    D^2 sampling with greedy local trials (``2 + log k`` candidates per seed, the one
+    that lowers the potential most is kept), as scikit-learn seeds. With ``weights``,
+    row ``i`` counts ``weights[i]`` times (k-means|| reclusters its weighted candidates
+    this way).
+    """
     n = X.shape[0]
-    chosen = [int(rng.integers(n))]
-    dist = ((X - X[chosen[0]]) ** 2).sum(axis=1)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    trials = 2 + int(np.log(n_clusters))
+    chosen = [int(rng.choice(n, p=w / w.sum()))]
+    closest = _squared_distances(X, X[chosen])[0]
+    potential = float(w @ closest)
     for _ in range(1, n_clusters):
-        total = dist.sum()
-        nxt = int(rng.choice(n, p=dist / total)) if total > 0 else int(rng.integers(n))
-        chosen.append(nxt)
-        np.minimum(dist, ((X - X[nxt]) ** 2).sum(axis=1), out=dist)
+        if potential <= 0.0:  # every row already is a seed: fewer distinct rows than seeds
+            chosen.append(int(rng.choice(n, p=w / w.sum())))
+            continue
+        picks = np.searchsorted(np.cumsum(w * closest), rng.uniform(size=trials) * potential)
+        picks = np.minimum(picks, n - 1)
+        candidate = np.minimum(closest, _squared_distances(X, X[picks]))
+        potentials = candidate @ w
+        best = int(np.argmin(potentials))
+        chosen.append(int(picks[best]))
+        closest, potential = candidate[best], float(potentials[best])
     return np.asarray(chosen)
 
 
-def _one_hot(labels: np.ndarray, n_components: int) -> np.ndarray:
-    resp = np.zeros((labels.shape[0], n_components))
-    resp[np.arange(labels.shape[0]), labels] = 1.0
-    return resp
+def weighted_kmeans(
+    X: np.ndarray, weights: np.ndarray, n_clusters: int, rng: np.random.Generator, *, max_iter: int = 300
+) -> np.ndarray:
+    """Centres of a weighted k-means of in-memory rows: k-means++ seeds, then Lloyd iterations.
+
+    The recluster step of k-means||: ``X`` are its candidates, ``weights`` the rows
+    nearest each. Lloyd's iterations are those of :class:`daskem.models.KMeansModel`
+    (scikit-learn's ``tol=1e-4`` convergence test).
+    """
+    model = KMeansModel(n_clusters, weighted=True)
+    rows = np.column_stack([X, weights])
+    params = KMeansParams.from_centers(X[kmeans_plusplus(X, n_clusters, rng, weights)])
+    for _ in range(max_iter):
+        stats = model.e_step(params, rows)
+        new = model.m_step(stats, params)
+        done = model.converged(stats, params, new, 1e-4)
+        params = new
+        if done:
+            break
+    return params.centers
 
 
-def _random_block_stats(model: Any, shift: np.ndarray, block: np.ndarray, seed: np.random.SeedSequence) -> Any:
-    resp = np.random.default_rng(seed).uniform(size=(block.shape[0], model.n_components))
-    resp /= resp.sum(axis=1, keepdims=True)
-    return model.stats_from_responsibilities(block, resp, shift)
+@dataclass(frozen=True)
+class _Oversample:
+    """Reduction of a k-means|| sampling pass: per run, the data's cost and its top-``size`` keys.
+
+    A run's statistic is ``(cost, rows)`` with ``rows`` of columns ``[key, x]``: the
+    Efraimidis-Spirakis keys ``log(u) / (w d^2)`` of a weighted sample without replacement
+    (mergeable: the ``size`` largest keys of the union are those of the union's sample).
+    """
+
+    size: int
+
+    def combine(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(
+            (ca + cb, _top_keys(np.concatenate([ra, rb]), self.size)) for (ca, ra), (cb, rb) in zip(a, b, strict=True)
+        )
 
 
-def _random_init(
-    model: Any, source: DataSource, blocks: Sequence[Delayed], rng: np.random.Generator, split_every: int | None
-) -> Any:
-    seeds = np.random.SeedSequence(int(rng.integers(2**63))).spawn(len(blocks))
-    shift = np.asarray(source.array[: min(1024, source.n_samples)].mean(axis=0).compute(), dtype=np.float64)
-    stats = compute_stats(
-        model,
-        shift,
-        blocks,
-        resolve_split_every(split_every),
-        block_fn=_random_block_stats,
-        block_args=[(s,) for s in seeds],
+def _top_keys(rows: np.ndarray, size: int) -> np.ndarray:
+    if rows.shape[0] > size:
+        rows = rows[np.argpartition(-rows[:, 0], size - 1)[:size]]
+    return rows[np.argsort(-rows[:, 0], kind="stable")]
+
+
+def _nearest(model: KMeansModel, centers: np.ndarray, block: np.ndarray):  # type: ignore[no-untyped-def]
+    """Tiles of ``block`` assigned to ``centers`` (see :meth:`KMeansModel.assign_tiles`)."""
+    m = KMeansModel(centers.shape[0], model.weighted)
+    return m.assign_tiles(KMeansParams.from_centers(centers), block)
+
+
+def _oversample_block(
+    reducer: _Oversample, runs: tuple[tuple[KMeansModel, np.ndarray], ...], block: np.ndarray, seeds: tuple[Any, ...]
+) -> tuple[Any, ...]:
+    out = []
+    for (model, centers), seed in zip(runs, seeds, strict=True):
+        rng = np.random.default_rng(seed)
+        d = centers.shape[1]
+        cost, rows, start = 0.0, [np.zeros((0, d + 1))], 0
+        for xs, w, _, dist in _nearest(model, centers, block):
+            mass = dist if w is None else w * dist
+            cost += float(mass.sum(dtype=np.float64))
+            with np.errstate(divide="ignore"):
+                keys = np.log1p(-rng.uniform(size=xs.shape[0])) / mass
+            keep = np.flatnonzero(mass > 0.0)
+            if keep.size > reducer.size:
+                keep = keep[np.argpartition(-keys[keep], reducer.size - 1)[: reducer.size]]
+            tile = np.empty((keep.size, d + 1))
+            tile[:, 0], tile[:, 1:] = keys[keep], block[start + keep, :d]
+            rows.append(tile)
+            start += xs.shape[0]
+        out.append((cost, _top_keys(np.concatenate(rows), reducer.size)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """Reduction of the k-means|| weighting pass: per run, the weight nearest each candidate."""
+
+    def combine(self, a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def _count_block(
+    reducer: _Counts, runs: tuple[tuple[KMeansModel, np.ndarray], ...], block: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    out = []
+    for model, centers in runs:
+        counts = np.zeros(centers.shape[0])
+        for _, w, labels, _ in _nearest(model, centers, block):
+            counts += np.bincount(labels, weights=w, minlength=centers.shape[0])
+        out.append(counts)
+    return tuple(out)
+
+
+#: Sampling rounds of k-means|| (Bahmani et al. recommend about 5).
+KMEANS_PARALLEL_ROUNDS = 5
+
+#: Rows sampled per round of k-means||, as a multiple of the number of clusters.
+KMEANS_PARALLEL_OVERSAMPLING = 2.0
+
+
+def kmeans_parallel(
+    source: DataSource,
+    blocks: Sequence[Delayed],
+    n_clusters: int,
+    rngs: Sequence[np.random.Generator],
+    *,
+    weighted: bool = False,
+    rounds: int = KMEANS_PARALLEL_ROUNDS,
+    oversampling: float = KMEANS_PARALLEL_OVERSAMPLING,
+    split_every: int | None = None,
+) -> list[np.ndarray]:
+    """k-means|| initial centres (Bahmani et al. 2012), one set per generator in ``rngs``.
+
+    One uniformly drawn row starts each run's candidate set. Each of ``rounds`` passes
+    over the blocks then adds ``oversampling * n_clusters`` rows drawn with probability
+    proportional to ``w d^2`` (their weighted squared distance to the candidates so far)
+    by a mergeable weighted sample without replacement, and measures the data's cost.
+    One more pass counts the (weighted) rows nearest each candidate, and a weighted
+    k-means++ with Lloyd iterations (:func:`weighted_kmeans`) reduces the candidates to
+    ``n_clusters`` centres. All runs share every pass: ``rounds + 1`` passes in all
+    (fewer if the candidates cover the data).
+
+    Parameters
+    ----------
+    source : DataSource
+        The data (with the sample weights as last column when ``weighted``).
+    blocks : sequence of Delayed
+        Its row blocks (:func:`daskem.em.engine.data_blocks`).
+    n_clusters : int
+        Centres per run.
+    rngs : sequence of numpy.random.Generator
+        One source of randomness per run.
+    weighted : bool
+        Whether the last column holds sample weights.
+    rounds : int
+        Sampling passes.
+    oversampling : float
+        Rows sampled per round per cluster.
+    split_every : int, optional
+        Reduction fan-in.
+
+    Returns
+    -------
+    list of ndarray of shape (n_clusters, n_features)
+    """
+    model = KMeansModel(n_clusters, weighted)
+    fan_in = resolve_split_every(split_every)
+    d = source.n_features - int(weighted)
+    candidates = [sample_rows(source, 1, rng)[:, :d] for rng in rngs]
+    reducer = _Oversample(max(1, int(np.ceil(oversampling * n_clusters))))
+    for _ in range(rounds):
+        seeds = [np.random.SeedSequence(int(rng.integers(2**63))).spawn(len(blocks)) for rng in rngs]
+        runs = tuple((model, c) for c in candidates)
+        per_block = [(tuple(s[i] for s in seeds),) for i in range(len(blocks))]
+        sampled = compute_stats(reducer, runs, blocks, fan_in, block_fn=_oversample_block, block_args=per_block)
+        if all(rows.shape[0] == 0 for _, rows in sampled):
+            break  # every row is a candidate already
+        candidates = [np.concatenate([c, rows[:, 1:]]) for c, (_, rows) in zip(candidates, sampled, strict=True)]
+    counts = compute_stats(_Counts(), tuple((model, c) for c in candidates), blocks, fan_in, block_fn=_count_block)
+    return [weighted_kmeans(c, w, n_clusters, rng) for c, w, rng in zip(candidates, counts, rngs, strict=True)]
+
+
+def _random_block_stats(
+    batched: BatchedModel, shift: np.ndarray, block: np.ndarray, seeds: tuple[np.random.SeedSequence, ...]
+) -> tuple[Any, ...]:
+    out = []
+    for seed in seeds:
+        resp = np.random.default_rng(seed).uniform(size=(block.shape[0], batched.model.n_components))
+        resp /= resp.sum(axis=1, keepdims=True)
+        out.append(batched.model.stats_from_responsibilities(block, resp, shift))
+    return tuple(out)
+
+
+def _hard_block_stats(batched: BatchedModel, centers: tuple[np.ndarray, ...], block: np.ndarray) -> tuple[Any, ...]:
+    model = batched.model
+    out = []
+    for c in centers:
+        labels = KMeansModel(c.shape[0]).predict(KMeansParams.from_centers(c), block)
+        resp = np.zeros((block.shape[0], c.shape[0]))
+        resp[np.arange(block.shape[0]), labels] = 1.0
+        out.append(model.stats_from_responsibilities(block, resp, c.mean(axis=0)))
+    return tuple(out)
+
+
+def _checked(stats: Sequence[Any], source: DataSource) -> Sequence[Any]:
+    for s in stats:
+        check_stats(s, source.n_samples)
+    return stats
+
+
+def kmeans_centers(
+    source: DataSource,
+    n_clusters: int,
+    rngs: Sequence[np.random.Generator],
+    *,
+    max_iter: int = KMEANS_INIT_ITER,
+    split_every: int | None = None,
+    blocks: Sequence[Delayed] | None = None,
+) -> list[np.ndarray]:
+    """k-means centres for each generator: k-means|| then up to ``max_iter`` Lloyd passes.
+
+    Never loads the data: every step is a pass over the blocks shared by all runs.
+    """
+    blocks = data_blocks(source) if blocks is None else blocks
+    starts = kmeans_parallel(source, blocks, n_clusters, rngs, split_every=split_every)
+    outcome = fit_em_restarts(
+        KMeansModel(n_clusters),
+        source,
+        [KMeansParams.from_centers(c) for c in starts],
+        max_iter=max_iter,
+        tol=1e-4,
+        split_every=split_every,
     )
-    check_stats(stats, source.n_samples)
-    return model.m_step(stats, None)
+    return [r.params.centers for r in outcome.results]
 
 
 def initial_params(
     model: Any,
     source: DataSource,
     method: str,
-    rng: np.random.Generator,
+    rngs: Sequence[np.random.Generator],
     *,
     split_every: int | None = None,
     sample_size: int = INIT_SAMPLE_ROWS,
-) -> Any:
-    """Initial parameters of ``model`` for the data by one of :data:`INIT_METHODS`.
+) -> list[Any]:
+    """Initial parameters of ``model`` by one of :data:`INIT_METHODS`, one set per generator.
+
+    Methods that pass over the data run every initialisation in the same passes.
 
     Parameters
     ----------
     model : Model
-        A model with ``params_from_responsibilities`` (mixtures).
+        A model with ``params_from_responsibilities`` and ``stats_from_responsibilities``
+        (mixtures).
     source : DataSource
         The data.
     method : str
         One of :data:`INIT_METHODS`.
-    rng : numpy.random.Generator
-        Source of randomness.
+    rngs : sequence of numpy.random.Generator
+        One source of randomness per initialisation.
     split_every : int, optional
-        Reduction fan-in for the ``"random"`` pass.
+        Reduction fan-in of the passes.
     sample_size : int
-        Row sample bound of ``"kmeans"`` and ``"k-means++"``.
+        Row sample bound of ``"k-means++"``.
 
     Returns
     -------
-    Params
-        The initial parameters.
+    list of Params
+        One per generator.
     """
     k = model.n_components
-    if method in ("kmeans", "k-means++"):
-        sample = sample_rows(source, sample_size, rng)
-        if method == "kmeans":
-            with warnings.catch_warnings():
-                # An empty cluster keeps its centre; the mixture's M-step copes with it.
-                warnings.simplefilter("ignore", UserWarning)
-                _, labels = kmeans2(sample, k, iter=KMEANS_INIT_ITER, minit="++", rng=rng)
-            return model.params_from_responsibilities(sample, _one_hot(labels, k))
-        seeds = kmeans_plusplus(sample, k, rng)
-        return model.params_from_responsibilities(sample[seeds], np.eye(k))
+    fan_in = resolve_split_every(split_every)
+    batched = BatchedModel(model)
+    if method == "kmeans":
+        blocks = data_blocks(source)
+        centers = kmeans_centers(source, k, rngs, split_every=split_every, blocks=blocks)
+        stats = compute_stats(batched, tuple(centers), blocks, fan_in, block_fn=_hard_block_stats)
+        return [model.m_step(s, None) for s in _checked(stats, source)]
+    if method == "k-means++":
+        out = []
+        for rng in rngs:
+            sample = sample_rows(source, sample_size, rng)
+            out.append(model.params_from_responsibilities(sample[kmeans_plusplus(sample, k, rng)], np.eye(k)))
+        return out
     if method == "random_from_data":
-        rows = sample_rows(source, k, rng)
-        return model.params_from_responsibilities(rows, np.eye(k))
+        return [model.params_from_responsibilities(sample_rows(source, k, rng), np.eye(k)) for rng in rngs]
     if method == "random":
-        return _random_init(model, source, data_blocks(source), rng, split_every)
+        blocks = data_blocks(source)
+        seeds = [np.random.SeedSequence(int(rng.integers(2**63))).spawn(len(blocks)) for rng in rngs]
+        shift = np.asarray(source.array[: min(1024, source.n_samples)].mean(axis=0).compute(), dtype=np.float64)
+        per_block = [(tuple(s[i] for s in seeds),) for i in range(len(blocks))]
+        stats = compute_stats(batched, shift, blocks, fan_in, block_fn=_random_block_stats, block_args=per_block)
+        return [model.m_step(s, None) for s in _checked(stats, source)]
     raise ValueError(f"init_params must be one of {list(INIT_METHODS)}; got {method!r}.")

@@ -29,20 +29,28 @@ class IterationRecord:
     change : float
         ``log_likelihood`` minus the previous iteration's (``inf`` for the first).
     seconds : float
-        Wall-clock seconds of the iteration (E-step pass plus M-step).
+        Wall-clock seconds since the previous record (passes plus M-steps).
+    passes : int
+        Full passes over the data made so far, initialisation included (an accelerated
+        fit can make more than one pass per record).
+    run : int
+        The initialisation this record belongs to (fits with several restarts).
     """
 
     iteration: int
     log_likelihood: float
     change: float
     seconds: float
+    passes: int = 0
+    run: int = 0
 
 
 @dataclass
 class ConvergenceMonitor:
     """Tracks the per-sample log-likelihood and decides convergence.
 
-    Converged when ``abs(change) < tol``, as scikit-learn's mixtures decide. A decrease
+    Converged when ``abs(change) < tol``, as scikit-learn's mixtures decide, unless the
+    model decides itself (``update(..., converged=...)``, e.g. k-means' centre shift). A decrease
     larger than rounding (``decrease_rtol`` relative) raises :class:`LikelihoodDecreaseWarning`.
 
     Parameters
@@ -53,46 +61,67 @@ class ConvergenceMonitor:
         Most iterations to run.
     decrease_rtol : float
         Relative decrease tolerated as rounding (larger for float32 computations).
+    run : int
+        Index of the initialisation monitored (copied into its records).
     """
 
     tol: float
     max_iter: int
     decrease_rtol: float = 1e-10
+    run: int = 0
     history: list[IterationRecord] = field(default_factory=list)
-
-    @property
-    def converged(self) -> bool:
-        """Whether the last change was below ``tol``."""
-        return bool(self.history) and abs(self.history[-1].change) < self.tol
+    converged: bool = False
 
     @property
     def done(self) -> bool:
         """Whether the loop should stop (converged or out of iterations)."""
         return self.converged or len(self.history) >= self.max_iter
 
-    def restore(self, history: dict[str, np.ndarray]) -> None:
-        """Continue from a checkpointed history (see :meth:`as_arrays`)."""
+    def restore(self, history: dict[str, np.ndarray], converged: bool) -> None:
+        """Continue from a checkpointed history (see :meth:`as_arrays`) and its verdict."""
         self.history = [
-            IterationRecord(i + 1, float(ll), float(ch), float(s))
-            for i, (ll, ch, s) in enumerate(
-                zip(history["log_likelihood"], history["change"], history["seconds"], strict=True)
+            IterationRecord(i + 1, float(ll), float(ch), float(s), int(p), self.run)
+            for i, (ll, ch, s, p) in enumerate(
+                zip(history["log_likelihood"], history["change"], history["seconds"], history["passes"], strict=True)
             )
         ]
+        self.converged = converged
+
+    @property
+    def passes(self) -> int:
+        """Passes over the data recorded so far (0 before the first record)."""
+        return self.history[-1].passes if self.history else 0
 
     def as_arrays(self) -> dict[str, np.ndarray]:
-        """The history as float64 arrays ``log_likelihood``, ``change``, ``seconds``."""
+        """The history as float64 arrays ``log_likelihood``, ``change``, ``seconds``, ``passes``."""
         return {
             "log_likelihood": np.array([r.log_likelihood for r in self.history], dtype=np.float64),
             "change": np.array([r.change for r in self.history], dtype=np.float64),
             "seconds": np.array([r.seconds for r in self.history], dtype=np.float64),
+            "passes": np.array([r.passes for r in self.history], dtype=np.float64),
         }
 
-    def update(self, log_likelihood: float, seconds: float) -> IterationRecord:
-        """Record an iteration's per-sample log-likelihood and return its record."""
+    def update(
+        self, log_likelihood: float, seconds: float, passes: int = 0, converged: bool | None = None
+    ) -> IterationRecord:
+        """Record an iteration's per-sample log-likelihood and return its record.
+
+        Parameters
+        ----------
+        log_likelihood : float
+            Mean per-sample log-likelihood of the parameters the iteration started from.
+        seconds : float
+            Wall-clock seconds since the previous record.
+        passes : int
+            Passes over the data made so far.
+        converged : bool, optional
+            The model's own convergence verdict; ``None`` applies ``abs(change) < tol``.
+        """
         previous = self.history[-1].log_likelihood if self.history else -math.inf
         change = log_likelihood - previous
-        record = IterationRecord(len(self.history) + 1, log_likelihood, change, seconds)
+        record = IterationRecord(len(self.history) + 1, log_likelihood, change, seconds, passes, self.run)
         self.history.append(record)
+        self.converged = abs(change) < self.tol if converged is None else bool(converged)
         if change < -self.decrease_rtol * max(1.0, abs(log_likelihood)):
             warnings.warn(
                 f"Log-likelihood decreased at iteration {record.iteration}: "

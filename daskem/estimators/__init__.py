@@ -1,5 +1,7 @@
 """scikit-learn style estimators on top of the EM engine."""
 
-from daskem.estimators.gaussian_mixture import GaussianMixture, load
+from daskem.estimators._base import EMEstimator, load
+from daskem.estimators.gaussian_mixture import GaussianMixture
+from daskem.estimators.kmeans import KMeans
 
-__all__ = ["GaussianMixture", "load"]
+__all__ = ["EMEstimator", "GaussianMixture", "KMeans", "load"]

@@ -3,55 +3,25 @@
 from __future__ import annotations
 
 import os
-import sys
-import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.base import DensityMixin
 from sklearn.utils import check_random_state
 
-from daskem.checkpoint.checkpoint import Checkpoint, CheckpointState, ForeignStoreError
-from daskem.checkpoint.store import read_arrays_group, write_arrays_group
-from daskem.em.engine import COMPARED_SECTIONS, EMResult, fit_em, fit_metadata, map_rows, resolve_split_every
+from daskem.em.engine import resolve_split_every
 from daskem.em.init import INIT_METHODS, initial_params
 from daskem.em.monitor import IterationRecord
-from daskem.errors import DataError, NotFittedError, ParameterError, StoreError
-from daskem.estimators._validation import check_int, check_option, check_random_state_param, check_real
+from daskem.errors import DataError, ParameterError
+from daskem.estimators._base import EMEstimator
+from daskem.estimators._validation import check_int, check_option, check_real
 from daskem.io.sources import DataSource, as_source
 from daskem.models.gaussian import COVARIANCE_TYPES, check_shape, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
 
-_FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 
-
-def _entropy(random_state: Any) -> int:
-    """The seed of the initialisations: ``random_state`` itself if it is an int."""
-    if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
-        return int(random_state)
-    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-
-
-#: Hyperparameters that say where and how to checkpoint, not what to fit: not stored.
-_CHECKPOINT_PARAMS = ("checkpoint", "overwrite_checkpoint")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.random.RandomState):
-        return None
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
-
-
-class GaussianMixture(DensityMixin, BaseEstimator):
+class GaussianMixture(DensityMixin, EMEstimator):
     """Gaussian mixture fitted by EM on data of any size (scikit-learn's API).
 
     A drop-in for :class:`sklearn.mixture.GaussianMixture`: the same parameters,
@@ -71,10 +41,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     max_iter : int, default=100
         Number of EM iterations to run at most.
     n_init : int, default=1
-        Number of initialisations; the one with the best lower bound is kept.
+        Number of initialisations; the one with the best lower bound is kept. All of them
+        run in the same passes over the data (each block is read once per iteration).
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
-        How to initialise (see :mod:`daskem.em.init`; "kmeans" and "k-means++" work on a
-        uniform sample of at most 100,000 rows, never on the whole data).
+        How to initialise (see :mod:`daskem.em.init`): "kmeans" runs k-means|| and a few
+        Lloyd passes over all the data without loading it; "k-means++" seeds on a uniform
+        sample of at most 100,000 rows.
     weights_init : array-like of shape (n_components,), default=None
         Initial weights.
     means_init : array-like of shape (n_components, n_features), default=None
@@ -92,6 +64,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Iterations between verbose messages.
     split_every : int, default=None
         Fan-in of the statistics reduction tree (``dask.config`` ``split_every``, else 8).
+    accelerate : {None, "squarem"}, default=None
+        "squarem" extrapolates along the EM path (:mod:`daskem.em.accelerate`): fewer
+        passes to converge, and the log-likelihood still never decreases.
+    prune_restarts : bool, default=False
+        Stop initialisations that fall clearly behind the best one (listed in
+        ``pruned_restarts_``), to save compute when ``n_init > 1``.
     checkpoint : str or os.PathLike, default=None
         Zarr location (path or fsspec URL) to checkpoint the fit into; fitting again with
         the same checkpoint resumes it (see :func:`daskem.fit_em`).
@@ -118,6 +96,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Mean per-sample log-likelihood of the best fit at its last iteration.
     lower_bounds_ : list of float
         ``lower_bound_`` at every iteration of the best fit.
+    n_passes_ : int
+        Full passes over the data the fit made, initialisation included.
+    pruned_restarts_ : list of int
+        Initialisations stopped by ``prune_restarts``.
     n_features_in_ : int
 
     Examples
@@ -129,6 +111,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     >>> sorted(np.round(gm.means_[:, 0]).tolist())
     [0.0, 5.0]
     """
+
+    _FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 
     def __init__(
         self,
@@ -148,6 +132,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         verbose: int = 0,
         verbose_interval: int = 10,
         split_every: int | None = None,
+        accelerate: str | None = None,
+        prune_restarts: bool = False,
         checkpoint: str | os.PathLike[str] | None = None,
         checkpoint_every: int = 1,
         keep_last: int = 2,
@@ -169,6 +155,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.split_every = split_every
+        self.accelerate = accelerate
+        self.prune_restarts = prune_restarts
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
         self.keep_last = keep_last
@@ -181,33 +169,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         name = type(self).__name__
         check_int(name, "n_components", self.n_components, 1)
         check_option(name, "covariance_type", self.covariance_type, COVARIANCE_TYPES)
-        check_real(name, "tol", self.tol, 0.0)
         check_real(name, "reg_covar", self.reg_covar, 0.0)
-        check_int(name, "max_iter", self.max_iter, 0)
         check_int(name, "n_init", self.n_init, 1)
         check_option(name, "init_params", self.init_params, INIT_METHODS)
-        check_random_state_param(name, self.random_state)
-        check_int(name, "verbose", self.verbose, 0)
-        check_int(name, "verbose_interval", self.verbose_interval, 1)
-        check_int(name, "split_every", self.split_every, 2, none_ok=True)
-        check_int(name, "checkpoint_every", self.checkpoint_every, 1)
-        check_int(name, "keep_last", self.keep_last, 1)
-        if self.cache is not True and self.cache is not False and self.cache != "auto":
-            raise ParameterError(
-                f"The 'cache' parameter of {name} must be 'auto', True or False. Got {self.cache!r} instead."
-            )
-        if self.checkpoint is not None and not isinstance(self.checkpoint, str | os.PathLike):
-            raise ParameterError(
-                f"The 'checkpoint' parameter of {name} must be a str (a Zarr path or URL), an os.PathLike or "
-                f"None. Got {self.checkpoint!r} instead."
-            )
-        for flag in ("warm_start", "overwrite_checkpoint"):
-            value = getattr(self, flag)
-            if not isinstance(value, bool | np.bool_):
-                raise ParameterError(
-                    f"The {flag!r} parameter of {name} must be an instance of 'bool' or an instance of "
-                    f"'numpy.bool'. Got {value!r} instead."
-                )
+        self._validate_engine_parameters()
 
     def _model(self) -> GaussianMixtureModel:
         return GaussianMixtureModel(self.n_components, self.covariance_type, float(self.reg_covar))
@@ -275,59 +240,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"X has {source.n_features} features, but the warm start is from a fit on {fitted_features} "
                 f"features. Pass data with {fitted_features} features or set warm_start=False."
             )
-        model = self._model()
         warm = self.warm_start and hasattr(self, "converged_")
-        n_init = 1 if warm else self.n_init
-        inits = self._checked_inits(source.n_features)
-        entropy = _entropy(self.random_state)
-        checkpoint = None
-        if self.checkpoint is not None:
-            checkpoint = Checkpoint(self.checkpoint)
-            stored = checkpoint.prepare(
-                self._checkpoint_metadata(model, source, n_init, entropy),
-                compare=COMPARED_SECTIONS,
-                overwrite=self.overwrite_checkpoint,
-            )
-            # Resumed runs re-create the same initialisations, even for random_state=None.
-            entropy = int(stored["random"]["entropy"])
-        best: EMResult | None = None
-        for index, seed in enumerate(np.random.SeedSequence(entropy).spawn(n_init)):
-
-            def start(seed: np.random.SeedSequence = seed) -> GaussianMixtureParams:
-                if warm:
-                    return self._warm_params()
-                return self._initial_params(model, source, np.random.default_rng(seed), inits)
-
-            result = fit_em(
-                model,
-                source,
-                start,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                split_every=self.split_every,
-                callback=self._iteration_callback(index, callback),
-                checkpoint=None if checkpoint is None else checkpoint.run(index),
-                checkpoint_every=self.checkpoint_every,
-                keep_last=self.keep_last,
-                cache=self.cache,
-            )
-            self._print_end(result)
-            if best is None or result.lower_bound > best.lower_bound:
-                best = result
-        assert best is not None
-        if not best.converged and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init parameters, "
-                "or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
-        self._set_params_attributes(best.params)
-        self.converged_ = best.converged
-        self.n_iter_ = best.n_iter
-        self.lower_bound_ = best.lower_bound
-        self.lower_bounds_ = [r.log_likelihood for r in best.history]
-        self.n_features_in_ = source.n_features
+        self._inits = self._checked_inits(source.n_features)
+        self._fit_restarts(self._model(), source, 1 if warm else self.n_init, warm, callback)
         return self
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
@@ -346,39 +261,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self.fit(X).predict(X)
 
-    def _checkpoint_metadata(
-        self, model: GaussianMixtureModel, source: DataSource, n_init: int, entropy: int
-    ) -> dict[str, Any]:
-        meta = fit_metadata(
-            model,
-            source,
-            resolve_split_every(self.split_every),
-            n_init=n_init,
-            init_params=self.init_params,
-            random_state=_jsonable(self.random_state),
-        )
-        estimator = {"kind": type(self).__name__, "params": self._stored_params()}
-        return {**meta, "estimator": estimator, "random": {"entropy": entropy}}
-
-    def _stored_params(self) -> dict[str, Any]:
-        """Hyperparameters as JSON for model files and checkpoints (not where to checkpoint)."""
-        return {k: _jsonable(v) for k, v in self.get_params().items() if k not in _CHECKPOINT_PARAMS}
+    def _init_config(self) -> dict[str, Any]:
+        return {"init_params": self.init_params}
 
     def _initial_params(
-        self,
-        model: GaussianMixtureModel,
-        source: DataSource,
-        rng: np.random.Generator,
-        inits: tuple[Any, Any, Any],
-    ) -> GaussianMixtureParams:
-        weights, means, precisions = inits
+        self, model: GaussianMixtureModel, source: DataSource, rngs: list[np.random.Generator]
+    ) -> list[GaussianMixtureParams]:
+        weights, means, precisions = self._inits
         # Everything given: no pass over the data (scikit-learn skips its k-means too).
-        all_given = weights is not None and means is not None and precisions is not None
-        base = None if all_given else initial_params(model, source, self.init_params, rng, split_every=self.split_every)
-        return model.with_given(base, weights, means, precisions)
-
-    def _warm_params(self) -> GaussianMixtureParams:
-        return GaussianMixtureParams(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
+        if weights is not None and means is not None and precisions is not None:
+            return [model.with_given(None, weights, means, precisions) for _ in rngs]
+        bases = initial_params(model, source, self.init_params, rngs, split_every=self.split_every)
+        return [model.with_given(base, weights, means, precisions) for base in bases]
 
     def _set_params_attributes(self, params: GaussianMixtureParams) -> None:
         ct = covariance_type(self.covariance_type)
@@ -388,67 +282,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.precisions_cholesky_ = params.precisions_cholesky
         self.precisions_ = ct.precisions(params.precisions_cholesky)
 
-    # -- verbose output, as scikit-learn prints it ------------------------------------------
-
-    def _iteration_callback(
-        self, index: int, user: Callable[[IterationRecord, Any], None] | None
-    ) -> Callable[[IterationRecord, Any], None]:
-        if self.verbose:
-            print(f"Initialization {index}", file=sys.stdout)
-        self._init_start = time.perf_counter()
-
-        def callback(record: IterationRecord, params: Any) -> None:
-            if self.verbose and record.iteration % self.verbose_interval == 0:
-                if self.verbose == 1:
-                    print(f"  Iteration {record.iteration}")
-                else:
-                    print(
-                        f"  Iteration {record.iteration}\t time lapse {record.seconds:.5f}s\t "
-                        f"ll change {record.change:.5f}"
-                    )
-            if user is not None:
-                user(record, params)
-
-        return callback
-
-    def _print_end(self, result: EMResult) -> None:
-        if self.verbose == 1:
-            print(f"Initialization converged: {result.converged}")
-        elif self.verbose >= 2:
-            lapse = time.perf_counter() - self._init_start
-            print(
-                f"Initialization converged: {result.converged}\t time lapse {lapse:.5f}s\t "
-                f"lower bound {result.lower_bound:.5f}"
-            )
-
     # -- prediction -----------------------------------------------------------------------
-
-    def _check_fitted(self) -> None:
-        if not all(hasattr(self, a) for a in _FITTED):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
-                "arguments before using this estimator."
-            )
 
     def _params(self) -> GaussianMixtureParams:
         return GaussianMixtureParams(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
-
-    def _source_for_predict(self, X: Any) -> DataSource:
-        self._check_fitted()
-        source = as_source(X)
-        if source.n_features != self.n_features_in_:
-            raise DataError(
-                f"X has {source.n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        return source
-
-    def _per_row(self, X: Any, what: str) -> Any:
-        source = self._source_for_predict(X)
-        columns = self.n_components if what == "predict_proba" else None
-        dtype = np.intp if what == "predict" else np.float64
-        out = map_rows(self._model(), self._params(), source, what, dtype=dtype, columns=columns)
-        return out.compute() if source.kind == "numpy" else out
 
     def score_samples(self, X: Any) -> Any:
         """Log-likelihood of every row under the fitted mixture.
@@ -493,7 +330,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         ndarray or dask array of shape (n_samples,)
         """
-        return self._per_row(X, "predict")
+        return self._per_row(X, "predict", dtype=np.intp)
 
     def predict_proba(self, X: Any) -> Any:
         """Posterior probability of every component for every row.
@@ -507,7 +344,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         ndarray or dask array of shape (n_samples, n_components)
         """
-        return self._per_row(X, "predict_proba")
+        return self._per_row(X, "predict_proba", columns=self.n_components)
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the fitted mixture (scikit-learn's draw for the same seed).
@@ -580,141 +417,3 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         source = as_source(X)
         return float(-2.0 * self.score(source) * source.n_samples + 2 * self._n_parameters())
-
-    # -- persistence ------------------------------------------------------------------------
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the fitted model to a Zarr v3 group (arrays + JSON attributes, no pickle).
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            Location of the group; an existing one is replaced.
-        """
-        from daskem import __version__
-
-        self._check_fitted()
-        write_arrays_group(
-            path,
-            self._params().to_arrays(),
-            {
-                "version": __version__,
-                "kind": type(self).__name__,
-                "estimator": self._stored_params(),
-                "fit": {
-                    "converged": bool(self.converged_),
-                    "n_iter": int(self.n_iter_),
-                    "lower_bound": float(self.lower_bound_),
-                    "lower_bounds": [float(v) for v in self.lower_bounds_],
-                    "n_features_in": int(self.n_features_in_),
-                },
-            },
-        )
-
-    @classmethod
-    def _restore(
-        cls,
-        params: dict[str, Any],
-        arrays: dict[str, np.ndarray],
-        *,
-        converged: bool,
-        lower_bounds: list[float],
-        n_features: int,
-    ) -> GaussianMixture:
-        """A fitted estimator from stored hyperparameters, parameter arrays and fit record."""
-        est = cls(**params)
-        est._set_params_attributes(est._model().params_from_arrays(arrays))
-        est.converged_ = converged
-        est.n_iter_ = len(lower_bounds)
-        est.lower_bound_ = lower_bounds[-1] if lower_bounds else -np.inf
-        est.lower_bounds_ = list(lower_bounds)
-        est.n_features_in_ = n_features
-        return est
-
-
-_ESTIMATORS: dict[str, type[GaussianMixture]] = {"GaussianMixture": GaussianMixture}
-
-
-def _estimator_class(kind: Any, where: str) -> type[GaussianMixture]:
-    if kind not in _ESTIMATORS:
-        raise StoreError(f"{where} holds a model of kind {kind!r}, which this daskem cannot load.")
-    return _ESTIMATORS[kind]
-
-
-def _default_run(checkpoint: Checkpoint) -> tuple[int, CheckpointState]:
-    """The run a fit would report, and its newest state: the best finished run, else the newest."""
-    states = {r: checkpoint.run(r).latest() for r in checkpoint.runs()}
-    present = {r: s for r, s in states.items() if s is not None}
-    if not present:
-        raise StoreError(f"The checkpoint at {checkpoint.location!r} holds no committed iteration yet.")
-    if all(s.finished for s in present.values()):
-        best = max(present, key=lambda r: (float(present[r].history["log_likelihood"][-1]), -r))
-        return best, present[best]
-    return max(present), present[max(present)]
-
-
-def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int | None = None) -> GaussianMixture:
-    """Load a fitted model: a model file (``save``, ``daskem fit --output``) or a checkpoint.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Location of the Zarr group.
-    iteration : int, optional
-        For a checkpoint: the committed iteration to load (default: the newest).
-    run : int, optional
-        For a checkpoint of a fit with ``n_init > 1``: the initialisation to load
-        (default: the one the fit kept, or the one in progress).
-
-    Returns
-    -------
-    GaussianMixture
-        The fitted estimator (parameters of the chosen iteration).
-    """
-    where = repr(os.fspath(path))
-    checkpoint = Checkpoint(path)
-    meta = None
-    if checkpoint.exists():
-        try:
-            meta = checkpoint.metadata()
-        except ForeignStoreError:  # a model file (or not daskem's at all): read below
-            meta = None
-    if meta is None:
-        if iteration is not None or run is not None:
-            raise StoreError(f"iteration= and run= apply to checkpoints; {where} is not a daskem checkpoint.")
-        arrays, info = read_arrays_group(path)
-        fit = info["fit"]
-        return _estimator_class(info.get("kind"), where)._restore(
-            info["estimator"],
-            arrays,
-            converged=bool(fit["converged"]),
-            lower_bounds=[float(v) for v in fit["lower_bounds"]],
-            n_features=int(fit["n_features_in"]),
-        )
-    estimator = meta.get("estimator")
-    if not isinstance(estimator, dict):
-        raise StoreError(
-            f"The checkpoint at {where} was written by daskem.fit_em, which records no estimator; read its "
-            f"parameters with daskem.checkpoint.Checkpoint({where}).run(0).latest()."
-        )
-    cls = _estimator_class(estimator.get("kind"), where)
-    index, newest = _default_run(checkpoint) if run is None else (run, checkpoint.run(run).latest())
-    chosen = checkpoint.run(index)
-    if iteration is None:
-        if newest is None:
-            raise StoreError(f"Run {index} of the checkpoint at {where} holds no committed iteration.")
-        state = newest
-    else:
-        if iteration not in chosen.iterations():
-            raise StoreError(
-                f"Iteration {iteration} is not kept in the checkpoint at {where} (run {chosen.index}); "
-                f"kept iterations: {chosen.iterations()}. Raise keep_last to keep more."
-            )
-        state = chosen.read(iteration)
-    return cls._restore(
-        estimator["params"],
-        state.params,
-        converged=state.converged,
-        lower_bounds=[float(v) for v in state.history["log_likelihood"]],
-        n_features=int(meta["data"]["shape"][1]),
-    )

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import linalg
 
 from daskem.models.gaussian import (
     FloatArray,
@@ -231,6 +232,47 @@ class GaussianMixtureModel:
                 covariances[empty] = params.covariances[empty]
         precisions_cholesky = ct.precision_cholesky(covariances, self.reg_covar)
         return GaussianMixtureParams(nk / nk.sum(), means, covariances, precisions_cholesky)
+
+    # -- vector form (acceleration) --------------------------------------------------------
+
+    def to_vector(self, params: GaussianMixtureParams) -> FloatArray:
+        """Unconstrained coordinates: log-weights, means, and the upper-triangular precision
+        Cholesky factors with log-diagonals (per-feature or per-component logs for diag and
+        spherical)."""
+        factor = params.precisions_cholesky
+        if self.covariance_type in ("full", "tied"):
+            if np.any(np.tril(factor, -1)):  # a lower factor (from precisions_init): make it upper
+                factor = covariance_type(self.covariance_type).precision_cholesky(params.covariances, self.reg_covar)
+            rows, cols = np.triu_indices(factor.shape[-1])
+            entries = factor[..., rows, cols].copy()
+            entries[..., rows == cols] = np.log(entries[..., rows == cols])
+        else:
+            entries = np.log(factor)
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(params.weights)
+        return np.concatenate([log_weights, params.means.ravel(), entries.ravel()])
+
+    def from_vector(self, vector: FloatArray, like: GaussianMixtureParams) -> GaussianMixtureParams:
+        """Parameters from :meth:`to_vector` coordinates (any finite vector gives valid ones)."""
+        k, d = like.means.shape
+        log_weights = vector[:k] - vector[:k].max()
+        weights = np.exp(log_weights) / np.exp(log_weights).sum()
+        means = vector[k : k + k * d].reshape(k, d).copy()
+        entries = vector[k + k * d :]
+        ct = covariance_type(self.covariance_type)
+        if self.covariance_type in ("full", "tied"):
+            rows, cols = np.triu_indices(d)
+            stacked = entries.reshape(-1, rows.size).copy()
+            stacked[:, rows == cols] = np.exp(stacked[:, rows == cols])
+            factors = np.zeros((stacked.shape[0], d, d))
+            factors[:, rows, cols] = stacked
+            inverses = [linalg.solve_triangular(f, np.eye(d), lower=False) for f in factors]
+            covariances = np.stack([inv.T @ inv for inv in inverses])
+            if self.covariance_type == "tied":
+                factors, covariances = factors[0], covariances[0]
+            return GaussianMixtureParams(weights, means, covariances, factors)
+        factors = np.exp(entries).reshape(ct.shape(k, d))
+        return GaussianMixtureParams(weights, means, ct.covariance_from_precision_cholesky(factors), factors)
 
     # -- initialisation ------------------------------------------------------------------
 
