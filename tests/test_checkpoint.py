@@ -72,7 +72,8 @@ def make_init(data_path):
     source = as_source(data_path)
 
     def init():
-        return initial_params(MODEL, source, "kmeans", np.random.default_rng(0))
+        (params,) = initial_params(MODEL, source, "kmeans", [np.random.default_rng(0)])
+        return params
 
     return init
 
@@ -474,7 +475,9 @@ def test_unknown_root_format_is_refused(data, tmp_path):
     ckpt = str(tmp_path / "run.zarr")
     interrupted_fit(data, ckpt, 3)
     _set_root_format(ckpt, 99)
-    message = r"uses checkpoint format 99; this daskem reads format 1\. Upgrade daskem"
+    message = (
+        rf"uses checkpoint format 99; this daskem reads format {checkpoint_module.CHECKPOINT_FORMAT}\. Upgrade daskem"
+    )
     with pytest.raises(StoreError, match=message):
         Checkpoint(ckpt).metadata()
     with pytest.raises(StoreError, match=message):

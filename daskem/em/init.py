@@ -132,7 +132,7 @@ def weighted_kmeans(
 class _Oversample:
     """Reduction of a k-means|| sampling pass: per run, the data's cost and its top-``size`` keys.
 
-    A run's statistic is ``(cost, rows)`` with ``rows`` of columns ``[key, x]``: the
+    A run's statistic is ``(cost, rows, n_nonfinite)`` with ``rows`` of columns ``[key, x]``: the
     Efraimidis-Spirakis keys ``log(u) / (w d^2)`` of a weighted sample without replacement
     (mergeable: the ``size`` largest keys of the union are those of the union's sample).
     """
@@ -141,7 +141,8 @@ class _Oversample:
 
     def combine(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(
-            (ca + cb, _top_keys(np.concatenate([ra, rb]), self.size)) for (ca, ra), (cb, rb) in zip(a, b, strict=True)
+            (ca + cb, _top_keys(np.concatenate([ra, rb]), self.size), na + nb)
+            for (ca, ra, na), (cb, rb, nb) in zip(a, b, strict=True)
         )
 
 
@@ -152,9 +153,13 @@ def _top_keys(rows: np.ndarray, size: int) -> np.ndarray:
 
 
 def _nearest(model: KMeansModel, centers: np.ndarray, block: np.ndarray):  # type: ignore[no-untyped-def]
-    """Tiles of ``block`` assigned to ``centers`` (see :meth:`KMeansModel.assign_tiles`)."""
+    """Tiles of ``block`` assigned to ``centers`` (see :meth:`KMeansModel.assign_tiles`).
+
+    Non-finite data give NaN distances without warnings; callers count them.
+    """
     m = KMeansModel(centers.shape[0], model.weighted)
-    return m.assign_tiles(KMeansParams.from_centers(centers), block)
+    with np.errstate(invalid="ignore", over="ignore"):
+        yield from m.assign_tiles(KMeansParams.from_centers(centers), block)
 
 
 def _oversample_block(
@@ -164,8 +169,9 @@ def _oversample_block(
     for (model, centers), seed in zip(runs, seeds, strict=True):
         rng = np.random.default_rng(seed)
         d = centers.shape[1]
-        cost, rows, start = 0.0, [np.zeros((0, d + 1))], 0
+        cost, rows, start, bad = 0.0, [np.zeros((0, d + 1))], 0, 0
         for xs, w, _, dist in _nearest(model, centers, block):
+            bad += xs.size - int(np.count_nonzero(np.isfinite(xs)))
             mass = dist if w is None else w * dist
             cost += float(mass.sum(dtype=np.float64))
             with np.errstate(divide="ignore"):
@@ -177,7 +183,7 @@ def _oversample_block(
             tile[:, 0], tile[:, 1:] = keys[keep], block[start + keep, :d]
             rows.append(tile)
             start += xs.shape[0]
-        out.append((cost, _top_keys(np.concatenate(rows), reducer.size)))
+        out.append((cost, _top_keys(np.concatenate(rows), reducer.size), bad))
     return tuple(out)
 
 
@@ -263,9 +269,11 @@ def kmeans_parallel(
         runs = tuple((model, c) for c in candidates)
         per_block = [(tuple(s[i] for s in seeds),) for i in range(len(blocks))]
         sampled = compute_stats(reducer, runs, blocks, fan_in, block_fn=_oversample_block, block_args=per_block)
-        if all(rows.shape[0] == 0 for _, rows in sampled):
+        if sampled[0][2]:
+            raise nonfinite_error(sampled[0][2], source.n_samples)
+        if all(rows.shape[0] == 0 for _, rows, _ in sampled):
             break  # every row is a candidate already
-        candidates = [np.concatenate([c, rows[:, 1:]]) for c, (_, rows) in zip(candidates, sampled, strict=True)]
+        candidates = [np.concatenate([c, rows[:, 1:]]) for c, (_, rows, _) in zip(candidates, sampled, strict=True)]
     counts = compute_stats(_Counts(), tuple((model, c) for c in candidates), blocks, fan_in, block_fn=_count_block)
     return [weighted_kmeans(c, w, n_clusters, rng) for c, w, rng in zip(candidates, counts, rngs, strict=True)]
 
