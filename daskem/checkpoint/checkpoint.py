@@ -10,7 +10,7 @@ Layout::
                                    history arrays (log_likelihood, change, seconds,
                                    passes), all float64; engine state (accelerator);
                                    attrs["daskem_iteration"] = {iteration, converged,
-                                   finished, digests} written LAST
+                                   finished, pruned, digests} written LAST
         pointer/                   attrs["daskem_pointer"] = {"iteration": n}, written after
                                    the iteration group is complete
 
@@ -90,7 +90,9 @@ class CheckpointState:
     converged : bool
         Whether the convergence test was met.
     finished : bool
-        Whether the run ended (converged or out of iterations).
+        Whether the run ended (converged, out of iterations or pruned).
+    pruned : bool
+        Whether restart pruning stopped the run (it is not resumed).
     """
 
     iteration: int
@@ -98,6 +100,7 @@ class CheckpointState:
     history: dict[str, np.ndarray]
     converged: bool
     finished: bool
+    pruned: bool = False
 
 
 def _digest(value: np.ndarray) -> str:
@@ -328,6 +331,7 @@ class CheckpointRun:
             history=history,
             converged=bool(info["converged"]),
             finished=bool(info["finished"]),
+            pruned=bool(info.get("pruned", False)),
         )
 
     def latest(self) -> CheckpointState | None:
@@ -362,6 +366,7 @@ class CheckpointRun:
             "iteration": state.iteration,
             "converged": state.converged,
             "finished": state.finished,
+            "pruned": state.pruned,
             "digests": {name: _digest(value) for name, value in arrays.items()},
         }
         self.checkpoint._group(f"{self.path}/pointer", mode="w").attrs[POINTER_KEY] = {"iteration": state.iteration}

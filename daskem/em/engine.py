@@ -490,7 +490,7 @@ class _Run:
     def resume(self, state: CheckpointState, accelerate: str | None) -> None:
         self.params = self.model.params_from_arrays(state.params)
         self.monitor.restore(state.history, state.converged)
-        self.pruned = state.finished and not self.monitor.done
+        self.pruned = state.pruned
         self.resumed_from = state.iteration
         self.pending = self.params
         if accelerate == "squarem":
@@ -538,6 +538,7 @@ class _Run:
                 self.monitor.as_arrays(),
                 self.monitor.converged,
                 not self.active,
+                self.pruned,
             ),
             keep_last,
         )

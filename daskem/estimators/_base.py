@@ -72,6 +72,7 @@ class EMEstimator(BaseEstimator):
     """
 
     _FITTED: ClassVar[tuple[str, ...]] = ()
+    _WARN_NOT_CONVERGED: ClassVar[bool] = True
     _REGISTRY: ClassVar[dict[str, type[EMEstimator]]] = {}
 
     # Engine hyperparameters every subclass has (set by its __init__).
@@ -191,7 +192,7 @@ class EMEstimator(BaseEstimator):
         )
         self._print_end(outcome)
         best = outcome.results[outcome.best]
-        if not best.converged and self.max_iter > 0:
+        if self._WARN_NOT_CONVERGED and not best.converged and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
                 "or increase max_iter, tol, or check for degenerate data.",

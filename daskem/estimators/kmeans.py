@@ -85,6 +85,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
     """
 
     _FITTED = ("cluster_centers_",)
+    _WARN_NOT_CONVERGED = False  # scikit-learn's KMeans does not warn at max_iter either
 
     def __init__(
         self,
@@ -130,6 +131,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
     def _validate_hyperparameters(self) -> None:
         name = type(self).__name__
         check_int(name, "n_clusters", self.n_clusters, 1)
+        check_int(name, "max_iter", self.max_iter, 1)
         if not isinstance(self.init, str) and (callable(self.init) or not hasattr(self.init, "__array__")):
             raise ParameterError(
                 f"The 'init' parameter of {name} must be a str among {list(KMEANS_INITS)} or an array-like of "
@@ -216,10 +218,17 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
                 f"sample_weight.shape == {weights.shape}, expected ({source.n_samples},). Pass one weight per row."
             )
         if isinstance(weights, np.ndarray):
-            if not np.all(np.isfinite(weights)) or weights.min() < 0.0:
-                raise DataError("sample_weight must be finite and non-negative; got negative, NaN or inf values.")
             weights = da.from_array(weights, chunks=(source.array.chunks[0],))
         weights = weights.astype(np.float64).rechunk((source.array.chunks[0],))
+        # One pass over the weights alone (1 / n_features of the data).
+        finite, low, total = da.compute(da.isfinite(weights).all(), weights.min(), weights.sum())
+        if not finite or low < 0.0:
+            raise DataError(
+                f"sample_weight must be finite and non-negative; got minimum {low!r}"
+                f"{'' if finite else ' and NaN or infinite values'}. Fix or drop those weights."
+            )
+        if total <= 0.0:
+            raise DataError("sample_weight must have a positive sum; got all zeros. Give some rows positive weight.")
         rows = da.concatenate([source.array.astype(np.float64), weights[:, None]], axis=1)
         return as_source(rows.rechunk({1: -1}), name="X with sample_weight")
 
