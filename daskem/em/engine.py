@@ -649,7 +649,8 @@ def fit_em_restarts(
         The data (see :func:`daskem.io.as_source`).
     inits : sequence of Params, or callable
         One initial parameter set per run, or a function of no arguments returning them
-        (called only when a run has no checkpoint to resume; its passes are counted).
+        (called only when a run has no checkpoint to resume, or to count the runs when
+        ``checkpoint`` is a location; its passes are counted).
     max_iter, tol, split_every, checkpoint_every, keep_last, overwrite, cache
         As for :func:`fit_em` (``max_iter`` and ``tol`` apply to every run).
     accelerate : {None, "squarem"}
@@ -675,14 +676,20 @@ def fit_em_restarts(
     check_accelerate(model, accelerate)
     source = as_source(X)
     fan_in = resolve_split_every(split_every)
-    n_runs = None if callable(inits) else len(inits)
+    init_passes = 0
+    starts: Sequence[Any] = ()
+    if callable(inits) and isinstance(checkpoint, str | os.PathLike | Checkpoint):
+        # The number of runs to look for in the checkpoint is the number of starts: with a
+        # location (not runs) and a callable, the initialiser must run to tell it.
+        with counting_passes() as count:
+            starts = inits()
+        init_passes = count.passes
+    n_runs = len(starts) if starts else None if callable(inits) else len(inits)
     targets = _checkpoint_runs(checkpoint, model, source, fan_in, overwrite, accelerate, n_runs)
     # float32 data run a float32 E-step: allow its rounding before calling a change a decrease.
     decrease_rtol = 1e-10 if source.array.dtype == np.float64 else 1e-5
     states = [t.latest() for t in targets] if targets else []
-    init_passes = 0
-    starts: Sequence[Any] = ()
-    if not states or any(s is None for s in states):
+    if not starts and (not states or any(s is None for s in states)):
         with counting_passes() as count:
             starts = inits() if callable(inits) else inits
         init_passes = count.passes
@@ -825,10 +832,15 @@ def fit_em(
     EMResult
         Final parameters, convergence state, per-iteration history and passes made.
     """
+    source = as_source(X)
+    check_accelerate(model, accelerate)
     target: Any = [checkpoint] if isinstance(checkpoint, CheckpointRun) else checkpoint
+    if isinstance(checkpoint, str | os.PathLike | Checkpoint):
+        # One run: prepare the location here so the initialiser is not called to count runs.
+        target = _checkpoint_runs(checkpoint, model, source, resolve_split_every(split_every), overwrite, accelerate, 1)
     outcome = fit_em_restarts(
         model,
-        X,
+        source,
         (lambda: [init()]) if callable(init) else [init],
         max_iter=max_iter,
         tol=tol,
