@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import time
 import warnings
@@ -146,7 +147,6 @@ def time_dask_ml(X: np.ndarray, init: np.ndarray, iters: int, repeats: int, clie
 
             fit(2)  # warm-up: numba compilation
             runs = [fit(iters) for _ in range(repeats)]
-            del Xd
     finally:
         logger.removeHandler(handler)
     est = runs[-1][2]
@@ -161,6 +161,8 @@ def time_dask_ml(X: np.ndarray, init: np.ndarray, iters: int, repeats: int, clie
 
 
 def main() -> None:
+    # The one-time uploads of in-memory data to the cluster are expected here.
+    warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2_000_000)
     parser.add_argument("--iters", type=int, default=10, help="Lloyd iterations per fit (max_iter, tol=0)")
@@ -173,6 +175,7 @@ def main() -> None:
     X = np.ascontiguousarray(make_mixture_array(args.n, D, K, seed=args.seed)[0].compute())
     rng = np.random.default_rng(args.seed)
     init = X[np.sort(rng.choice(args.n, K, replace=False))].copy()
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())} (on {os.cpu_count()} cores)")
     print(f"data: n={args.n:,}, d={D}, k={K}, float64 in memory ({X.nbytes / 2**20:.0f} MiB); init: {K} random rows")
 
     results: dict[str, dict[str, Any]] = {}
@@ -214,6 +217,7 @@ def main() -> None:
     sk = results["sklearn"]["iter"]
     dm = results[dask_ml_key]["iter"]
     print()
+    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())} (on {os.cpu_count()} cores)")
     print(f"n={args.n:,}, d={D}, k={K}, float64, max_iter={args.iters}, tol=0, median of {args.repeats} fits")
     print()
     print("| tool | iterations | s/iter | wall s/iter | x sklearn | x dask-ml | max centre diff vs sklearn |")
