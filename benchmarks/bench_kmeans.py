@@ -242,6 +242,13 @@ def main() -> None:
         print(f"{'PASS' if ok else 'FAIL'}: {label} (ratio {ratio:.3f})")
     if dask_ml_note:
         print(f"note: {dask_ml_note}")
+    elif args.n == DASK_ML_RECORDED_N:
+        ratios = ", ".join(
+            f"{name} {results[name]['iter'] / DASK_ML_RECORDED:.3f}x"
+            for name in ("daskem threads", "daskem dist")
+            if name in results
+        )
+        print(f"for reference (not a target check): PEERS.md recorded dask-ml at {DASK_ML_RECORDED} s/iter; {ratios}")
 
 
 if __name__ == "__main__":
