@@ -531,15 +531,20 @@ def test_converged_is_sklearns_centre_shift_rule(X: np.ndarray, init: np.ndarray
     params = KMeansParams.from_centers(init)
     stats = model.e_step(params, X)
     threshold = np.var(X, axis=0).mean()
+    # The first pass measures the variance; the M-step carries it in the parameters.
+    variance = model.m_step(stats, params).variance
+    assert variance == pytest.approx(threshold, rel=1e-12)
+    assert model.e_step(model.m_step(stats, params), X).moment_rows == 0
     rng = np.random.default_rng(0)
     direction = rng.normal(size=init.shape)
     direction /= np.linalg.norm(direction)  # unit total squared shift
     for tol in (1e-4, 1e-2):
-        below = KMeansParams(init + direction * np.sqrt(0.99 * tol * threshold), params.reference)
-        above = KMeansParams(init + direction * np.sqrt(1.01 * tol * threshold), params.reference)
+        below = KMeansParams(init + direction * np.sqrt(0.99 * tol * threshold), params.reference, variance)
+        above = KMeansParams(init + direction * np.sqrt(1.01 * tol * threshold), params.reference, variance)
         assert model.converged(stats, params, below, tol)
         assert not model.converged(stats, params, above, tol)
-    assert model.converged(stats, params, params, 0.0)
+    same = KMeansParams(init, params.reference, variance)
+    assert model.converged(stats, same, same, 0.0)
 
 
 def test_score_samples_and_transform_of_the_model(X: np.ndarray, init: np.ndarray, weights: np.ndarray) -> None:

@@ -449,7 +449,14 @@ class BatchedModel:
     model: Any
 
     def e_step(self, params: tuple[Any, ...], block: Any) -> tuple[Any, ...]:
-        """The statistics of ``block`` under every parameter set."""
+        """The statistics of ``block`` under every parameter set.
+
+        A model with ``e_step_batch(params, block)`` computes them together (sharing work
+        between the sets); otherwise its ``e_step`` runs once per set.
+        """
+        batch = getattr(self.model, "e_step_batch", None)
+        if batch is not None:
+            return tuple(batch(params, block))
         return tuple(self.model.e_step(p, block) for p in params)
 
     def combine(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -515,8 +522,14 @@ class _Run:
             check_stats(stats, n_samples)
             result = self.model.m_step(stats, point)
         verdict = _model_verdict(self.model, stats, point, result, tol)
+        mean_loglik = self.model.log_likelihood(stats) / stats.n
+        history = self.monitor.history
+        if verdict is None and self.squarem is not None and history:
+            # An EM step right after an accepted jump can gain little although the fit is
+            # still moving: an accelerated run stops after two small changes in a row.
+            verdict = abs(mean_loglik - history[-1].log_likelihood) < tol and abs(history[-1].change) < tol
         now = time.perf_counter()
-        record = self.monitor.update(self.model.log_likelihood(stats) / stats.n, now - self.started, passes, verdict)
+        record = self.monitor.update(mean_loglik, now - self.started, passes, verdict)
         self.started = now
         self.params = result
         if self.squarem is not None:

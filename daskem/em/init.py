@@ -41,7 +41,7 @@ from daskem.em.engine import (
     resolve_split_every,
 )
 from daskem.io.sources import DataSource
-from daskem.models.kmeans import KMeansModel, KMeansParams
+from daskem.models.kmeans import KMeansModel, KMeansParams, shared_reference
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -324,7 +324,7 @@ def kmeans_centers(
     outcome = fit_em_restarts(
         KMeansModel(n_clusters),
         source,
-        [KMeansParams.from_centers(c) for c in starts],
+        shared_reference(starts),
         max_iter=max_iter,
         tol=1e-4,
         split_every=split_every,

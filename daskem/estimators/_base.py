@@ -31,6 +31,7 @@ from daskem.em.engine import (
     fit_metadata,
     map_rows,
     resolve_split_every,
+    single_threaded_blas,
 )
 from daskem.em.monitor import IterationRecord
 from daskem.errors import DataError, NotFittedError, ParameterError, StoreError
@@ -281,7 +282,10 @@ class EMEstimator(BaseEstimator):
         """``model.<what>`` of every row: NumPy for in-memory input, else a lazy dask array."""
         source = self._source_for_predict(X)
         out = map_rows(self._model(), self._params(), source, what, dtype=dtype, columns=columns)
-        return out.compute() if source.kind == "numpy" else out
+        if source.kind != "numpy":
+            return out
+        with single_threaded_blas():
+            return out.compute()
 
     # -- persistence ------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from daskem.estimators._base import EMEstimator
 from daskem.estimators._validation import check_int, check_option
 from daskem.io.sources import DataSource, as_source
 from daskem.models.gaussian import check_shape
-from daskem.models.kmeans import KMeansModel, KMeansParams
+from daskem.models.kmeans import KMeansModel, KMeansParams, shared_reference
 
 KMEANS_INITS = ("k-means||", "k-means++", "random")
 
@@ -205,7 +205,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
         self.inertia_ = final.inertia
         self.n_passes_ += 1
         if source.kind == "numpy":
-            self.labels_ = self.predict(X)
+            self.labels_ = self._per_row(source, "predict", dtype=np.intp)
         return self
 
     def _weighted_source(self, source: DataSource, sample_weight: Any) -> DataSource:
@@ -236,11 +236,16 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
         return {"init": self.init if isinstance(self.init, str) else "array"}
 
     def _initial_params(self, model: KMeansModel, source: DataSource, rngs: list[np.random.Generator]) -> list[Any]:
+        return shared_reference(self._initial_centers(model, source, rngs))
+
+    def _initial_centers(
+        self, model: KMeansModel, source: DataSource, rngs: list[np.random.Generator]
+    ) -> list[np.ndarray]:
         d = source.n_features - int(model.weighted)
         if not isinstance(self.init, str):
-            return [KMeansParams.from_centers(np.asarray(self.init, dtype=np.float64)) for _ in rngs]
+            return [np.asarray(self.init, dtype=np.float64) for _ in rngs]
         if self.init == "k-means||":
-            centers = kmeans_parallel(
+            return kmeans_parallel(
                 source,
                 data_blocks(source, self.cache),
                 self.n_clusters,
@@ -248,16 +253,14 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
                 weighted=model.weighted,
                 split_every=self.split_every,
             )
-            return [KMeansParams.from_centers(c) for c in centers]
         out = []
         for rng in rngs:
             if self.init == "random":
-                out.append(KMeansParams.from_centers(sample_rows(source, self.n_clusters, rng)[:, :d]))
+                out.append(sample_rows(source, self.n_clusters, rng)[:, :d])
                 continue
             sample = sample_rows(source, INIT_SAMPLE_ROWS, rng)
             weights = sample[:, d] if model.weighted else None
-            seeds = kmeans_plusplus(sample[:, :d], self.n_clusters, rng, weights)
-            out.append(KMeansParams.from_centers(sample[seeds, :d]))
+            out.append(sample[kmeans_plusplus(sample[:, :d], self.n_clusters, rng, weights), :d])
         return out
 
     def _params(self) -> KMeansParams:

@@ -18,6 +18,7 @@ A model with ``weighted=True`` reads each block's last column as the sample weig
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,16 +44,33 @@ class KMeansParams:
 
     centers: FloatArray
     reference: FloatArray
+    variance: float | None = None
 
     @classmethod
-    def from_centers(cls, centers: Any) -> KMeansParams:
-        """Parameters from initial centres (the reference is their mean)."""
+    def from_centers(cls, centers: Any, reference: Any = None) -> KMeansParams:
+        """Parameters from initial centres; the reference defaults to their mean.
+
+        Runs fitted together share one E-step tile when they share the reference.
+        """
         centers = np.array(centers, dtype=np.float64)
-        return cls(centers, centers.mean(axis=0))
+        ref = centers.mean(axis=0) if reference is None else np.array(reference, dtype=np.float64)
+        return cls(centers, ref)
 
     def to_arrays(self) -> dict[str, FloatArray]:
-        """Return the parameters as named arrays."""
-        return {"centers": self.centers, "reference": self.reference}
+        """Return the parameters as named arrays (``variance`` once it is known)."""
+        arrays = {"centers": self.centers, "reference": self.reference}
+        if self.variance is not None:
+            arrays["variance"] = np.array([self.variance])
+        return arrays
+
+
+def shared_reference(centers: Sequence[Any]) -> list[KMeansParams]:
+    """Initial parameters of runs fitted together, all centred on the first run's reference.
+
+    Runs that share the reference share each E-step tile (:meth:`KMeansModel.e_step_batch`).
+    """
+    first = KMeansParams.from_centers(centers[0])
+    return [KMeansParams.from_centers(c, first.reference) for c in centers]
 
 
 @dataclass(frozen=True)
@@ -73,6 +91,9 @@ class KMeansStats:
         Sample weight assigned to each cluster.
     sums : ndarray of shape (k, d)
         Weighted sums of ``x - shift`` per cluster.
+    moment_rows : float
+        Rows counted in ``feature_sum`` / ``feature_sq`` and ``n_nonfinite``: all of
+        them on the first pass (parameters without a known ``variance``), else 0.
     feature_sum, feature_sq : ndarray of shape (d,)
         Unweighted sums of ``x - shift`` and of its squares (the data variance).
     far : ndarray of shape (m, d + 3)
@@ -84,6 +105,7 @@ class KMeansStats:
     loglik: float
     n_nonfinite: int
     shift: FloatArray = field(repr=False)
+    moment_rows: float
     weight: FloatArray = field(repr=False)
     sums: FloatArray = field(repr=False)
     feature_sum: FloatArray = field(repr=False)
@@ -128,7 +150,16 @@ class KMeansModel:
         """Statistics of no rows."""
         k, d = params.centers.shape
         return KMeansStats(
-            0.0, 0.0, 0, params.reference, np.zeros(k), np.zeros((k, d)), np.zeros(d), np.zeros(d), np.zeros((0, d + 3))
+            0.0,
+            0.0,
+            0,
+            params.reference,
+            0.0,
+            np.zeros(k),
+            np.zeros((k, d)),
+            np.zeros(d),
+            np.zeros(d),
+            np.zeros((0, d + 3)),
         )
 
     def combine(self, a: KMeansStats, b: KMeansStats) -> KMeansStats:
@@ -138,6 +169,7 @@ class KMeansModel:
             loglik=a.loglik + b.loglik,
             n_nonfinite=a.n_nonfinite + b.n_nonfinite,
             shift=a.shift,
+            moment_rows=a.moment_rows + b.moment_rows,
             weight=a.weight + b.weight,
             sums=a.sums + b.sums,
             feature_sum=a.feature_sum + b.feature_sum,
@@ -157,50 +189,38 @@ class KMeansModel:
                 f"The parameter 'centers' should be 2-D (n_clusters, n_features), but got {centers.shape}."
             )
         check_shape("centers", centers, (self.n_clusters, centers.shape[1]))
-        return KMeansParams(centers, check_shape("reference", arrays["reference"], (centers.shape[1],)))
+        variance = float(check_shape("variance", arrays["variance"], (1,))[0]) if "variance" in arrays else None
+        return KMeansParams(centers, check_shape("reference", arrays["reference"], (centers.shape[1],)), variance)
 
     def e_step(self, params: KMeansParams, block: NDArray[Any]) -> KMeansStats:
         """Assign every row of ``block`` to its nearest centre and accumulate the statistics."""
-        k, d = params.centers.shape
-        shift = params.reference
-        weight = np.zeros(k)
-        sums = np.zeros((k, d))
-        feature_sum = np.zeros(d)
-        feature_sq = np.zeros(d)
-        inertia = 0.0
-        n_nonfinite = 0
-        far = [np.zeros((0, d + 3))]
+        return self.e_step_batch((params,), block)[0]
+
+    def e_step_batch(self, params: Sequence[KMeansParams], block: NDArray[Any]) -> tuple[KMeansStats, ...]:
+        """:meth:`e_step` for several parameter sets at once (restarts fitted together).
+
+        Runs that share a reference share each centred tile, its squared norms and its
+        first-pass moments; each run's arithmetic is exactly that of its own e_step.
+        """
+        x_all, w_all = (block[:, :-1], block[:, -1]) if self.weighted else (block, None)
+        dtype = np.dtype(np.float32) if x_all.dtype == np.float32 else np.dtype(np.float64)
+        runs = [_Accumulator(p, dtype, self.n_clusters) for p in params]
+        groups: dict[bytes, list[_Accumulator]] = {}
+        for run in runs:
+            groups.setdefault(run.params.reference.tobytes(), []).append(run)
         with np.errstate(invalid="ignore", over="ignore"):
-            for xs, w, labels, dist in self.assign_tiles(params, block):
-                n_nonfinite += xs.size - int(np.count_nonzero(np.isfinite(xs)))
-                if w is not None:
-                    n_nonfinite += w.size - int(np.count_nonzero(np.isfinite(w)))
-                onehot = (labels[:, None] == np.arange(k)).astype(xs.dtype)
-                if w is None:
-                    weight += onehot.sum(axis=0, dtype=np.float64)
-                    sums += onehot.T @ xs
-                    inertia += float(dist.sum(dtype=np.float64))
-                else:
-                    onehot *= w[:, None]
-                    weight += onehot.sum(axis=0, dtype=np.float64)
-                    sums += onehot.T @ xs
-                    inertia += float(w @ dist)
-                feature_sum += xs.sum(axis=0, dtype=np.float64)
-                feature_sq += np.einsum("ij,ij->j", xs, xs, dtype=np.float64)
-                rows = np.empty((xs.shape[0], d + 3))
-                rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3:] = dist, labels, 1.0 if w is None else w, xs
-                far.append(_farthest(rows, k))
-        return KMeansStats(
-            n=float(block.shape[0]),
-            loglik=-inertia,
-            n_nonfinite=n_nonfinite,
-            shift=shift,
-            weight=weight,
-            sums=sums,
-            feature_sum=feature_sum,
-            feature_sq=feature_sq,
-            far=_farthest(np.concatenate(far), k),
-        )
+            for start in range(0, block.shape[0], TILE_ROWS):
+                stop = min(start + TILE_ROWS, block.shape[0])
+                w = None if w_all is None else np.asarray(w_all[start:stop], dtype=np.float64)
+                for group in groups.values():
+                    xs = np.subtract(x_all[start:stop], group[0].params.reference, dtype=dtype)
+                    x2 = np.einsum("ij,ij->i", xs, xs)
+                    moments = None
+                    if any(r.params.variance is None for r in group):
+                        moments = _tile_moments(xs, w)
+                    for run in group:
+                        run.add(xs, x2, w, moments)
+        return tuple(r.stats(float(block.shape[0])) for r in runs)
 
     def m_step(self, stats: KMeansStats, params: KMeansParams | None) -> KMeansParams:
         """Centres as the weighted means of their rows; empty clusters take the farthest rows.
@@ -221,6 +241,11 @@ class KMeansModel:
             sums[cluster] = w * x
             weight[cluster] = w
         filled = weight > 0.0
+        if stats.moment_rows > 0:
+            mean = stats.feature_sum / stats.moment_rows
+            variance: float | None = float(np.maximum(stats.feature_sq / stats.moment_rows - mean * mean, 0.0).mean())
+        else:
+            variance = None if params is None else params.variance
         if params is None:
             if not filled.all():
                 raise ValueError(f"{int((~filled).sum())} cluster(s) received no rows in the initial assignment.")
@@ -228,14 +253,17 @@ class KMeansModel:
         else:
             centers = params.centers.copy()
             centers[filled] = stats.shift + sums[filled] / weight[filled, None]
-        return KMeansParams(centers, stats.shift)
+        return KMeansParams(centers, stats.shift, variance)
 
     def converged(self, stats: KMeansStats, params: KMeansParams, new_params: KMeansParams, tol: float) -> bool:
-        """scikit-learn's test: squared centre shift <= ``tol`` x mean per-feature data variance."""
-        mean = stats.feature_sum / stats.n
-        variance = np.maximum(stats.feature_sq / stats.n - mean * mean, 0.0)
+        """scikit-learn's test: squared centre shift <= ``tol`` x mean per-feature data variance.
+
+        The variance (unweighted, as scikit-learn's) is read from the first pass and carried
+        by the parameters.
+        """
+        assert new_params.variance is not None
         shift = float(((new_params.centers - params.centers) ** 2).sum())
-        return shift <= tol * float(variance.mean())
+        return shift <= tol * new_params.variance
 
     # -- vector form (acceleration) --------------------------------------------------------
 
@@ -245,7 +273,9 @@ class KMeansModel:
 
     def from_vector(self, vector: FloatArray, like: KMeansParams) -> KMeansParams:
         """Centres from a flat vector (any finite vector is valid)."""
-        return KMeansParams(np.asarray(vector, dtype=np.float64).reshape(like.centers.shape), like.reference)
+        return KMeansParams(
+            np.asarray(vector, dtype=np.float64).reshape(like.centers.shape), like.reference, like.variance
+        )
 
     # -- prediction per block --------------------------------------------------------------
 
@@ -272,18 +302,116 @@ class KMeansModel:
 
         ``xs`` is the tile minus the reference (float32 for float32 data, else float64),
         ``w`` its weights (or None), ``labels`` the nearest centre and ``dist`` the squared
-        distance to it, computed directly (not by the expansion used to choose the label).
+        distance to it.
         """
         x_all = block[:, :-1] if self.weighted else block
         dtype = np.dtype(np.float32) if x_all.dtype == np.float32 else np.dtype(np.float64)
-        cs = (params.centers - params.reference).astype(dtype)
-        half_norms = 0.5 * np.square(cs).sum(axis=1)
+        cs, half_norms = _centred(params, dtype)
         for start in range(0, block.shape[0], TILE_ROWS):
             stop = min(start + TILE_ROWS, block.shape[0])
             xs = np.subtract(x_all[start:stop], params.reference, dtype=dtype)
-            # argmin |x - c|^2 = argmin (|c|^2 / 2 - x.c): one matrix product per tile.
-            labels = np.argmin(half_norms - xs @ cs.T, axis=1)
-            diff = xs - cs[labels]
-            dist = np.einsum("ij,ij->i", diff, diff)
+            labels, dist = _assign(xs, np.einsum("ij,ij->i", xs, xs), cs, half_norms)
             w = np.asarray(block[start:stop, -1], dtype=np.float64) if self.weighted else None
             yield xs, w, labels, dist
+
+
+def _centred(params: KMeansParams, dtype: Any) -> tuple[NDArray[Any], NDArray[Any]]:
+    """The centres minus the reference, in ``dtype``, and half their squared norms."""
+    cs = (params.centers - params.reference).astype(dtype)
+    return cs, 0.5 * np.square(cs).sum(axis=1)
+
+
+def _assign(
+    xs: NDArray[Any], x2: NDArray[Any], cs: NDArray[Any], half_norms: NDArray[Any]
+) -> tuple[NDArray[np.intp], NDArray[Any]]:
+    """Nearest centre of every row and the squared distance to it.
+
+    ``argmin |x - c|^2 = argmin (|c|^2 / 2 - x.c)``: one matrix product per tile; the
+    distance is ``|x|^2 + 2 min(...)``, set to 0 within its rounding bound (rows and
+    centres are centred on the reference, so the expansion does not cancel for data far
+    from the origin).
+    """
+    scores = half_norms - xs @ cs.T
+    labels = scores.argmin(axis=1)
+    best = np.take_along_axis(scores, labels[:, None], axis=1)[:, 0]
+    dist = x2 + 2.0 * best
+    # Below the expansion's rounding bound the distance is 0 (a row equal to its centre).
+    dist[dist <= 8.0 * np.finfo(dist.dtype).eps * (x2 + 2.0 * half_norms[labels])] = 0.0
+    return labels, dist
+
+
+def _tile_moments(xs: NDArray[Any], w: NDArray[Any] | None) -> tuple[NDArray[Any], NDArray[Any], int]:
+    """Per-feature sums and sums of squares of a centred tile, and its non-finite count."""
+    bad = xs.size - int(np.count_nonzero(np.isfinite(xs)))
+    if w is not None:
+        bad += w.size - int(np.count_nonzero(np.isfinite(w)))
+    return xs.sum(axis=0, dtype=np.float64), np.einsum("ij,ij->j", xs, xs, dtype=np.float64), bad
+
+
+class _Accumulator:
+    """The statistics of one parameter set, accumulated tile by tile."""
+
+    def __init__(self, params: KMeansParams, dtype: Any, k: int) -> None:
+        d = params.centers.shape[1]
+        self.params = params
+        self.k = k
+        self.cs, self.half_norms = _centred(params, dtype)
+        self.weight = np.zeros(k)
+        self.sums = np.zeros((k, d))
+        self.feature_sum = np.zeros(d)
+        self.feature_sq = np.zeros(d)
+        self.moment_rows = 0.0
+        self.n_nonfinite = 0
+        self.inertia = 0.0
+        self.far: FloatArray = np.zeros((0, d + 3))
+        self.far_threshold = -np.inf
+
+    def add(
+        self,
+        xs: NDArray[Any],
+        x2: NDArray[Any],
+        w: NDArray[Any] | None,
+        moments: tuple[NDArray[Any], NDArray[Any], int] | None,
+    ) -> None:
+        t, k = xs.shape[0], self.k
+        labels, dist = _assign(xs, x2, self.cs, self.half_norms)
+        onehot = np.zeros((k, t), dtype=xs.dtype)
+        onehot[labels, np.arange(t)] = 1.0 if w is None else w
+        self.weight += np.bincount(labels, weights=w, minlength=k)
+        self.sums += onehot @ xs
+        self.inertia += float(dist.sum(dtype=np.float64) if w is None else w @ dist)
+        if moments is not None and self.params.variance is None:
+            self.feature_sum += moments[0]
+            self.feature_sq += moments[1]
+            self.n_nonfinite += moments[2]
+            self.moment_rows += t
+        # Candidates for the k farthest rows: beyond the k-th farthest kept so far (cheap:
+        # after the first tiles few rows qualify).
+        top = np.flatnonzero(dist > self.far_threshold) if self.far_threshold > -np.inf else np.arange(t)
+        if top.size > k:
+            top = top[np.argpartition(dist[top], top.size - k)[top.size - k :]]
+        if top.size:
+            rows = np.empty((top.size, xs.shape[1] + 3))
+            diff = xs[top] - self.cs[labels[top]]
+            # The farthest rows' distances directly (exact ordering for the relocation).
+            rows[:, 0], rows[:, 1] = np.einsum("ij,ij->i", diff, diff), labels[top]
+            rows[:, 2], rows[:, 3:] = 1.0 if w is None else w[top], xs[top]
+            self.far = _farthest(np.concatenate([self.far, rows]), k)
+            if self.far.shape[0] == k:
+                # Compare in the expanded form the candidates are selected by, with a margin
+                # for its rounding, so no row that belongs among the k farthest is skipped.
+                self.far_threshold = float(self.far[-1, 0]) * (1.0 - 1e-6) - 1e-12
+
+    def stats(self, n: float) -> KMeansStats:
+        return KMeansStats(
+            n=n,
+            loglik=-self.inertia,
+            n_nonfinite=self.n_nonfinite,
+            shift=self.params.reference,
+            moment_rows=self.moment_rows,
+            weight=self.weight,
+            sums=self.sums,
+            feature_sum=self.feature_sum,
+            feature_sq=self.feature_sq,
+            far=self.far,
+        )
