@@ -16,7 +16,9 @@ context, the gap to a reference optimum (a SQUAREM fit with ``tol=1e-10``; plain
 stopped by a tolerance on the change can sit far below the optimum when it converges
 slowly, since the remaining gain is about ``change * rate / (1 - rate)``).
 
-Targets: passes plain / squarem >= 2; |lower bound plain - lower bound squarem| <= 1e-6
+Targets: passes plain / squarem >= 2; the squarem lower bound is at least the plain one
+minus 1e-6 per sample (the same optimum: at tol=1e-6 plain EM itself stops ~2e-5 short of
+it on this slow mixture, so the "gap to reference" column shows how close each got)
 per sample.
 
 Usage::
@@ -129,13 +131,16 @@ def main() -> None:
     for ct in args.types:
         plain, sq = (r for c, _, r in rows if c == ct)
         ratio = plain["passes"] / sq["passes"]
-        diff = abs(plain["lb"] - sq["lb"])
-        print(f"| {ct} | {ratio:.2f} | {plain['seconds'] / sq['seconds']:.2f} | {diff:.2e} |")
+        diff = plain["lb"] - sq["lb"]
+        print(f"| {ct} | {ratio:.2f} | {plain['seconds'] / sq['seconds']:.2f} | {abs(diff):.2e} |")
         checks.append(
             (f"{ct}: passes plain / squarem = {ratio:.2f} (target >= {TARGET_PASSES})", ratio >= TARGET_PASSES)
         )
         checks.append(
-            (f"{ct}: |lower bound difference| = {diff:.2e} per sample (target <= {TARGET_LB})", diff <= TARGET_LB)
+            (
+                f"{ct}: lower bound plain - squarem = {diff:.2e} per sample (target <= {TARGET_LB})",
+                diff <= TARGET_LB,
+            )
         )
         if not (plain["converged"] and sq["converged"]):
             checks.append((f"{ct}: both fits converged within max_iter={args.max_iter}", False))

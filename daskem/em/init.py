@@ -41,7 +41,7 @@ from daskem.em.engine import (
     resolve_split_every,
 )
 from daskem.io.sources import DataSource
-from daskem.models.kmeans import KMeansModel, KMeansParams, shared_reference
+from daskem.models.kmeans import KMeansModel, KMeansParams, rounding_bound, shared_reference
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -158,8 +158,12 @@ def _nearest(model: KMeansModel, centers: np.ndarray, block: np.ndarray):  # typ
     Non-finite data give NaN distances without warnings; callers count them.
     """
     m = KMeansModel(centers.shape[0], model.weighted)
+    params = KMeansParams.from_centers(centers)
     with np.errstate(invalid="ignore", over="ignore"):
-        yield from m.assign_tiles(KMeansParams.from_centers(centers), block)
+        for xs, w, labels, dist in m.assign_tiles(params, block):
+            # A row equal to a candidate is at distance 0, not at the expansion's rounding.
+            dist[dist <= rounding_bound(xs, labels, params)] = 0.0
+            yield xs, w, labels, dist
 
 
 def _oversample_block(

@@ -327,17 +327,20 @@ def _assign(
     """Nearest centre of every row and the squared distance to it.
 
     ``argmin |x - c|^2 = argmin (|c|^2 / 2 - x.c)``: one matrix product per tile; the
-    distance is ``|x|^2 + 2 min(...)``, set to 0 within its rounding bound (rows and
-    centres are centred on the reference, so the expansion does not cancel for data far
-    from the origin).
+    distance is ``|x|^2 + 2 min(...)``, clipped at 0 (rows and centres are centred on the
+    reference, so the expansion does not cancel for data far from the origin; see
+    :func:`rounding_bound` for where it is indistinguishable from 0).
     """
     scores = half_norms - xs @ cs.T
     labels = scores.argmin(axis=1)
     best = np.take_along_axis(scores, labels[:, None], axis=1)[:, 0]
-    dist = x2 + 2.0 * best
-    # Below the expansion's rounding bound the distance is 0 (a row equal to its centre).
-    dist[dist <= 8.0 * np.finfo(dist.dtype).eps * (x2 + 2.0 * half_norms[labels])] = 0.0
-    return labels, dist
+    return labels, np.maximum(x2 + 2.0 * best, 0.0)
+
+
+def rounding_bound(xs: NDArray[Any], labels: NDArray[np.intp], params: KMeansParams) -> NDArray[Any]:
+    """The rounding error bound of :func:`_assign`'s distances: below it a distance is 0."""
+    half_norms = _centred(params, xs.dtype)[1]
+    return 8.0 * np.finfo(xs.dtype).eps * (np.einsum("ij,ij->i", xs, xs) + 2.0 * half_norms[labels])
 
 
 def _tile_moments(xs: NDArray[Any], w: NDArray[Any] | None) -> tuple[NDArray[Any], NDArray[Any], int]:
