@@ -53,6 +53,7 @@ import zarr
 from dask.utils import format_bytes, parse_bytes
 
 import daskem
+from daskem.models.kmeans import shared_reference
 from daskem.cli import WORKER_ENVIRON
 from daskem.testing import write_mixture_zarr
 
@@ -62,12 +63,13 @@ SAMPLE_ROWS = 100_000
 
 
 def kmeans_starts(sample: np.ndarray, count: int, seed: int) -> list[daskem.KMeansParams]:
-    """``count`` different sets of ``K`` random rows of ``sample``."""
-    out = []
+    """``count`` different sets of ``K`` random rows of ``sample``, on one shared reference
+    (as daskem.KMeans starts its runs, so that they share each E-step tile)."""
+    centers = []
     for r in range(count):
         rng = np.random.default_rng(np.random.SeedSequence([seed, r]))
-        out.append(daskem.KMeansParams.from_centers(sample[np.sort(rng.choice(sample.shape[0], K, replace=False))]))
-    return out
+        centers.append(sample[np.sort(rng.choice(sample.shape[0], K, replace=False))])
+    return shared_reference(centers)
 
 
 def diag_starts(sample: np.ndarray, count: int, seed: int) -> list[Any]:

@@ -204,23 +204,26 @@ class KMeansModel:
         """
         x_all, w_all = (block[:, :-1], block[:, -1]) if self.weighted else (block, None)
         dtype = np.dtype(np.float32) if x_all.dtype == np.float32 else np.dtype(np.float64)
-        runs = [_Accumulator(p, dtype, self.n_clusters) for p in params]
+        n, d = x_all.shape
+        t = max(1, min(TILE_ROWS, n))
+        runs = [_Accumulator(p, dtype, self.n_clusters, t) for p in params]
         groups: dict[bytes, list[_Accumulator]] = {}
         for run in runs:
             groups.setdefault(run.params.reference.tobytes(), []).append(run)
+        tile, work, ones = np.empty((t, d), dtype), np.empty((t, d), dtype), np.ones(d, dtype)
         with np.errstate(invalid="ignore", over="ignore"):
-            for start in range(0, block.shape[0], TILE_ROWS):
-                stop = min(start + TILE_ROWS, block.shape[0])
+            for start in range(0, n, t):
+                stop = min(start + t, n)
                 w = None if w_all is None else np.asarray(w_all[start:stop], dtype=np.float64)
                 for group in groups.values():
-                    xs = np.subtract(x_all[start:stop], group[0].params.reference, dtype=dtype)
-                    x2 = np.einsum("ij,ij->i", xs, xs)
+                    xs = _centre_tile(x_all[start:stop], group[0].params.reference, tile)
+                    x2 = _row_norms(xs, ones, work)
                     moments = None
                     if any(r.params.variance is None for r in group):
                         moments = _tile_moments(xs, w)
                     for run in group:
                         run.add(xs, x2, w, moments)
-        return tuple(r.stats(float(block.shape[0])) for r in runs)
+        return tuple(r.stats(float(n)) for r in runs)
 
     def m_step(self, stats: KMeansStats, params: KMeansParams | None) -> KMeansParams:
         """Centres as the weighted means of their rows; empty clusters take the farthest rows.
@@ -306,11 +309,13 @@ class KMeansModel:
         """
         x_all = block[:, :-1] if self.weighted else block
         dtype = np.dtype(np.float32) if x_all.dtype == np.float32 else np.dtype(np.float64)
-        cs, half_norms = _centred(params, dtype)
-        for start in range(0, block.shape[0], TILE_ROWS):
-            stop = min(start + TILE_ROWS, block.shape[0])
+        n = x_all.shape[0]
+        t = max(1, min(TILE_ROWS, n))
+        centres = _Centres.of(params, dtype)
+        for start in range(0, n, t):
+            stop = min(start + t, n)
             xs = np.subtract(x_all[start:stop], params.reference, dtype=dtype)
-            labels, dist = _assign(xs, np.einsum("ij,ij->i", xs, xs), cs, half_norms)
+            labels, dist = _assign(xs, np.einsum("ij,ij->i", xs, xs), centres, None)
             w = np.asarray(block[start:stop, -1], dtype=np.float64) if self.weighted else None
             yield xs, w, labels, dist
 
@@ -321,17 +326,43 @@ def _centred(params: KMeansParams, dtype: Any) -> tuple[NDArray[Any], NDArray[An
     return cs, 0.5 * np.square(cs).sum(axis=1)
 
 
-def _assign(
-    xs: NDArray[Any], x2: NDArray[Any], cs: NDArray[Any], half_norms: NDArray[Any]
-) -> tuple[NDArray[np.intp], NDArray[Any]]:
-    """Nearest centre of every row and the squared distance to it.
+def _centre_tile(x: NDArray[Any], reference: FloatArray, buffer: NDArray[Any]) -> NDArray[Any]:
+    """``x - reference`` written into the front rows of ``buffer`` (reused across tiles)."""
+    out = buffer[: x.shape[0]]
+    np.subtract(x, reference, out=out, casting="same_kind")
+    return out
 
-    ``argmin |x - c|^2 = argmin (|c|^2 / 2 - x.c)``: one matrix product per tile; the
-    distance is ``|x|^2 + 2 min(...)``, clipped at 0 (rows and centres are centred on the
-    reference, so the expansion does not cancel for data far from the origin; see
-    :func:`rounding_bound` for where it is indistinguishable from 0).
+
+def _row_norms(xs: NDArray[Any], ones: NDArray[Any], work: NDArray[Any]) -> NDArray[Any]:
+    """Squared norm of every row: squares then one matrix-vector product."""
+    return np.square(xs, out=work[: xs.shape[0]]) @ ones
+
+
+@dataclass(frozen=True)
+class _Centres:
+    """A run's centres prepared for :func:`_assign`: ``-c`` transposed and ``|c|^2 / 2``."""
+
+    minus_t: NDArray[Any]
+    half_norms: NDArray[Any]
+
+    @classmethod
+    def of(cls, params: KMeansParams, dtype: Any) -> _Centres:
+        cs, half_norms = _centred(params, dtype)
+        return cls(np.ascontiguousarray(-cs.T), half_norms.astype(dtype))
+
+
+def _assign(
+    xs: NDArray[Any], x2: NDArray[Any], centres: _Centres, out: NDArray[Any] | None
+) -> tuple[NDArray[np.intp], NDArray[Any]]:
+    """Nearest centre of every row of a centred tile and the squared distance to it.
+
+    ``argmin |x - c|^2 = argmin (|c|^2 / 2 - x.c)``: one matrix product per tile (into
+    ``out`` when given); the distance is ``|x|^2 + 2 min(...)``, clipped at 0 (rows and
+    centres are centred on the reference, so the expansion does not cancel for data far
+    from the origin; see :func:`rounding_bound` for where it is indistinguishable from 0).
     """
-    scores = half_norms - xs @ cs.T
+    scores = np.matmul(xs, centres.minus_t, out=None if out is None else out[: xs.shape[0]])
+    scores += centres.half_norms
     labels = scores.argmin(axis=1)
     best = np.take_along_axis(scores, labels[:, None], axis=1)[:, 0]
     return labels, np.maximum(x2 + 2.0 * best, 0.0)
@@ -354,11 +385,15 @@ def _tile_moments(xs: NDArray[Any], w: NDArray[Any] | None) -> tuple[NDArray[Any
 class _Accumulator:
     """The statistics of one parameter set, accumulated tile by tile."""
 
-    def __init__(self, params: KMeansParams, dtype: Any, k: int) -> None:
+    def __init__(self, params: KMeansParams, dtype: Any, k: int, tile_rows: int) -> None:
         d = params.centers.shape[1]
         self.params = params
         self.k = k
-        self.cs, self.half_norms = _centred(params, dtype)
+        self.cs = _centred(params, dtype)[0]
+        self.centres = _Centres.of(params, dtype)
+        self.scores = np.empty((tile_rows, k), dtype)
+        self.onehot = np.zeros((k, tile_rows), dtype)
+        self.rows = np.arange(tile_rows)
         self.weight = np.zeros(k)
         self.sums = np.zeros((k, d))
         self.feature_sum = np.zeros(d)
@@ -377,11 +412,12 @@ class _Accumulator:
         moments: tuple[NDArray[Any], NDArray[Any], int] | None,
     ) -> None:
         t, k = xs.shape[0], self.k
-        labels, dist = _assign(xs, x2, self.cs, self.half_norms)
-        onehot = np.zeros((k, t), dtype=xs.dtype)
-        onehot[labels, np.arange(t)] = 1.0 if w is None else w
+        labels, dist = _assign(xs, x2, self.centres, self.scores)
+        onehot, rows = self.onehot[:, :t], self.rows[:t]
+        onehot[labels, rows] = 1.0 if w is None else w
         self.weight += np.bincount(labels, weights=w, minlength=k)
         self.sums += onehot @ xs
+        onehot[labels, rows] = 0.0  # the buffer is all zeros again for the next tile
         self.inertia += float(dist.sum(dtype=np.float64) if w is None else w @ dist)
         if moments is not None and self.params.variance is None:
             self.feature_sum += moments[0]
@@ -394,12 +430,12 @@ class _Accumulator:
         if top.size > k:
             top = top[np.argpartition(dist[top], top.size - k)[top.size - k :]]
         if top.size:
-            rows = np.empty((top.size, xs.shape[1] + 3))
+            far = np.empty((top.size, xs.shape[1] + 3))
             diff = xs[top] - self.cs[labels[top]]
             # The farthest rows' distances directly (exact ordering for the relocation).
-            rows[:, 0], rows[:, 1] = np.einsum("ij,ij->i", diff, diff), labels[top]
-            rows[:, 2], rows[:, 3:] = 1.0 if w is None else w[top], xs[top]
-            self.far = _farthest(np.concatenate([self.far, rows]), k)
+            far[:, 0], far[:, 1] = np.einsum("ij,ij->i", diff, diff), labels[top]
+            far[:, 2], far[:, 3:] = 1.0 if w is None else w[top], xs[top]
+            self.far = _farthest(np.concatenate([self.far, far]), k)
             if self.far.shape[0] == k:
                 # Compare in the expanded form the candidates are selected by, with a margin
                 # for its rounding, so no row that belongs among the k farthest is skipped.
