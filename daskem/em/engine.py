@@ -821,7 +821,8 @@ def fit_em(
     accelerate : {None, "squarem"}
         ``"squarem"`` extrapolates along the EM path (:mod:`daskem.em.accelerate`) with a
         safeguard that keeps the log-likelihood from decreasing; an iteration is then an
-        accepted point, and rejected extrapolations cost a pass without a record.
+        accepted point, rejected extrapolations cost a pass without a record, and the
+        likelihood rule needs two consecutive changes below ``tol``.
     callback : callable, optional
         Called as ``callback(record, params)`` after every iteration with its
         :class:`IterationRecord` and the new parameters.
