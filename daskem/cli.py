@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -34,38 +37,103 @@ WORKER_ENVIRON = {
 }
 
 
+@dataclass(frozen=True)
+class ClusterChoice:
+    """Where a CLI fit runs, from the cluster options (see :func:`cluster_options`)."""
+
+    scheduler: str | None = None
+    scheduler_file: str | None = None
+    workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str = "2GiB"
+    tls: bool = False
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @property
+    def address(self) -> str | None:
+        """The existing scheduler to connect to: --scheduler, else DASK_SCHEDULER_ADDRESS."""
+        return self.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+
+    def security(self) -> Any:
+        """A ``distributed.security.Security`` for TLS, or None.
+
+        An existing cluster's certificates come from the --tls-* files; a local cluster
+        started with --tls gets temporary self-signed credentials (``Security.temporary``),
+        known only to this process.
+        """
+        from distributed.security import Security
+
+        files = (self.tls_ca_file, self.tls_cert, self.tls_key)
+        if any(files):
+            if not all(files):
+                raise DaskemError("--tls-ca-file, --tls-cert and --tls-key go together: pass all three.")
+            return Security(
+                tls_ca_file=self.tls_ca_file,
+                tls_client_cert=self.tls_cert,
+                tls_client_key=self.tls_key,
+                require_encryption=True,
+            )
+        return Security.temporary() if self.tls else None
+
+    def describe(self) -> str:
+        """How to pass this cluster again (for the resume command of an error message)."""
+        if self.scheduler_file:
+            where = f"--scheduler-file {self.scheduler_file}"
+        elif self.address:
+            where = f"--scheduler {self.address}"
+        else:
+            where = f"--workers {self.workers}"
+        tls = " ".join(
+            f"--{name} {value}"
+            for name, value in (
+                ("tls-ca-file", self.tls_ca_file),
+                ("tls-cert", self.tls_cert),
+                ("tls-key", self.tls_key),
+            )
+            if value
+        )
+        return f"{where} {tls}".strip()
+
+
 @contextlib.contextmanager
-def cluster_client(
-    scheduler: str | None, workers: int, threads_per_worker: int, memory_limit: str, console: Console
-) -> Iterator[Any]:
-    """A ``distributed.Client``: to ``scheduler`` if given, else a LocalCluster on 127.0.0.1."""
+def cluster_client(choice: ClusterChoice, console: Console) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``choice``: an existing scheduler (--scheduler,
+    --scheduler-file, DASK_SCHEDULER_ADDRESS), else a LocalCluster on 127.0.0.1, or None
+    for local threads (--workers 0)."""
     from distributed import Client, LocalCluster
 
-    if scheduler is None and workers == 0:
+    security = choice.security()
+    if choice.scheduler_file or choice.address:
+        target = {"scheduler_file": choice.scheduler_file} if choice.scheduler_file else {"address": choice.address}
+        with Client(**target, security=security) as client:
+            console.print(f"Connected to [bold]{client.scheduler.address}[/bold] (dashboard: {client.dashboard_link})")
+            yield client
+        return
+    if choice.workers == 0:
         console.print("Running on local threads (no cluster)")
         yield None
-        return
-    if scheduler:
-        with Client(scheduler) as client:
-            console.print(f"Connected to [bold]{scheduler}[/bold] (dashboard: {client.dashboard_link})")
-            yield client
         return
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENVIRON}
     with (
         dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
         LocalCluster(
-            n_workers=workers,
-            threads_per_worker=threads_per_worker,
+            n_workers=choice.workers,
+            threads_per_worker=choice.threads_per_worker,
             processes=True,
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
-            memory_limit=memory_limit,
+            memory_limit=choice.memory_limit,
+            security=security,
+            protocol="tls://" if security is not None else None,
         ) as cluster,
-        Client(cluster) as client,
+        Client(cluster, security=security) as client,
     ):
         console.print(
-            f"Local cluster: {workers} worker process(es) x {threads_per_worker} thread(s), "
-            f"memory limit {memory_limit} each; dashboard: {client.dashboard_link}"
+            f"Local cluster{' (TLS)' if security is not None else ''}: {choice.workers} worker process(es) x "
+            f"{choice.threads_per_worker} thread(s), memory limit {choice.memory_limit} each; "
+            f"dashboard: {client.dashboard_link}"
         )
         yield client
 
@@ -190,7 +258,17 @@ class _IterationDisplay:
 def cluster_options(func: Any) -> Any:
     """The options that choose where the fit runs (shared by fit and resume)."""
     options = [
-        click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://HOST:PORT)."),
+        click.option(
+            "--scheduler",
+            default=None,
+            help="Address of an existing Dask scheduler (tcp://HOST:PORT); default: $DASK_SCHEDULER_ADDRESS.",
+        ),
+        click.option(
+            "--scheduler-file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Connect to the scheduler described in this file (dask scheduler --scheduler-file).",
+        ),
         click.option(
             "--workers",
             type=click.IntRange(min=0),
@@ -198,8 +276,23 @@ def cluster_options(func: Any) -> Any:
             show_default=True,
             help="Local worker processes; 0 runs on threads in this process, with no cluster.",
         ),
-        click.option("--threads-per-worker", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option(
+            "--threads-per-worker", type=click.IntRange(min=1), default=1, show_default=True, help="Threads per worker."
+        ),
         click.option("--memory-limit", default="2GiB", show_default=True, help="Memory limit of each local worker."),
+        click.option(
+            "--retries",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Times a failed task is retried on a cluster before the fit fails (transient errors).",
+        ),
+        click.option("--tls", is_flag=True, help="Encrypt and authenticate the local cluster with temporary TLS keys."),
+        click.option("--tls-ca-file", type=click.Path(exists=True), default=None, help="CA certificate (TLS cluster)."),
+        click.option(
+            "--tls-cert", type=click.Path(exists=True), default=None, help="Client certificate (TLS cluster)."
+        ),
+        click.option("--tls-key", type=click.Path(exists=True), default=None, help="Client private key (TLS cluster)."),
         click.option(
             "--output", "-o", type=click.Path(), default=None, help="Write the fitted model to this Zarr group."
         ),
@@ -245,34 +338,65 @@ def _source_kwargs(
     return {k: v for k, v in found.items() if v is not None}
 
 
+def _lost_scheduler(err: BaseException, client: Any) -> bool:
+    """Whether ``err`` means the connection to the scheduler was lost (not a fit error)."""
+    from distributed.comm.core import CommClosedError
+
+    if client is None:
+        return False
+    return isinstance(err, CommClosedError | OSError | TimeoutError | asyncio.CancelledError) or (
+        client.status not in ("running", "connecting", "newly-created")
+    )
+
+
+def _resume_message(est: Any, err: BaseException, choice: ClusterChoice) -> str:
+    head = f"Lost the connection to the Dask scheduler ({type(err).__name__}: {err})."
+    if est.checkpoint is None:
+        return f"{head} No checkpoint was written: rerun with --checkpoint RUN.zarr to make the fit resumable."
+    from daskem.checkpoint.checkpoint import Checkpoint
+
+    ckpt = Checkpoint(est.checkpoint)
+    committed = [s.iteration for s in (ckpt.run(r).latest() for r in ckpt.runs()) if s is not None]
+    last = f"the last committed iteration is {max(committed)}" if committed else "no iteration was committed yet"
+    return (
+        f"{head} The checkpoint {est.checkpoint} is intact; {last}. Once a scheduler and workers are running "
+        f"again, continue with:\n  daskem resume {est.checkpoint} {choice.describe()}"
+    )
+
+
 def _run_fit(
     est: Any,
     data: str,
     source: dict[str, Any],
     *,
-    scheduler: str | None,
-    workers: int,
-    threads_per_worker: int,
-    memory_limit: str,
     output: str | None,
     quiet: bool,
+    retries: int,
+    **cluster: Any,
 ) -> None:
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
     console = Console(stderr=True)
+    choice = ClusterChoice(**cluster)
     start = time.perf_counter()
+    client = None
     try:
         with (
-            cluster_client(scheduler, workers, threads_per_worker, memory_limit, console),
+            cluster_client(choice, console) as client,
             _IterationDisplay(console, est.max_iter, quiet, est.checkpoint) as display,
             warnings.catch_warnings(),
+            dask.annotate(retries=retries) if retries else contextlib.nullcontext(),
         ):
             warnings.simplefilter("ignore", ConvergenceWarning)
             est.fit(as_source(data, **source), callback=display)
     except DaskemError as err:
         raise click.ClickException(str(err)) from None
+    except Exception as err:
+        if _lost_scheduler(err, client):
+            raise click.ClickException(_resume_message(est, err, choice)) from None
+        raise
     elapsed = time.perf_counter() - start
     if output:
         est.save(output)
