@@ -205,25 +205,51 @@ def make_data(
     )
 
 
-class _IterationDisplay:
-    """Live progress per EM iteration: a bar on a terminal, one line per iteration otherwise."""
+def remaining_iterations(history: list[IterationRecord], tol: float, max_iter: int) -> int:
+    """Iterations still to run, estimated from the geometric decay of the last two changes.
 
-    def __init__(self, console: Console, max_iter: int, quiet: bool, checkpoint: str | None = None) -> None:
+    EM converges linearly near an optimum: with rate ``r`` between successive changes the
+    change falls below ``tol`` after ``log(tol / change) / log(r)`` more iterations. Capped
+    by ``max_iter``; ``max_iter`` minus the iterations done when there is no rate yet.
+    """
+    left = max(max_iter - len(history), 0)
+    if len(history) < 3:
+        return left
+    last, before = abs(history[-1].change), abs(history[-2].change)
+    if not (0.0 < last < before) or last <= tol:
+        return left if last > tol else 0
+    rate = last / before
+    return min(left, int(np.ceil(np.log(tol / last) / np.log(rate))))
+
+
+PROGRESS_MODES = ("auto", "bar", "lines", "jsonl", "none")
+
+
+class _IterationDisplay:
+    """Progress per EM iteration: a live bar (``bar``), one line per iteration (``lines``),
+    one JSON object per line for batch logs (``jsonl``), or nothing (``none``); ``auto`` is a
+    bar on a terminal and lines otherwise. Lines and JSON go to the console (stderr)."""
+
+    def __init__(self, console: Console, est: Any, mode: str) -> None:
         self.console = console
-        self.quiet = quiet
-        self.checkpoint = checkpoint
-        self.seen = False
-        self.live = console.is_terminal and not quiet
+        self.checkpoint = est.checkpoint
+        self.max_iter = est.max_iter
+        self.tol = est.tol
+        self.mode = ("bar" if console.is_terminal else "lines") if mode == "auto" else mode
+        self.history: dict[int, list[IterationRecord]] = {}
         self.progress = Progress(
             TextColumn("[bold]EM[/bold]"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("log-lik {task.fields[ll]}  change {task.fields[change]}  {task.fields[secs]} s/it"),
+            TextColumn(
+                "log-lik {task.fields[ll]}  change {task.fields[change]}  {task.fields[secs]} s/it  "
+                "ETA {task.fields[eta]}"
+            ),
             TimeElapsedColumn(),
             console=console,
-            disable=not self.live,
+            disable=self.mode != "bar",
         )
-        self.task = self.progress.add_task("fit", total=max_iter, ll="-", change="-", secs="-")
+        self.task = self.progress.add_task("fit", total=est.max_iter, ll="-", change="-", secs="-", eta="-")
 
     def __enter__(self) -> _IterationDisplay:
         self.progress.__enter__()
@@ -233,26 +259,42 @@ class _IterationDisplay:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def __call__(self, record: IterationRecord, params: Any) -> None:
-        if not self.seen and record.iteration > 1 and self.checkpoint is not None:
+        history = self.history.setdefault(record.run, [])
+        if not history and record.iteration > 1 and self.checkpoint is not None and self.mode != "jsonl":
             self.console.print(
                 f"Resuming the fit checkpointed in {self.checkpoint} after iteration {record.iteration - 1}",
                 highlight=False,
             )
-        self.seen = True
-        if self.live:
+        history.append(record)
+        left = remaining_iterations(history, self.tol, self.max_iter)
+        eta = left * record.seconds
+        if self.mode == "bar":
             self.progress.update(
                 self.task,
                 completed=record.iteration,
                 ll=f"{record.log_likelihood:.6f}",
                 change=f"{record.change:.2e}",
                 secs=f"{record.seconds:.2f}",
+                eta=f"~{eta:.0f}s",
             )
-        elif not self.quiet:
+        elif self.mode == "lines":
             self.console.print(
                 f"iteration {record.iteration:4d}  log-lik {record.log_likelihood:.6f}  "
-                f"change {record.change:.3e}  {record.seconds:.2f} s",
+                f"change {record.change:.3e}  {record.seconds:.2f} s  ETA ~{eta:.0f} s",
                 highlight=False,
             )
+        elif self.mode == "jsonl":
+            entry = {
+                "event": "iteration",
+                "run": record.run,
+                "iteration": record.iteration,
+                "log_likelihood": record.log_likelihood,
+                "change": record.change if np.isfinite(record.change) else None,
+                "seconds": record.seconds,
+                "passes": record.passes,
+                "eta_seconds": eta,
+            }
+            self.console.out(json.dumps(entry), highlight=False)
 
 
 def cluster_options(func: Any) -> Any:
@@ -296,7 +338,15 @@ def cluster_options(func: Any) -> Any:
         click.option(
             "--output", "-o", type=click.Path(), default=None, help="Write the fitted model to this Zarr group."
         ),
-        click.option("--quiet", "-q", is_flag=True, help="No per-iteration display."),
+        click.option(
+            "--progress",
+            type=click.Choice(PROGRESS_MODES),
+            default="auto",
+            show_default=True,
+            help="Per-iteration display: a live bar, plain lines, JSON lines (batch logs) or none; "
+            "auto is a bar on a terminal, lines otherwise.",
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No per-iteration display (same as --progress none)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -371,6 +421,7 @@ def _run_fit(
     *,
     output: str | None,
     quiet: bool,
+    progress: str,
     retries: int,
     **cluster: Any,
 ) -> None:
@@ -385,7 +436,7 @@ def _run_fit(
     try:
         with (
             cluster_client(choice, console) as client,
-            _IterationDisplay(console, est.max_iter, quiet, est.checkpoint) as display,
+            _IterationDisplay(console, est, "none" if quiet else progress) as display,
             warnings.catch_warnings(),
             dask.annotate(retries=retries) if retries else contextlib.nullcontext(),
         ):

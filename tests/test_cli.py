@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import pytest
 import zarr
 
 import daskem
+from daskem.cli import remaining_iterations
+from daskem.em.monitor import IterationRecord
 from daskem.testing import make_mixture_array
 from daskem.testing.cli import run_cli as daskem_cli
 
@@ -20,7 +23,7 @@ PARAM_ATTRS = ("weights_", "means_", "covariances_", "precisions_", "precisions_
 MAKE_DATA = ["--n-samples", "20000", "--n-features", "4", "--n-components", "3", "--seed", "1", "--chunk-rows", "2500"]
 FIT = ["-k", "3", "--workers", "2", "--memory-limit", "1GiB", "--seed", "0", "--max-iter", "50"]
 ITERATION_LINE = re.compile(
-    r"^iteration +(\d+)  log-lik (-?\d+\.\d{6})  change (inf|-?\d\.\d{3}e[+-]\d+)  \d+\.\d{2} s$"
+    r"^iteration +(\d+)  log-lik (-?\d+\.\d{6})  change (inf|-?\d\.\d{3}e[+-]\d+)  \d+\.\d{2} s  ETA ~\d+ s$"
 )
 
 
@@ -194,3 +197,31 @@ def test_console_script_version():
     result = subprocess.run([*script, "--version"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0
     assert result.stdout.strip() == f"daskem, version {daskem.__version__}"
+
+
+def test_progress_jsonl_logs_one_object_per_iteration(run, tmp_path):
+    model_path = tmp_path / "M.zarr"
+    result = daskem_cli("fit", run["data"], *FIT, "--workers", "0", "--progress", "jsonl", "-o", model_path)
+    assert result.returncode == 0, result.stderr
+    model = daskem.load(model_path)
+    entries = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert [e["iteration"] for e in entries] == list(range(1, model.n_iter_ + 1))
+    assert [e["log_likelihood"] for e in entries] == pytest.approx(model.lower_bounds_, rel=1e-15)
+    assert entries[0]["change"] is None  # the first change is +inf, which JSON cannot hold
+    assert [e["passes"] for e in entries] == sorted({e["passes"] for e in entries})
+    assert entries[-1]["passes"] == model.n_passes_
+    assert all(e["event"] == "iteration" and e["run"] == 0 and e["eta_seconds"] >= 0 for e in entries)
+    if model.converged_:
+        assert entries[-1]["eta_seconds"] == 0
+
+
+def test_remaining_iterations_from_the_geometric_rate():
+    def history(changes):
+        return [IterationRecord(i + 1, -1.0, c, 0.1) for i, c in enumerate(changes)]
+
+    # Changes halve: 0.25 -> below 1e-3 after ceil(log(1e-3 / 0.25) / log(0.5)) = 8 more.
+    assert remaining_iterations(history([np.inf, 0.5, 0.25]), 1e-3, 100) == 8
+    assert remaining_iterations(history([np.inf, 0.5, 0.25]), 1e-3, 5) == 2  # capped by max_iter
+    assert remaining_iterations(history([np.inf, 0.5]), 1e-3, 10) == 8  # no rate yet: max_iter left
+    assert remaining_iterations(history([np.inf, 0.5, 1e-4]), 1e-3, 10) == 0  # converged
+    assert remaining_iterations(history([np.inf, 0.25, 0.5]), 1e-3, 10) == 7  # not shrinking: max_iter left
