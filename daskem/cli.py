@@ -568,6 +568,63 @@ def resume(run: str, data: str | None, max_iter: int | None, **cluster: Any) -> 
     _run_fit(est, location, stored_source, **cluster)
 
 
+@main.command("plot")
+@click.argument("run", type=click.Path(exists=True))
+@click.option("--data", default=None, help="Data to draw under the components (default: the data the fit read).")
+@click.option(
+    "--out", "-o", "prefix", default=None, help="Prefix of the files written (default: RUN without .zarr, then -)."
+)
+@click.option("--format", "fmt", type=click.Choice(["png", "svg"]), default="png", show_default=True, help="Format.")
+@click.option(
+    "--sample", type=click.IntRange(min=10), default=5_000, show_default=True, help="Data rows drawn (uniform sample)."
+)
+@click.option("--show", is_flag=True, help="Also open the figures in a window, where a display is available.")
+def plot(run: str, data: str | None, prefix: str | None, fmt: str, sample: int, show: bool) -> None:
+    """Draw the fit in RUN (a checkpoint or a model file) as PNG or SVG files.
+
+    Writes PREFIX-loglik.FMT (mean log-likelihood per iteration, every run of n_init) and
+    PREFIX-components.FMT (a uniform sample of the data over its two leading principal
+    axes, with each component's mean and 1- and 2-sigma covariance ellipses, or the
+    k-means centres).
+    """
+    from daskem.checkpoint.checkpoint import Checkpoint, ForeignStoreError
+    from daskem.em.init import sample_rows
+    from daskem.estimators import load
+    from daskem.estimators._base import default_run
+    from daskem.plot import plot_components, plot_history
+
+    if show and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        click.echo("No display available (DISPLAY is not set): writing the files only.", err=True)
+        show = False
+    prefix = prefix or (run[: -len(".zarr")] if run.endswith(".zarr") else run).rstrip("/") + "-"
+    try:
+        est = load(run)
+        checkpoint, meta = Checkpoint(run), None
+        try:
+            meta = checkpoint.metadata()
+        except ForeignStoreError:
+            meta = None
+        if meta is not None:
+            histories = [
+                s.history["log_likelihood"] for s in (checkpoint.run(r).latest() for r in checkpoint.runs()) if s
+            ]
+            best = default_run(checkpoint)[0]
+            location = data or meta["source"]["location"]
+            options = {} if data else meta["source"].get("options", {})
+        else:
+            histories, best, location, options = [np.asarray(est.lower_bounds_)], 0, data, {}
+        written = [plot_history(histories, best, f"{prefix}loglik.{fmt}", show=show)]
+        if location is None:
+            click.echo("No data location (in-memory fit): pass --data to draw the components.", err=True)
+        else:
+            rows = sample_rows(as_source(location, **options), sample, np.random.default_rng(0))
+            written.append(plot_components(est, rows, f"{prefix}components.{fmt}", show=show))
+    except DaskemError as err:
+        raise click.ClickException(str(err)) from None
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
 @main.command("inspect")
 @click.argument("run", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON, for scripts.")

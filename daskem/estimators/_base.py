@@ -352,7 +352,7 @@ def estimator_class(kind: Any, where: str) -> type[EMEstimator]:
     return EMEstimator._REGISTRY[kind]
 
 
-def _default_run(checkpoint: Checkpoint) -> tuple[int, CheckpointState]:
+def default_run(checkpoint: Checkpoint) -> tuple[int, CheckpointState]:
     """The run a fit would report, and its newest state: the best finished run, else the newest."""
     states = {r: checkpoint.run(r).latest() for r in checkpoint.runs()}
     present = {r: s for r, s in states.items() if s is not None}
@@ -410,7 +410,7 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
             f"parameters with daskem.checkpoint.Checkpoint({where}).run(0).latest()."
         )
     cls = estimator_class(estimator.get("kind"), where)
-    index, newest = _default_run(checkpoint) if run is None else (run, checkpoint.run(run).latest())
+    index, newest = default_run(checkpoint) if run is None else (run, checkpoint.run(run).latest())
     chosen = checkpoint.run(index)
     if iteration is None:
         if newest is None:
