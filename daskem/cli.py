@@ -568,6 +568,163 @@ def resume(run: str, data: str | None, max_iter: int | None, **cluster: Any) -> 
     _run_fit(est, location, stored_source, **cluster)
 
 
+class _IntRangeList(click.ParamType):
+    """``2..16``, ``2,4,8`` or ``3``: a list of ints >= 1."""
+
+    name = "ks"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> list[int]:
+        if isinstance(value, list):
+            return value
+        text = str(value).strip()
+        try:
+            if ".." in text:
+                low, high = (int(v) for v in text.split("..", 1))
+                values = list(range(low, high + 1))
+            else:
+                values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            self.fail(f"{value!r} is not a range like 2..16 or a list like 2,4,8", param, ctx)
+        if not values or min(values) < 1:
+            self.fail(f"{value!r} must name numbers of components >= 1, e.g. 2..16", param, ctx)
+        return values
+
+
+@main.command("select")
+@click.argument("data")
+@click.option(
+    "--n-components", "-k", type=_IntRangeList(), default="1..8", show_default=True, help="Range 2..16 or list 2,4,8."
+)
+@click.option(
+    "--covariance-type",
+    default="full",
+    show_default=True,
+    help=f"Comma-separated covariance types among {', '.join(sorted(COVARIANCE_TYPES))}.",
+)
+@click.option("--max-iter", type=click.IntRange(min=1), default=100, show_default=True, help="EM iterations at most.")
+@click.option("--tol", type=click.FloatRange(min=0.0), default=1e-3, show_default=True, help="Convergence threshold.")
+@click.option("--reg-covar", type=click.FloatRange(min=0.0), default=1e-6, show_default=True, help="Covariance floor.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample and the k-means starts.")
+@click.option(
+    "--n-init", type=click.IntRange(min=1), default=3, show_default=True, help="k-means starts per k on the sample."
+)
+@click.option(
+    "--plot", "plot_path", type=click.Path(), default=None, help="Write BIC/AIC per candidate to this PNG/SVG."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON, for scripts.")
+@source_options
+@cluster_options
+def select(
+    data: str,
+    n_components: list[int],
+    covariance_type: str,
+    max_iter: int,
+    tol: float,
+    reg_covar: float,
+    seed: int,
+    n_init: int,
+    plot_path: str | None,
+    as_json: bool,
+    variable: str | None,
+    columns: str | None,
+    dataset: str | None,
+    chunk_rows: int | None,
+    cache: str,
+    output: str | None,
+    quiet: bool,
+    progress: str,
+    retries: int,
+    **cluster: Any,
+) -> None:
+    """Choose a Gaussian mixture for DATA by BIC and AIC over a grid of candidates.
+
+    Every candidate (each number of components with each covariance type) is fitted in
+    the same passes over the data: one sample for the k-means starts, the EM iterations
+    of all candidates together, and one pass for the final log-likelihoods. Prints each
+    candidate's log-likelihood, BIC and AIC and marks the best; --output saves the best
+    by BIC as a model file.
+    """
+    from daskem.estimators.gaussian_mixture import GaussianMixture
+    from daskem.plot import plot_selection
+    from daskem.select import select_mixture
+
+    console = Console(stderr=True)
+    types = [t.strip() for t in covariance_type.split(",") if t.strip()]
+    try:
+        with (
+            cluster_client(ClusterChoice(**cluster), console),
+            dask.annotate(retries=retries) if retries else contextlib.nullcontext(),
+        ):
+            source = as_source(data, **_source_kwargs(variable, columns, dataset, chunk_rows))
+            selection = select_mixture(
+                source,
+                n_components,
+                types,
+                max_iter=max_iter,
+                tol=tol,
+                reg_covar=reg_covar,
+                random_state=seed,
+                n_init=n_init,
+                cache=_CACHE_CHOICES[cache],
+            )
+        if plot_path:
+            plot_selection(selection, plot_path)
+    except DaskemError as err:
+        raise click.ClickException(str(err)) from None
+    rows = [
+        {
+            "n_components": c.n_components,
+            "covariance_type": c.covariance_type,
+            "log_likelihood": c.log_likelihood,
+            "n_parameters": c.n_parameters,
+            "bic": c.bic,
+            "aic": c.aic,
+            "n_iter": c.n_iter,
+            "converged": c.converged,
+        }
+        for c in selection.candidates
+    ]
+    best_bic, best_aic = selection.best_bic, selection.best_aic
+    if as_json:
+        click.echo(json.dumps({"candidates": rows, "n_passes": selection.n_passes}, indent=2))
+    else:
+        out = Console()
+        table = Table(title=f"Model selection on {data} ({selection.n_samples:,} rows, {selection.n_passes} passes)")
+        for name in ("k", "covariance", "log L", "params", "BIC", "AIC", "iter", "best"):
+            table.add_column(name, justify="right", no_wrap=True)
+        for c in selection.candidates:
+            marks = " ".join(name for name, b in (("BIC", best_bic), ("AIC", best_aic)) if c is b)
+            table.add_row(
+                str(c.n_components),
+                c.covariance_type,
+                f"{c.log_likelihood:.1f}",
+                str(c.n_parameters),
+                f"{c.bic:.1f}",
+                f"{c.aic:.1f}",
+                f"{c.n_iter}{'' if c.converged else '+'}",
+                marks,
+            )
+        out.print(table)
+        out.print(
+            f"best by BIC: {best_bic.n_components} components, {best_bic.covariance_type}; "
+            f"best by AIC: {best_aic.n_components} components, {best_aic.covariance_type}",
+            highlight=False,
+        )
+    if plot_path:
+        click.echo(f"wrote {plot_path}", err=True)
+    if output:
+        est = GaussianMixture(
+            best_bic.n_components, covariance_type=best_bic.covariance_type, reg_covar=reg_covar, random_state=seed
+        )
+        est._set_params_attributes(best_bic.params)
+        est.converged_, est.n_iter_ = best_bic.converged, best_bic.n_iter
+        est.lower_bound_ = best_bic.log_likelihood / selection.n_samples
+        est.lower_bounds_ = [est.lower_bound_]
+        est.n_features_in_, est.n_passes_, est.pruned_restarts_ = best_bic.params.means.shape[1], selection.n_passes, []
+        est.save(output)
+        click.echo(f"best model (BIC) written to {output}", err=True)
+
+
 @main.command("plot")
 @click.argument("run", type=click.Path(exists=True))
 @click.option("--data", default=None, help="Data to draw under the components (default: the data the fit read).")

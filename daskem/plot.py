@@ -142,6 +142,24 @@ def plot_components(est: Any, sample: np.ndarray, path: str, *, show: bool = Fal
     return _finish(plt, fig, path, show)
 
 
+def plot_selection(selection: Any, path: str, *, show: bool = False) -> str:
+    """Plot BIC and AIC against the number of components, one line per covariance type."""
+    plt = _pyplot(show)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharex=True)
+    types = sorted({c.covariance_type for c in selection.candidates})
+    for ax, name, best in ((axes[0], "bic", selection.best_bic), (axes[1], "aic", selection.best_aic)):
+        for ct in types:
+            rows = sorted((c for c in selection.candidates if c.covariance_type == ct), key=lambda c: c.n_components)
+            ax.plot([c.n_components for c in rows], [getattr(c, name) for c in rows], marker="o", label=ct)
+        ax.scatter([best.n_components], [getattr(best, name)], s=160, facecolors="none", edgecolors="black")
+        ax.set_title(f"{name.upper()} (best: k={best.n_components}, {best.covariance_type})", fontsize="medium")
+        ax.set_xlabel("components")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    axes[0].set_ylabel("criterion (lower is better)")
+    return _finish(plt, fig, path, show)
+
+
 def _finish(plt: Any, fig: Any, path: str, show: bool) -> str:
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

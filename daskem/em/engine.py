@@ -398,7 +398,7 @@ def fit_metadata(model: Any, source: DataSource, split_every: int, **config: Any
     location = data.pop("location")
     return {
         "daskem_version": __version__,
-        "model": model.spec(),
+        "model": [m.spec() for m in model] if isinstance(model, list | tuple) else model.spec(),
         "data": data,
         "source": {"location": location, "kind": source.kind, "options": source.options},
         "config": {"split_every": split_every, **config},
@@ -435,33 +435,40 @@ def count_pass() -> None:
 
 @dataclass(frozen=True)
 class BatchedModel:
-    """Several parameter sets of one model evaluated in the same pass over each block.
+    """Several parameter sets evaluated in the same pass over each block.
 
-    ``params`` are tuples of the model's parameters and statistics tuples of its
-    statistics; each block is read once and every parameter set's E-step runs on it.
+    ``params`` are tuples of parameters and statistics tuples of statistics; each block
+    is read once and every parameter set's E-step runs on it. The sets belong to one
+    ``model``, or to ``models[i]`` each (a model-selection grid).
 
     Parameters
     ----------
     model : Model
-        The model.
+        The model (of every set when ``models`` is None).
+    models : tuple of Model, optional
+        One model per parameter set.
     """
 
     model: Any
+    models: tuple[Any, ...] | None = None
+
+    def _models(self, count: int) -> tuple[Any, ...]:
+        return self.models if self.models is not None else (self.model,) * count
 
     def e_step(self, params: tuple[Any, ...], block: Any) -> tuple[Any, ...]:
         """The statistics of ``block`` under every parameter set.
 
-        A model with ``e_step_batch(params, block)`` computes them together (sharing work
-        between the sets); otherwise its ``e_step`` runs once per set.
+        A single model with ``e_step_batch(params, block)`` computes them together
+        (sharing work between the sets); otherwise each set's ``e_step`` runs in turn.
         """
         batch = getattr(self.model, "e_step_batch", None)
-        if batch is not None:
+        if batch is not None and self.models is None:
             return tuple(batch(params, block))
-        return tuple(self.model.e_step(p, block) for p in params)
+        return tuple(m.e_step(p, block) for m, p in zip(self._models(len(params)), params, strict=True))
 
     def combine(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
         """Combine two statistics tuples element by element."""
-        return tuple(self.model.combine(x, y) for x, y in zip(a, b, strict=True))
+        return tuple(m.combine(x, y) for m, x, y in zip(self._models(len(a)), a, b, strict=True))
 
 
 def _model_verdict(model: Any, stats: Any, params: Any, new_params: Any, tol: float) -> bool | None:
@@ -656,8 +663,9 @@ def fit_em_restarts(
 
     Parameters
     ----------
-    model : Model
-        Any object implementing :class:`daskem.models.Model`.
+    model : Model or sequence of Model
+        Any object implementing :class:`daskem.models.Model`, or one per initialisation
+        (candidates of a model-selection grid fitted in shared passes).
     X : array-like, dask array, zarr.Array, str or DataSource
         The data (see :func:`daskem.io.as_source`).
     inits : sequence of Params, or callable
@@ -686,7 +694,9 @@ def fit_em_restarts(
         raise ValueError(f"checkpoint_every must be an int >= 1; got {checkpoint_every!r}.")
     if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
         raise ValueError(f"keep_last must be an int >= 1; got {keep_last!r}.")
-    check_accelerate(model, accelerate)
+    models = tuple(model) if isinstance(model, list | tuple) else None
+    for each in models or (model,):
+        check_accelerate(each, accelerate)
     source = as_source(X)
     fan_in = resolve_split_every(split_every)
     init_passes = 0
@@ -707,12 +717,14 @@ def fit_em_restarts(
             starts = inits() if callable(inits) else inits
         init_passes = count.passes
     n_runs = len(starts) if starts else len(states)
+    if models is not None and len(models) != n_runs:
+        raise ValueError(f"{len(models)} models were given for {n_runs} initialisations.")
     if targets and len(targets) != n_runs:
         raise ValueError(f"{len(targets)} checkpoint runs were given for {n_runs} initialisations.")
     runs = []
     for i in range(n_runs):
         monitor = ConvergenceMonitor(tol=tol, max_iter=max_iter, decrease_rtol=decrease_rtol, run=i)
-        run = _Run(i, model, monitor, targets[i] if targets else None)
+        run = _Run(i, models[i] if models else model, monitor, targets[i] if targets else None)
         state = states[i] if states else None
         if state is not None:
             run.resume(state, accelerate)
@@ -728,12 +740,12 @@ def fit_em_restarts(
         cached = should_cache(source, cache, resources)
         check_chunking(source, resources, cached=cached)
         blocks = data_blocks(source, cached, resources)
-    batched = BatchedModel(model)
     with single_threaded_blas():
         while active := [r for r in runs if r.active]:
             if len(active) == 1:
-                all_stats = (compute_stats(model, active[0].pending, blocks, fan_in),)
+                all_stats = (compute_stats(active[0].model, active[0].pending, blocks, fan_in),)
             else:
+                batched = BatchedModel(model, None if models is None else tuple(r.model for r in active))
                 all_stats = compute_stats(batched, tuple(r.pending for r in active), blocks, fan_in)
             passes += 1
             recorded = {}
