@@ -157,8 +157,10 @@ def main() -> None:
 @click.option(
     "--chunk-rows", type=click.IntRange(min=1), default=65_536, show_default=True, help="Rows per Zarr chunk."
 )
-@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
-@click.option("--compress/--no-compress", default=False, show_default=True, help="zstd-compress chunks.")
+@click.option(
+    "--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="Element type."
+)
+@click.option("--compress/--no-compress", default=False, show_default=True, help="Compress chunks with zstd.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing array at OUT.")
 def make_data(
     out: str,
@@ -457,14 +459,46 @@ def _run_fit(
 @main.command("fit")
 @click.argument("data")
 @click.option("--model", type=click.Choice(["gmm"]), default="gmm", show_default=True, help="Model family.")
-@click.option("--n-components", "-k", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--covariance-type", type=click.Choice(sorted(COVARIANCE_TYPES)), default="full", show_default=True)
-@click.option("--max-iter", type=click.IntRange(min=0), default=100, show_default=True)
-@click.option("--tol", type=click.FloatRange(min=0.0), default=1e-3, show_default=True)
-@click.option("--reg-covar", type=click.FloatRange(min=0.0), default=1e-6, show_default=True)
-@click.option("--init-params", type=click.Choice(INIT_METHODS), default="kmeans", show_default=True)
-@click.option("--n-init", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="random_state of the fit.")
+@click.option(
+    "--n-components", "-k", type=click.IntRange(min=1), default=8, show_default=True, help="Mixture components."
+)
+@click.option(
+    "--covariance-type",
+    type=click.Choice(sorted(COVARIANCE_TYPES)),
+    default="full",
+    show_default=True,
+    help="Form of the component covariances.",
+)
+@click.option("--max-iter", type=click.IntRange(min=0), default=100, show_default=True, help="EM iterations at most.")
+@click.option(
+    "--tol",
+    type=click.FloatRange(min=0.0),
+    default=1e-3,
+    show_default=True,
+    help="Stop when the mean log-likelihood changes by less than this.",
+)
+@click.option(
+    "--reg-covar",
+    type=click.FloatRange(min=0.0),
+    default=1e-6,
+    show_default=True,
+    help="Added to covariance diagonals.",
+)
+@click.option(
+    "--init-params",
+    type=click.Choice(INIT_METHODS),
+    default="kmeans",
+    show_default=True,
+    help="Initialisation (kmeans: k-means|| and Lloyd passes over all the data).",
+)
+@click.option(
+    "--n-init",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Initialisations, fitted in shared passes; the best is kept.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fit (random_state).")
 @click.option("--split-every", type=click.IntRange(min=2), default=None, help="Fan-in of the reduction tree.")
 @click.option(
     "--checkpoint",
@@ -472,7 +506,9 @@ def _run_fit(
     default=None,
     help="Checkpoint to this Zarr group after iterations; if it holds a checkpoint of this fit, resume it.",
 )
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--checkpoint-every", type=click.IntRange(min=1), default=1, show_default=True, help="Iterations between commits."
+)
 @click.option(
     "--keep-last", type=click.IntRange(min=1), default=2, show_default=True, help="Committed iterations kept."
 )
@@ -606,7 +642,7 @@ class _IntRangeList(click.ParamType):
 @click.option("--reg-covar", type=click.FloatRange(min=0.0), default=1e-6, show_default=True, help="Covariance floor.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample and the k-means starts.")
 @click.option(
-    "--n-init", type=click.IntRange(min=1), default=3, show_default=True, help="k-means starts per k on the sample."
+    "--n-init", type=click.IntRange(min=1), default=3, show_default=True, help="K-means starts per k on the sample."
 )
 @click.option(
     "--plot", "plot_path", type=click.Path(), default=None, help="Write BIC/AIC per candidate to this PNG/SVG."

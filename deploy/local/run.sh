@@ -123,18 +123,17 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     set +e
-    # The fit first (it would report a lost scheduler otherwise), then the workers,
-    # then the scheduler.
+    disown -a 2>/dev/null # no "Terminated" job notices; stop_group polls the groups instead
+    # The fit first (it would report a lost scheduler otherwise), then the workers and
+    # the scheduler together.
     [[ -n $FIT_PID ]] && stop_group "$FIT_PID"
     local pid
-    for pid in "${WORKER_PIDS[@]}"; do
+    for pid in "${WORKER_PIDS[@]}" $SCHEDULER_PID; do
         kill -TERM -- "-$pid" 2>/dev/null
     done
-    for pid in "${WORKER_PIDS[@]}"; do
+    for pid in "${WORKER_PIDS[@]}" $SCHEDULER_PID; do
         stop_group "$pid"
     done
-    [[ -n $SCHEDULER_PID ]] && stop_group "$SCHEDULER_PID"
-    wait 2>/dev/null
     rm -f "$SCHEDULER_FILE"
     exit "$status"
 }
