@@ -37,6 +37,10 @@ WORKER_ENVIRON = {
 }
 
 
+#: How long a fit on an existing scheduler waits for --wait-for-workers workers.
+WAIT_FOR_WORKERS_SECONDS = 300.0
+
+
 @dataclass(frozen=True)
 class ClusterChoice:
     """Where a CLI fit runs, from the cluster options (see :func:`cluster_options`)."""
@@ -50,6 +54,7 @@ class ClusterChoice:
     tls_ca_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    wait_for_workers: int = 1
 
     @property
     def address(self) -> str | None:
@@ -109,6 +114,14 @@ def cluster_client(choice: ClusterChoice, console: Console) -> Iterator[Any]:
         target = {"scheduler_file": choice.scheduler_file} if choice.scheduler_file else {"address": choice.address}
         with Client(**target, security=security) as client:
             console.print(f"Connected to [bold]{client.scheduler.address}[/bold] (dashboard: {client.dashboard_link})")
+            if choice.wait_for_workers:
+                try:
+                    client.wait_for_workers(choice.wait_for_workers, timeout=WAIT_FOR_WORKERS_SECONDS)
+                except TimeoutError:
+                    raise DaskemError(
+                        f"No {choice.wait_for_workers} worker(s) joined the scheduler within "
+                        f"{WAIT_FOR_WORKERS_SECONDS:.0f} s: start workers (dask worker) or lower --wait-for-workers."
+                    ) from None
             yield client
         return
     if choice.workers == 0:
@@ -215,7 +228,7 @@ def remaining_iterations(history: list[IterationRecord], tol: float, max_iter: i
     by ``max_iter``; ``max_iter`` minus the iterations done when there is no rate yet.
     """
     left = max(max_iter - len(history), 0)
-    if len(history) < 3:
+    if len(history) < 3 or tol <= 0.0:
         return left
     last, before = abs(history[-1].change), abs(history[-2].change)
     if not (0.0 < last < before) or last <= tol:
@@ -314,6 +327,13 @@ def cluster_options(func: Any) -> Any:
             help="Connect to the scheduler described in this file (dask scheduler --scheduler-file).",
         ),
         click.option(
+            "--wait-for-workers",
+            type=click.IntRange(min=0),
+            default=1,
+            show_default=True,
+            help="On an existing scheduler, wait (up to 5 minutes) for this many workers before reading data.",
+        ),
+        click.option(
             "--workers",
             type=click.IntRange(min=0),
             default=2,
@@ -391,14 +411,12 @@ def _source_kwargs(
 
 
 def _lost_scheduler(err: BaseException, client: Any) -> bool:
-    """Whether ``err`` means the connection to the scheduler was lost (not a fit error)."""
+    """Whether ``err``, raised while ``client`` was open, means the scheduler connection was lost."""
     from distributed.comm.core import CommClosedError
 
     if client is None:
         return False
-    return isinstance(err, CommClosedError | OSError | TimeoutError | asyncio.CancelledError) or (
-        client.status not in ("running", "connecting", "newly-created")
-    )
+    return isinstance(err, CommClosedError | asyncio.CancelledError) or client.status != "running"
 
 
 def _resume_message(est: Any, err: BaseException, choice: ClusterChoice) -> str:
@@ -435,6 +453,7 @@ def _run_fit(
     choice = ClusterChoice(**cluster)
     start = time.perf_counter()
     client = None
+    lost: BaseException | None = None
     try:
         with (
             cluster_client(choice, console) as client,
@@ -443,13 +462,23 @@ def _run_fit(
             dask.annotate(retries=retries) if retries else contextlib.nullcontext(),
         ):
             warnings.simplefilter("ignore", ConvergenceWarning)
-            est.fit(as_source(data, **source), callback=display)
+            try:
+                est.fit(as_source(data, **source), callback=display)
+            except DaskemError:
+                raise
+            except Exception as err:
+                # Judged while the client is still open: closing it changes its status.
+                if not _lost_scheduler(err, client):
+                    raise
+                lost = err
     except DaskemError as err:
         raise click.ClickException(str(err)) from None
     except Exception as err:
-        if _lost_scheduler(err, client):
-            raise click.ClickException(_resume_message(est, err, choice)) from None
-        raise
+        if lost is None and not _lost_scheduler(err, None):
+            raise
+        lost = lost or err
+    if lost is not None:
+        raise click.ClickException(_resume_message(est, lost, choice))
     elapsed = time.perf_counter() - start
     if output:
         est.save(output)

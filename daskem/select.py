@@ -178,7 +178,7 @@ def select_mixture(
     n, d = source.n_samples, source.n_features
     candidates = []
     for (k, ct), model, result, s in zip(grid, models, outcome.results, stats, strict=True):
-        check_stats(s, n)
+        check_stats(s, n, model=model)
         loglik = model.log_likelihood(s)
         p = n_parameters(k, d, ct)
         candidates.append(

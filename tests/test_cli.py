@@ -225,3 +225,4 @@ def test_remaining_iterations_from_the_geometric_rate():
     assert remaining_iterations(history([np.inf, 0.5]), 1e-3, 10) == 8  # no rate yet: max_iter left
     assert remaining_iterations(history([np.inf, 0.5, 1e-4]), 1e-3, 10) == 0  # converged
     assert remaining_iterations(history([np.inf, 0.25, 0.5]), 1e-3, 10) == 7  # not shrinking: max_iter left
+    assert remaining_iterations(history([np.inf, 0.5, 0.25]), 0.0, 10) == 7  # tol=0 runs to max_iter

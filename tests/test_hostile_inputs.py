@@ -15,8 +15,9 @@ nothing over the good checkpoint.
 Hypothesis properties close the file, for ``GaussianMixture`` and ``KMeans``: any small
 array of any dtype, with NaN, +-inf and 1e-308 mixed in, either fits with finite parameters
 or raises a :class:`daskem.DaskemError` whose message names the problem. With 1e308 and the
-dtype's maximum mixed in too, the same property is a strict xfail today: its explicit
-``@example`` is an input Hypothesis found that breaks it (also a row of the table).
+dtype's maximum mixed in too, the same property holds (values whose squares overflow are
+refused with the advice to scale the features); its explicit ``@example`` is an input
+Hypothesis once found that broke it (also a row of the table).
 """
 
 from __future__ import annotations
@@ -465,15 +466,6 @@ def const(value: Any) -> Callable[[Path], Any]:
 
 
 NONFINITE = "NaN or infinite value(s)"
-TRUNCATED_ZARR_BUG = (
-    "daskem bug: a truncated Zarr chunk file surfaces as NumPy's bare ValueError ('When changing to a larger "
-    "dtype, its size must be a divisor ...') from inside the dask graph; no DaskemError, no store path, no "
-    "chunk key (daskem/io/sources.py zarr_dask: da.from_zarr reads chunks unchecked)"
-)
-SHAPE_BUG = (
-    "daskem bug: CheckpointRun.read (daskem/checkpoint/checkpoint.py) verifies digests, dtype and finiteness but "
-    "not the parameter shapes against the model"
-)
 
 CANCELLATION_BUG = (
     "daskem bug: GaussianMixtureModel.e_step/m_step (daskem/models/gmm.py, with covariance() in "
@@ -482,26 +474,7 @@ CANCELLATION_BUG = (
     "reference relative to its spread, catastrophic cancellation destroys the covariance (scikit-learn "
     "computes sum r (x - mean_k)**2)."
 )
-OVERFLOW_AS_NONFINITE_BUG = (
-    "daskem bug: the E-step counts non-finite values of the CENTRED tile x - shift (daskem/models/gmm.py "
-    "GaussianMixtureModel.e_step, daskem/em/init.py _oversample_block/_nearest), so finite data whose "
-    "differences overflow (+-1e308) are reported as DataError 'Input X contains 44 NaN or infinite value(s) "
-    "among 22 rows' - X holds no NaN or inf; the message should name the overflow and say to scale the "
-    "features (as the 1e200 case's NumericalError does)"
-)
 
-FLOAT32_MAX_BUG = (
-    "float32 data at the float32 maximum overflow the float32 E-step to an inf/NaN covariance, and "
-    "_chol_precision_from_cov (daskem/models/gaussian.py) catches only LinAlgError, so scipy.linalg.cholesky's "
-    "bare ValueError 'array must not contain infs or NaNs' escapes; expected a NumericalError saying the "
-    "values overflow and to scale the features"
-)
-FLOAT64_MAX_BUG = (
-    "finite float64 data at the float64 maximum: KMeansModel.m_step (daskem/models/kmeans.py, the variance "
-    "feature_sq / moment_rows - mean * mean) emits RuntimeWarning 'invalid value encountered in subtract' "
-    "(an error under the project's pytest filterwarnings), then the fit reports DataError 'Input X contains "
-    "2 NaN or infinite value(s)' although X has none; expected a NumericalError naming the overflow"
-)
 
 CASES: list[Case] = [
     # ---- non-finite values (test_errors.py covers GaussianMixture with given inits, partial NaN,
@@ -651,17 +624,14 @@ CASES: list[Case] = [
         const(_blobs(200) * 1e200),
         gm(),
         NumericalError,
-        "The log-likelihood is -inf: some rows have zero probability under every component. Scale the features",
+        "their squared distances overflow float64. Scale the features",
     ),
     Case(
         "km-values-1e200",
         const(_blobs(200) * 1e200),
         km(),
         NumericalError,
-        "inertia",
-        bug="daskem bug: check_stats (daskem/em/engine.py) gives KMeans the mixture message 'The log-likelihood "
-        "is -inf: some rows have zero probability under every component. Scale the features or increase "
-        "reg_covar.' - KMeans has no likelihood and no reg_covar; the inertia overflowed",
+        "their squared distances overflow float64. Scale the features",
     ),
     Case(
         "gm-finite-plus-minus-1e308",
@@ -669,7 +639,6 @@ CASES: list[Case] = [
         gm(),
         NumericalError,
         "Scale the features",
-        bug=OVERFLOW_AS_NONFINITE_BUG,
     ),
     Case(
         "gm-float32-max-values",
@@ -677,7 +646,6 @@ CASES: list[Case] = [
         gm(),
         NumericalError,
         "Scale the features",
-        bug=f"daskem bug: {FLOAT32_MAX_BUG}",
     ),
     Case(
         "km-float64-max-values",
@@ -685,7 +653,6 @@ CASES: list[Case] = [
         km(),
         NumericalError,
         "Scale the features",
-        bug=f"daskem bug: {FLOAT64_MAX_BUG}",
     ),
     Case(
         "km-finite-plus-minus-1e308",
@@ -693,7 +660,6 @@ CASES: list[Case] = [
         km(),
         NumericalError,
         "Scale the features",
-        bug=OVERFLOW_AS_NONFINITE_BUG,
     ),
     # ---- empty arrays
     Case(
@@ -838,8 +804,8 @@ CASES: list[Case] = [
             f"e.g. {path + '/<array-name>'!r}."
         ),
     ),
-    Case("gm-truncated-zarr-chunk", truncated_zarr, gm(), StoreError, repr, bug=TRUNCATED_ZARR_BUG),
-    Case("km-truncated-zarr-chunk", truncated_zarr, km(), StoreError, repr, bug=TRUNCATED_ZARR_BUG),
+    Case("gm-truncated-zarr-chunk", truncated_zarr, gm(), StoreError, repr),
+    Case("km-truncated-zarr-chunk", truncated_zarr, km(), StoreError, repr),
     # ---- checkpoints of another model (test_checkpoint.py covers other n_components, data,
     # split_every, random_state, reg_covar of the same estimator)
     Case(
@@ -866,25 +832,11 @@ CASES: list[Case] = [
             damaged_checkpoint(variant),
             lambda ctx: gm(checkpoint=ctx.path, **CKPT_FIT)(ctx.X),
             None,
-            lambda ctx: f"Skipping a damaged checkpoint: iteration 3 of {ctx.path!r} (run 0): array ",
+            lambda ctx: f"Skipping a damaged checkpoint: iteration 3 of {ctx.path!r} (run 0): ",
             warns=CorruptCheckpointWarning,
             check=damaged_skipped_and_refitted,
-            bug=bug,
         )
-        for variant, bug in [
-            ("stale-digest", None),
-            (
-                "re-digested",
-                f"{SHAPE_BUG}: a (3, 3) 'means' under a valid digest escapes as ParameterError \"The parameter "
-                "'weights' should have the shape of (3,), but got (2,).\" from _Run.resume/params_from_arrays "
-                "instead of being skipped with CorruptCheckpointWarning",
-            ),
-            (
-                "consistent-k3",
-                f"{SHAPE_BUG}: a valid-looking 3-component state is loaded silently into a "
-                "GaussianMixture(n_components=2): means_ has shape (3, 3)",
-            ),
-        ]
+        for variant in ("stale-digest", "re-digested", "consistent-k3")
     ],
 ]
 
@@ -1035,7 +987,6 @@ def test_kmeans_fits_finitely_or_raises_daskem_error(X: np.ndarray) -> None:
     _km(X)
 
 
-@pytest.mark.xfail(strict=True, reason=f"daskem bug: {FLOAT32_MAX_BUG}")
 @HYPOTHESIS_SETTINGS
 @example(X=FLOAT32_MAX)
 @given(X=hostile_arrays(huge=True))
@@ -1043,7 +994,6 @@ def test_gaussian_mixture_fits_finitely_or_raises_daskem_error_with_huge_values(
     _gm(X)
 
 
-@pytest.mark.xfail(strict=True, reason=f"daskem bug: {FLOAT64_MAX_BUG}")
 @HYPOTHESIS_SETTINGS
 @example(X=FLOAT64_MAX)
 @given(X=hostile_arrays(huge=True))

@@ -36,6 +36,7 @@ import hashlib
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -334,16 +335,27 @@ class CheckpointRun:
             pruned=bool(info.get("pruned", False)),
         )
 
-    def latest(self) -> CheckpointState | None:
+    def latest(self, validate: Callable[[dict[str, np.ndarray]], Any] | None = None) -> CheckpointState | None:
         """The newest committed iteration that verifies, or None if there is none.
 
         Iterations that fail verification are skipped with a
-        :class:`CorruptCheckpointWarning` naming what was wrong.
+        :class:`CorruptCheckpointWarning` naming what was wrong. ``validate`` (e.g. a
+        model's ``params_from_arrays``) also checks the parameter arrays; an iteration
+        it rejects (any ``ValueError``) is skipped the same way.
         """
         pointer = self.pointer()
         for iteration in reversed(self.iterations()):
             try:
-                return self.read(iteration)
+                state = self.read(iteration)
+                if validate is not None:
+                    try:
+                        validate(state.params)
+                    except (ValueError, KeyError) as err:
+                        raise StoreError(
+                            f"iteration {iteration} of {self.checkpoint.location!r} (run {self.index}): parameters do "
+                            f"not fit the model ({type(err).__name__}: {err})"
+                        ) from None
+                return state
             except StoreError as err:
                 # An uncommitted newest iteration is the normal trace of a crash mid-write;
                 # anything the pointer already named is damage and is reported.

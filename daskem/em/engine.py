@@ -332,15 +332,16 @@ def nonfinite_error(count: int, n_rows: int, name: str = "X", where: str = "") -
     )
 
 
-def check_stats(stats: Any, n_samples: int, name: str = "X") -> None:
-    """Raise a clear error if a pass saw non-finite data or produced a non-finite likelihood."""
+def check_stats(stats: Any, n_samples: int, name: str = "X", model: Any = None) -> None:
+    """Raise a clear error if a pass saw non-finite data or produced a non-finite likelihood.
+
+    The advice for a non-finite likelihood is the model's ``numerical_advice`` when it has one.
+    """
     if stats.n_nonfinite:
         raise nonfinite_error(stats.n_nonfinite, n_samples, name)
     if not np.isfinite(stats.loglik):
-        raise NumericalError(
-            f"The log-likelihood is {stats.loglik!r}: some rows have zero probability under every "
-            "component. Scale the features or increase reg_covar."
-        )
+        advice = getattr(model, "numerical_advice", "Scale the features.")
+        raise NumericalError(f"The log-likelihood is {stats.loglik!r}: {advice}")
 
 
 def _apply_rows(model: Any, params: Any, method: str, block: Any) -> Any:
@@ -516,7 +517,7 @@ class _Run:
         point = self.pending
         if self.squarem is not None and self.squarem.jumping:
             if stats.n_nonfinite:
-                check_stats(stats, n_samples)
+                check_stats(stats, n_samples, model=self.model)
             loglik = self.model.log_likelihood(stats)
             result = None
             if np.isfinite(loglik) and loglik >= self.squarem.reference:
@@ -526,7 +527,7 @@ class _Run:
                 self.pending = self.squarem.rejected()
                 return None
         else:
-            check_stats(stats, n_samples)
+            check_stats(stats, n_samples, model=self.model)
             result = self.model.m_step(stats, point)
         verdict = _model_verdict(self.model, stats, point, result, tol)
         mean_loglik = self.model.log_likelihood(stats) / stats.n
@@ -711,7 +712,8 @@ def fit_em_restarts(
     targets = _checkpoint_runs(checkpoint, model, source, fan_in, overwrite, accelerate, n_runs)
     # float32 data run a float32 E-step: allow its rounding before calling a change a decrease.
     decrease_rtol = 1e-10 if source.array.dtype == np.float64 else 1e-5
-    states = [t.latest() for t in targets] if targets else []
+    run_models = models or (model,) * len(targets)
+    states = [t.latest(validate=m.params_from_arrays) for t, m in zip(targets, run_models, strict=False)]
     if not starts and (not states or any(s is None for s in states)):
         with counting_passes() as count:
             starts = inits() if callable(inits) else inits

@@ -40,10 +40,14 @@ from daskem.em.engine import (
     nonfinite_error,
     resolve_split_every,
 )
+from daskem.errors import NumericalError
 from daskem.io.sources import DataSource
 from daskem.models.kmeans import KMeansModel, KMeansParams, rounding_bound, shared_reference
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+
+#: Magnitude beyond which squared distances overflow float64 (divided by sqrt(n_features)).
+OVERFLOW_LIMIT = float(np.sqrt(np.finfo(np.float64).max)) / 4.0
 
 #: Largest row sample the in-memory initialisers ("kmeans", "k-means++") read.
 INIT_SAMPLE_ROWS = 100_000
@@ -67,6 +71,12 @@ def sample_rows(source: DataSource, size: int, rng: np.random.Generator) -> np.n
     bad = int(rows.size - np.count_nonzero(np.isfinite(rows)))
     if bad:
         raise nonfinite_error(bad, rows.shape[0], where=" of the initialisation sample")
+    largest = float(np.abs(rows).max()) if rows.size else 0.0
+    if largest > OVERFLOW_LIMIT / np.sqrt(max(rows.shape[1], 1)):
+        raise NumericalError(
+            f"X holds values up to {largest:.3g}: their squared distances overflow float64. Scale the features "
+            "(e.g. standardise them) before fitting."
+        )
     return rows
 
 
@@ -175,7 +185,9 @@ def _oversample_block(
         d = centers.shape[1]
         cost, rows, start, bad = 0.0, [np.zeros((0, d + 1))], 0, 0
         for xs, w, _, dist in _nearest(model, centers, block):
-            bad += xs.size - int(np.count_nonzero(np.isfinite(xs)))
+            if not np.all(np.isfinite(xs)):  # centring can overflow finite data: count the raw rows
+                raw = block[start : start + xs.shape[0], :d]
+                bad += int(raw.size - np.count_nonzero(np.isfinite(raw)))
             mass = dist if w is None else w * dist
             cost += float(mass.sum(dtype=np.float64))
             with np.errstate(divide="ignore"):
@@ -304,9 +316,9 @@ def _hard_block_stats(batched: BatchedModel, centers: tuple[np.ndarray, ...], bl
     return tuple(out)
 
 
-def _checked(stats: Sequence[Any], source: DataSource) -> Sequence[Any]:
+def _checked(stats: Sequence[Any], source: DataSource, model: Any) -> Sequence[Any]:
     for s in stats:
-        check_stats(s, source.n_samples)
+        check_stats(s, source.n_samples, model=model)
     return stats
 
 
@@ -377,7 +389,7 @@ def initial_params(
         blocks = data_blocks(source)
         centers = kmeans_centers(source, k, rngs, split_every=split_every, blocks=blocks)
         stats = compute_stats(batched, tuple(centers), blocks, fan_in, block_fn=_hard_block_stats)
-        return [model.m_step(s, None) for s in _checked(stats, source)]
+        return [model.m_step(s, None) for s in _checked(stats, source, model)]
     if method == "k-means++":
         out = []
         for rng in rngs:
@@ -392,5 +404,5 @@ def initial_params(
         shift = np.asarray(source.array[: min(1024, source.n_samples)].mean(axis=0).compute(), dtype=np.float64)
         per_block = [(tuple(s[i] for s in seeds),) for i in range(len(blocks))]
         stats = compute_stats(batched, shift, blocks, fan_in, block_fn=_random_block_stats, block_args=per_block)
-        return [model.m_step(s, None) for s in _checked(stats, source)]
+        return [model.m_step(s, None) for s in _checked(stats, source, model)]
     raise ValueError(f"init_params must be one of {list(INIT_METHODS)}; got {method!r}.")

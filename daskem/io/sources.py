@@ -47,18 +47,45 @@ def target_block_rows(n_samples: int, n_features: int) -> int:
     return int(min(max(TARGET_BLOCK_BYTES // (8 * n_features), MIN_BLOCK_ROWS), max(n_samples, 1)))
 
 
+class _CheckedZarr:
+    """A Zarr array whose reads raise :class:`StoreError` naming the rows and the store.
+
+    A truncated or corrupt chunk file otherwise surfaces as a bare decoding error from
+    deep inside a task.
+    """
+
+    def __init__(self, arr: zarr.Array) -> None:
+        self.arr = arr
+        self.shape = arr.shape
+        self.dtype = arr.dtype
+        self.ndim = arr.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return np.asarray(self.arr[key])
+        except Exception as err:
+            rows = key[0] if isinstance(key, tuple) else key
+            where = f"rows {rows.start}:{rows.stop}" if isinstance(rows, slice) else f"rows {rows!r}"
+            raise StoreError(
+                f"Reading {where} of the Zarr array at {str(self.arr.store_path).removeprefix('file://')!r} failed "
+                f"({type(err).__name__}: {err}): a stored chunk is truncated or corrupt. Restore or rewrite "
+                "the store and run again."
+            ) from None
+
+
 def zarr_dask(arr: zarr.Array) -> da.Array:
     """A Zarr array as dask, reading several small stored chunks per task.
 
     More than :data:`MANY_BLOCKS` stored chunks under :data:`MIN_BLOCK_ROWS` rows would make one task per chunk and
     leave Dask's per-task overhead dominant; a task then reads a whole multiple of them
-    (one Zarr read of a contiguous row range).
+    (one Zarr read of a contiguous row range). Reads that fail raise :class:`StoreError`.
     """
     rows = int(arr.chunks[0]) if arr.ndim else 1
+    chunks: Any = arr.chunks
     if arr.ndim == 2 and 0 < rows < MIN_BLOCK_ROWS and arr.shape[0] > MANY_BLOCKS * rows:
-        per_task = rows * max(1, target_block_rows(arr.shape[0], arr.shape[1]) // rows)
-        return da.from_zarr(arr, chunks=(per_task, arr.shape[1]))
-    return da.from_zarr(arr)
+        chunks = (rows * max(1, target_block_rows(arr.shape[0], arr.shape[1]) // rows), arr.shape[1])
+    name = "from-zarr-" + dask.base.tokenize(str(arr.store_path), arr.shape, arr.dtype.str, chunks)
+    return da.from_array(_CheckedZarr(arr), chunks=chunks, name=name, asarray=False, fancy=False)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,11 @@ def _chol_precision_from_cov(cov: FloatArray, component: int | None, reg_covar: 
         cov_chol = linalg.cholesky(cov, lower=True)
     except linalg.LinAlgError:
         raise NumericalError(_singular_message(component, reg_covar)) from None
+    except ValueError:  # scipy: "array must not contain infs or NaNs"
+        where = "the tied covariance" if component is None else f"the covariance of component {component}"
+        raise NumericalError(
+            f"{where} is not finite: the data's squares overflow float64. Scale the features (e.g. standardise them)."
+        ) from None
     d = cov.shape[0]
     return np.asarray(linalg.solve_triangular(cov_chol, np.eye(d), lower=True).T)
 

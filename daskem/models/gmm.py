@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import linalg
 
+from daskem.errors import ParameterError
 from daskem.models.gaussian import (
     FloatArray,
     Whitener,
@@ -123,6 +124,11 @@ class GaussianMixtureModel:
     covariance_type: str = "full"
     reg_covar: float = 1e-6
 
+    #: What to do when the statistics are not finite (see daskem.em.engine.check_stats).
+    numerical_advice = (
+        "some rows have zero probability under every component. Scale the features or increase reg_covar."
+    )
+
     def __post_init__(self) -> None:
         covariance_type(self.covariance_type)
 
@@ -173,7 +179,12 @@ class GaussianMixtureModel:
     def params_from_arrays(self, arrays: dict[str, FloatArray]) -> GaussianMixtureParams:
         """Rebuild parameters from named arrays, checking their shapes."""
         means = np.asarray(arrays["means"], dtype=np.float64)
-        k, d = means.shape
+        if means.ndim != 2:
+            raise ParameterError(
+                f"The parameter 'means' should be 2-D (n_components, n_features), but got {means.shape}."
+            )
+        k, d = self.n_components, means.shape[1]
+        means = check_shape("means", means, (k, d))
         ct = covariance_type(self.covariance_type)
         return GaussianMixtureParams(
             weights=check_shape("weights", arrays["weights"], (k,)),
@@ -202,6 +213,10 @@ class GaussianMixtureModel:
                 resp_sum += resp.sum(axis=1, dtype=np.float64)
                 first += resp @ xt.T
                 ct.second_moment(xt, resp, second, work)
+        if n_nonfinite:
+            # Centring can overflow huge finite values: count what the data really hold (the
+            # non-finite log-likelihood then reports the overflow).
+            n_nonfinite = int(block.size - np.count_nonzero(np.isfinite(block)))
         return GaussianMixtureStats(
             n=float(block.shape[0]),
             loglik=loglik,

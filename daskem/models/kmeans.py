@@ -53,7 +53,8 @@ class KMeansParams:
         Runs fitted together share one E-step tile when they share the reference.
         """
         centers = np.array(centers, dtype=np.float64)
-        ref = centers.mean(axis=0) if reference is None else np.array(reference, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge centres: the fit reports it
+            ref = centers.mean(axis=0) if reference is None else np.array(reference, dtype=np.float64)
         return cls(centers, ref)
 
     def to_arrays(self) -> dict[str, FloatArray]:
@@ -140,6 +141,9 @@ class KMeansModel:
     n_clusters: int
     weighted: bool = False
 
+    #: What to do when the statistics are not finite (see daskem.em.engine.check_stats).
+    numerical_advice = "the squared distances overflow float64: scale the features (e.g. standardise them)."
+
     # -- contract ----------------------------------------------------------------------
 
     def spec(self) -> dict[str, Any]:
@@ -220,7 +224,7 @@ class KMeansModel:
                     x2 = _row_norms(xs, ones, work)
                     moments = None
                     if any(r.params.variance is None for r in group):
-                        moments = _tile_moments(xs, w)
+                        moments = _tile_moments(xs, x_all[start:stop], w)
                     for run in group:
                         run.add(xs, x2, w, moments)
         return tuple(r.stats(float(n)) for r in runs)
@@ -246,7 +250,9 @@ class KMeansModel:
         filled = weight > 0.0
         if stats.moment_rows > 0:
             mean = stats.feature_sum / stats.moment_rows
-            variance: float | None = float(np.maximum(stats.feature_sq / stats.moment_rows - mean * mean, 0.0).mean())
+            with np.errstate(over="ignore", invalid="ignore"):
+                spread = np.maximum(stats.feature_sq / stats.moment_rows - mean * mean, 0.0).mean()
+            variance: float | None = float(spread)
         else:
             variance = None if params is None else params.variance
         if params is None:
@@ -374,9 +380,12 @@ def rounding_bound(xs: NDArray[Any], labels: NDArray[np.intp], params: KMeansPar
     return 8.0 * np.finfo(xs.dtype).eps * (np.einsum("ij,ij->i", xs, xs) + 2.0 * half_norms[labels])
 
 
-def _tile_moments(xs: NDArray[Any], w: NDArray[Any] | None) -> tuple[NDArray[Any], NDArray[Any], int]:
-    """Per-feature sums and sums of squares of a centred tile, and its non-finite count."""
-    bad = xs.size - int(np.count_nonzero(np.isfinite(xs)))
+def _tile_moments(xs: NDArray[Any], x: NDArray[Any], w: NDArray[Any] | None) -> tuple[NDArray[Any], NDArray[Any], int]:
+    """Per-feature sums and sums of squares of a centred tile, and the non-finite count of
+    its raw rows ``x`` (centring can overflow huge finite values; that is not bad data)."""
+    bad = 0
+    if not np.all(np.isfinite(xs)):
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
     if w is not None:
         bad += w.size - int(np.count_nonzero(np.isfinite(w)))
     return xs.sum(axis=0, dtype=np.float64), np.einsum("ij,ij->j", xs, xs, dtype=np.float64), bad
