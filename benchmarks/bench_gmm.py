@@ -117,7 +117,7 @@ def numpy_fit(xt_blocks, w, mu, cov, ct: str, iters: int, reg: float = 1e-6) -> 
 def initial(X: np.ndarray, ct: str):
     """Shared initial parameters: daskem's k-means initialiser on a sample."""
     model = daskem.GaussianMixtureModel(K, ct)
-    p = daskem.initial_params(model, daskem.as_source(X), "kmeans", np.random.default_rng(0))
+    (p,) = daskem.initial_params(model, daskem.as_source(X), "kmeans", [np.random.default_rng(0)])
     prec = {"full": lambda pc: pc @ pc.transpose(0, 2, 1), "tied": lambda pc: pc @ pc.T}.get(ct, lambda pc: pc**2)
     return p, prec(p.precisions_cholesky)
 

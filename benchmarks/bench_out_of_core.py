@@ -160,7 +160,7 @@ def ensure_store(path: str, n: int, chunk_rows: int, seed: int) -> float | None:
 def initial(sample: np.ndarray, ct: str) -> tuple[Any, dict[str, np.ndarray]]:
     """Shared initial parameters (k-means on an in-memory sample), and as estimator arguments."""
     model = daskem.GaussianMixtureModel(K, ct)
-    p = daskem.initial_params(model, daskem.as_source(sample), "kmeans", np.random.default_rng(0))
+    (p,) = daskem.initial_params(model, daskem.as_source(sample), "kmeans", [np.random.default_rng(0)])
     prec = {"full": lambda pc: pc @ pc.transpose(0, 2, 1)}.get(ct, lambda pc: pc**2)
     return p, {"weights_init": p.weights, "means_init": p.means, "precisions_init": prec(p.precisions_cholesky)}
 

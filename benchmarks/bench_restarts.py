@@ -53,8 +53,8 @@ import zarr
 from dask.utils import format_bytes, parse_bytes
 
 import daskem
-from daskem.models.kmeans import shared_reference
 from daskem.cli import WORKER_ENVIRON
+from daskem.models.kmeans import shared_reference
 from daskem.testing import write_mixture_zarr
 
 D, K = 16, 8

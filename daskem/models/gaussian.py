@@ -86,9 +86,12 @@ class CovarianceType:
     whitening : callable
         ``(prec_chol, offsets, d) -> (matrix, bias)`` of :class:`Whitener`.
     second_moment : callable
-        ``(xt, resp, out, work)``: adds the second-moment statistic of a centred
-        feature-major tile ``xt`` (d, t) weighted by responsibilities ``resp`` (k, t) to
-        ``out``; ``work`` is an optional scratch buffer of at least k * d * t floats.
+        ``(xt, resp, offsets, out, work)``: adds the second-moment statistic of a
+        feature-major tile ``xt`` (d, t), centred on the reference, weighted by
+        responsibilities ``resp`` (k, t), to ``out``; each component's moment is taken
+        around its own centre (``offsets`` (k, d) from the reference), so components far
+        from the reference lose nothing to cancellation; ``work`` is an optional scratch
+        buffer of at least k * d * t floats.
     covariance : callable
         Covariances from the statistics (see :func:`covariances_from_moments`).
     """
@@ -102,7 +105,7 @@ class CovarianceType:
     log_det: Callable[[FloatArray, int], FloatArray]
     n_cov_parameters: Callable[[int, int], int]
     whitening: Callable[[FloatArray, FloatArray, int], tuple[FloatArray, FloatArray]]
-    second_moment: Callable[[FloatArray, FloatArray, FloatArray, FloatArray | None], None]
+    second_moment: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray | None], None]
     covariance: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, float], FloatArray]
     shape: Callable[[int, int], tuple[int, ...]]
 
@@ -174,29 +177,48 @@ def scratch(work: FloatArray | None, shape: tuple[int, ...]) -> FloatArray:
     return work.reshape(-1)[: int(np.prod(shape))].reshape(shape)
 
 
-def _full_moment(xt: FloatArray, resp: FloatArray, out: FloatArray, work: FloatArray | None) -> None:
-    d, t = xt.shape
-    k = resp.shape[0]
-    weighted = scratch(work, (k, d, t))
-    np.multiply(resp[:, None, :], xt[None, :, :], out=weighted)
-    out += (weighted.reshape(k * d, t) @ xt.T).reshape(k, d, d)
+def _centred_components(xt: FloatArray, offsets: FloatArray, work: FloatArray | None) -> FloatArray:
+    """``x - mu_k`` for every component: the tile (centred on the reference) minus each
+    component's offset from it, shape (k, d, t)."""
+    k, (d, t) = offsets.shape[0], xt.shape
+    out = scratch(work, (k, d, t))
+    np.subtract(xt[None, :, :], offsets[:, :, None], out=out)
+    return out
 
 
-def _tied_moment(xt: FloatArray, resp: FloatArray, out: FloatArray, work: FloatArray | None) -> None:
-    out += xt @ xt.T
+def _weighted_scatter(xt: FloatArray, resp: FloatArray, offsets: FloatArray, work: FloatArray | None) -> FloatArray:
+    """``sum_t r_kt (x_t - mu_k)(x_t - mu_k)^T`` per component, shape (k, d, d)."""
+    centred = _centred_components(xt, offsets, work)
+    centred *= np.sqrt(resp)[:, None, :]
+    return np.asarray(centred @ centred.transpose(0, 2, 1))
 
 
-def _diag_moment(xt: FloatArray, resp: FloatArray, out: FloatArray, work: FloatArray | None) -> None:
-    squares = scratch(work, xt.shape)
-    np.multiply(xt, xt, out=squares)
-    out += resp @ squares.T
+def _full_moment(
+    xt: FloatArray, resp: FloatArray, offsets: FloatArray, out: FloatArray, work: FloatArray | None
+) -> None:
+    out += _weighted_scatter(xt, resp, offsets, work)
+
+
+def _tied_moment(
+    xt: FloatArray, resp: FloatArray, offsets: FloatArray, out: FloatArray, work: FloatArray | None
+) -> None:
+    out += _weighted_scatter(xt, resp, offsets, work).sum(axis=0)
+
+
+def _diag_moment(
+    xt: FloatArray, resp: FloatArray, offsets: FloatArray, out: FloatArray, work: FloatArray | None
+) -> None:
+    centred = _centred_components(xt, offsets, work)
+    np.square(centred, out=centred)
+    out += np.matmul(centred, resp[:, :, None])[:, :, 0]
 
 
 # --- covariances from centred moments ----------------------------------------------------
 #
-# With offsets a_k = s_k / nk_k of the new means from the reference c, the weighted scatter
-# around the new mean is  S_k - s_k a_k^T - a_k s_k^T + r_k a_k a_k^T  (r_k: the exact
-# responsibility sum, nk_k = r_k + 10 eps as in scikit-learn).
+# The moments of component k are centred on its own centre m_k (the previous mean). With
+# offsets a_k = s_k / nk_k of the new mean from m_k, the weighted scatter around the new
+# mean is  S_k - s_k a_k^T - a_k s_k^T + r_k a_k a_k^T  (r_k: the exact responsibility
+# sum, nk_k = r_k + 10 eps as in scikit-learn); a_k is small, so nothing cancels.
 
 
 def _full_cov(

@@ -1,11 +1,13 @@
 """Gaussian mixture models: pure NumPy E-step, combine and M-step.
 
-Statistics are accumulated in one pass around a reference point ``c`` carried by the
-statistics (the weighted mean of the current means, which every worker has): for each
-component the responsibility sum ``r_k``, the first moment ``s_k = sum r (x - c)`` and the
-second moment (shape set by the covariance type) of ``x - c``. The M-step recovers the
-covariance around the new mean exactly (see :mod:`daskem.models.gaussian`), so data far
-from the origin fit as well as centred data. Everything is accumulated in float64.
+Statistics are accumulated in one pass, each component's around its own current mean
+``m_k`` (which every worker has): the responsibility sum ``r_k``, the first moment
+``s_k = sum r (x - m_k)`` and the second moment (shape set by the covariance type) of
+``x - m_k``. The M-step recovers the covariance around the new mean exactly (see
+:mod:`daskem.models.gaussian`); the offset of the new mean from ``m_k`` is small, so
+nothing cancels, for data far from the origin or components far from each other. Tiles
+are centred on the weighted mean of the means for the whitening. Everything is
+accumulated in float64.
 """
 
 from __future__ import annotations
@@ -86,15 +88,16 @@ class GaussianMixtureStats:
         Summed log-likelihood of the rows under the parameters used.
     n_nonfinite : int
         NaN or infinite values seen.
-    shift : ndarray of shape (d,)
-        The reference point ``c`` the moments are centred on.
+    shift : ndarray of shape (k, d)
+        The centre each component's moments are taken around (its mean in the
+        parameters the statistics were computed with).
     resp_sum : ndarray of shape (k,)
         ``sum_i r_ik``.
     first : ndarray of shape (k, d)
-        ``sum_i r_ik (x_i - c)``.
+        ``sum_i r_ik (x_i - m_k)``.
     second : ndarray
-        Second moments of ``x - c``: (k, d, d) full, (d, d) tied (unweighted), (k, d)
-        diag and spherical (per-feature squares).
+        Weighted second moments of ``x - m_k``: (k, d, d) full, (d, d) tied (summed over
+        components), (k, d) diag and spherical (per-feature squares).
     """
 
     n: float
@@ -146,7 +149,7 @@ class GaussianMixtureModel:
     def zero_stats(self, params: GaussianMixtureParams) -> GaussianMixtureStats:
         """Statistics of no rows, centred on the reference of ``params``."""
         k, d = params.means.shape
-        return self._zero(params.reference, k, d)
+        return self._zero(params.means, k, d)
 
     def _zero(self, shift: FloatArray, k: int, d: int) -> GaussianMixtureStats:
         shape = covariance_type(self.covariance_type).moment_shape(k, d)
@@ -154,7 +157,7 @@ class GaussianMixtureModel:
             n=0.0,
             loglik=0.0,
             n_nonfinite=0,
-            shift=np.asarray(shift, dtype=np.float64),
+            shift=np.broadcast_to(np.asarray(shift, dtype=np.float64), (k, d)).copy(),
             resp_sum=np.zeros(k),
             first=np.zeros((k, d)),
             second=np.zeros(shape),
@@ -194,9 +197,14 @@ class GaussianMixtureModel:
         )
 
     def e_step(self, params: GaussianMixtureParams, block: NDArray[Any]) -> GaussianMixtureStats:
-        """Statistics of one block of rows under ``params`` (one read of the block)."""
+        """Statistics of one block of rows under ``params`` (one read of the block).
+
+        Tiles are centred on the reference (the weighted mean of the means) for the
+        whitening; each component's moments are then taken around its own current mean.
+        """
         k, d = params.means.shape
         shift = params.reference
+        offsets = params.means - shift
         ct = covariance_type(self.covariance_type)
         resp_sum = np.zeros(k)
         first = np.zeros((k, d))
@@ -212,7 +220,7 @@ class GaussianMixtureModel:
                 loglik += float(log_normalize(log_prob, resp).sum(dtype=np.float64))
                 resp_sum += resp.sum(axis=1, dtype=np.float64)
                 first += resp @ xt.T
-                ct.second_moment(xt, resp, second, work)
+                ct.second_moment(xt, resp, offsets.astype(xt.dtype), second, work)
         if n_nonfinite:
             # Centring can overflow huge finite values: count what the data really hold (the
             # non-finite log-likelihood then reports the overflow).
@@ -221,9 +229,10 @@ class GaussianMixtureModel:
             n=float(block.shape[0]),
             loglik=loglik,
             n_nonfinite=n_nonfinite,
-            shift=shift,
+            shift=np.array(params.means, dtype=np.float64),
             resp_sum=resp_sum,
-            first=first,
+            # First moments around each component's own mean.
+            first=first - resp_sum[:, None] * offsets,
             second=second,
         )
 
@@ -305,18 +314,25 @@ class GaussianMixtureModel:
         return self.m_step(self.stats_from_responsibilities(X, resp, shift), None)
 
     def stats_from_responsibilities(self, X: NDArray[Any], resp: FloatArray, shift: FloatArray) -> GaussianMixtureStats:
-        """Statistics of rows under given responsibilities, centred on ``shift``."""
-        xs = np.asarray(X, dtype=np.float64) - shift
-        k = resp.shape[1]
-        stats = self._zero(shift, k, xs.shape[1])
-        covariance_type(self.covariance_type).second_moment(xs.T, resp.T, stats.second, None)
+        """Statistics of rows under given responsibilities, every component centred on ``shift``."""
+        k, d = resp.shape[1], np.shape(X)[1]
+        stats = self._zero(shift, k, d)
+        ct = covariance_type(self.covariance_type)
+        first = np.zeros((k, d))
+        offsets = np.zeros((k, d))
+        rows = tile_rows(k, d)
+        for start in range(0, np.shape(X)[0], rows):  # tiles bound the (k, d, rows) scratch
+            xs = np.asarray(X[start : start + rows], dtype=np.float64) - shift
+            tile_resp = np.ascontiguousarray(resp[start : start + rows].T)
+            ct.second_moment(xs.T, tile_resp, offsets, stats.second, None)
+            first += tile_resp @ xs
         return GaussianMixtureStats(
-            n=float(xs.shape[0]),
+            n=float(np.shape(X)[0]),
             loglik=0.0,
             n_nonfinite=int(np.size(X) - np.count_nonzero(np.isfinite(X))),
             shift=stats.shift,
             resp_sum=resp.sum(axis=0),
-            first=resp.T @ xs,
+            first=first,
             second=stats.second,
         )
 
