@@ -19,6 +19,10 @@ The script
 5. runs the same fit uninterrupted and prints the largest difference between the two
    models' parameters: 0.0.
 
+The fits start from random responsibilities (``--init-params random``) and stop when
+the mean log-likelihood changes by less than ``--tol`` (1e-6): a few dozen iterations,
+so there is time to kill the first one.
+
 Run it (about half a minute; ``--help`` for the options)::
 
     python examples/resume_after_kill.py
@@ -47,6 +51,8 @@ import numpy as np
 
 #: The ``daskem`` command, run with this interpreter (the console script may not be on PATH).
 DASKEM = [sys.executable, "-m", "daskem.cli"]
+#: Wide output, so that the tables and messages of the command are not wrapped.
+ENV = {**os.environ, "COLUMNS": "160"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,8 +61,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-features", type=int, default=8, help="columns (default 8)")
     parser.add_argument("--n-components", type=int, default=5, help="components (default 5)")
     parser.add_argument("--chunk-rows", type=int, default=50_000, help="rows per Zarr chunk (default 50000)")
-    parser.add_argument("--max-iter", type=int, default=40, help="EM iterations (default 40, run with --tol 0)")
-    parser.add_argument("--kill-after", type=int, default=5, help="kill once this iteration is committed")
+    parser.add_argument("--max-iter", type=int, default=200, help="most EM iterations (default 200)")
+    parser.add_argument("--tol", type=float, default=1e-6, help="convergence threshold (default 1e-6)")
+    parser.add_argument(
+        "--init-params",
+        default="random",
+        choices=["kmeans", "k-means++", "random", "random_from_data"],
+        help="initialisation (default random: random responsibilities, slow to converge)",
+    )
+    parser.add_argument("--kill-after", type=int, default=4, help="kill once this iteration is committed")
     parser.add_argument("--workers", type=int, default=0, help="worker processes of the fits (0: threads)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="where to put data and runs (default: temp)")
@@ -71,7 +84,7 @@ def show(cmd: list[str]) -> str:
 
 def run(cmd: list[str], timeout: float) -> None:
     print(f"$ {show(cmd)}", flush=True)
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, env=ENV)
     if done.returncode != 0:
         sys.exit(f"command failed with exit code {done.returncode}:\n{done.stdout}\n{done.stderr}")
     lines = [line for line in done.stderr.splitlines() if not line.startswith("iteration")]
@@ -95,6 +108,7 @@ def committed_iteration(run_path: Path) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import daskem
+    from daskem.checkpoint import Checkpoint
     from daskem.testing import write_mixture_zarr
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="daskem-resume-"))
@@ -118,9 +132,11 @@ def main(argv: list[str] | None = None) -> None:
             "-k",
             str(args.n_components),
             "--tol",
-            "0",
+            str(args.tol),
             "--max-iter",
             str(args.max_iter),
+            "--init-params",
+            args.init_params,
             "--seed",
             str(args.seed),
             "--workers",
@@ -132,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"$ {show(cmd)} &", flush=True)
         log = workdir / "killed-fit.log"
         with open(log, "w") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
         deadline = time.monotonic() + args.timeout
         seen = 0
         while proc.poll() is None and seen < args.kill_after and time.monotonic() < deadline:
@@ -141,25 +157,23 @@ def main(argv: list[str] | None = None) -> None:
         if proc.poll() is not None:
             sys.exit(
                 f"the fit ended (exit code {proc.returncode}) before it could be killed: use more --n-samples "
-                f"or --max-iter.\n{log.read_text()}"
+                f"or a smaller --tol.\n{log.read_text()}"
             )
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and, with --workers N, its nannies and workers
         proc.wait()
-        at_kill = committed_iteration(run_path)
+        state = Checkpoint(run_path).run(0).latest()
+        if state is None or state.finished:
+            sys.exit("nothing to resume: use more --n-samples, a smaller --tol or a smaller --kill-after.")
         print(
-            f"killed the fit with SIGKILL (exit code {proc.returncode}) after {at_kill} committed iterations "
-            f"of {args.max_iter}"
+            f"killed the fit with SIGKILL (exit code {proc.returncode}) after {state.iteration} committed "
+            "iterations, before it finished"
         )
-        if at_kill >= args.max_iter:
-            sys.exit("the fit had already finished when it was killed: use more --n-samples or --max-iter.")
 
         # 3. What survived.
         run([*DASKEM, "inspect", str(run_path)], args.timeout)
 
         # 4. Resume: model, data location and settings come from the checkpoint.
-        run(
-            [*DASKEM, "resume", str(run_path), "--workers", str(args.workers), "-o", str(resumed_path)], args.timeout
-        )
+        run([*DASKEM, "resume", str(run_path), "--workers", str(args.workers), "-o", str(resumed_path)], args.timeout)
 
         # 5. The same fit, never interrupted.
         run([*DASKEM, "fit", str(data), *fit_args, "-o", str(reference_path)], args.timeout)
@@ -168,8 +182,9 @@ def main(argv: list[str] | None = None) -> None:
         attrs = ("weights_", "means_", "covariances_", "precisions_cholesky_")
         diff = max(float(np.max(np.abs(getattr(resumed, a) - getattr(reference, a)))) for a in attrs)
         same_history = resumed.lower_bounds_ == reference.lower_bounds_
-        print(f"resumed fit:       {resumed.n_iter_} iterations, mean log-likelihood {resumed.lower_bound_!r}")
-        print(f"uninterrupted fit: {reference.n_iter_} iterations, mean log-likelihood {reference.lower_bound_!r}")
+        for name, model in (("resumed fit:      ", resumed), ("uninterrupted fit:", reference)):
+            state = "converged" if model.converged_ else "not converged"
+            print(f"{name} {state} after {model.n_iter_} iterations, mean log-likelihood {model.lower_bound_!r}")
         print(f"same log-likelihood history: {same_history}")
         print(f"max difference of the parameters: {diff}")
     finally:

@@ -60,6 +60,10 @@ class _CheckedZarr:
         self.dtype = arr.dtype
         self.ndim = arr.ndim
 
+    def __dask_tokenize__(self) -> Any:
+        # The same array read twice gives the same task specs (distributed warns otherwise).
+        return ("daskem-checked-zarr", str(self.arr.store_path), self.shape, self.dtype.str)
+
     def __getitem__(self, key: Any) -> np.ndarray:
         try:
             return np.asarray(self.arr[key])
