@@ -150,8 +150,8 @@ def run_fit(data: Path, cluster: Cluster, run: Path, model: Path, iters: int, ki
         if proc.poll() is None:
             typical = statistics.median(s for _, _, s in lines[1:]) if len(lines) > 1 else 0.2
             time.sleep(0.4 * typical)
-            cluster.kill(cluster.workers[0][0])
             killed_at = time.monotonic()
+            cluster.kill(cluster.workers[0][0])
             if kill["replace"]:
                 cluster.start_worker()
     proc.wait(timeout=1200)

@@ -37,6 +37,9 @@ WORKER_ENVIRON = {
 }
 
 
+#: How long connecting to an existing scheduler may take.
+CONNECT_TIMEOUT_SECONDS = 30.0
+
 #: How long a fit on an existing scheduler waits for --wait-for-workers workers.
 WAIT_FOR_WORKERS_SECONDS = 300.0
 
@@ -109,11 +112,27 @@ def cluster_client(choice: ClusterChoice, console: Console) -> Iterator[Any]:
     for local threads (--workers 0)."""
     from distributed import Client, LocalCluster
 
+    if choice.tls and (choice.scheduler_file or choice.address):
+        raise DaskemError(
+            "--tls starts a local cluster with temporary keys; for an existing scheduler pass its "
+            "--tls-ca-file, --tls-cert and --tls-key instead."
+        )
     security = choice.security()
     if choice.scheduler_file or choice.address:
         target = {"scheduler_file": choice.scheduler_file} if choice.scheduler_file else {"address": choice.address}
-        with Client(**target, security=security) as client:
-            console.print(f"Connected to [bold]{client.scheduler.address}[/bold] (dashboard: {client.dashboard_link})")
+        where = choice.scheduler_file or choice.address
+        if str(where).startswith("tls://") and security is None:
+            raise DaskemError(f"{where} is a TLS scheduler: pass --tls-ca-file, --tls-cert and --tls-key.")
+        try:
+            client = Client(**target, security=security, timeout=CONNECT_TIMEOUT_SECONDS)
+        except (OSError, TimeoutError, TypeError, ValueError) as err:
+            raise DaskemError(
+                f"Could not connect to the Dask scheduler at {where} ({type(err).__name__}: {err}). Check the "
+                "address or scheduler file, that the scheduler is running, and its TLS certificates."
+            ) from None
+        with client:
+            address = client.scheduler_info()["address"]
+            console.print(f"Connected to [bold]{address}[/bold] (dashboard: {client.dashboard_link})")
             if choice.wait_for_workers:
                 try:
                     client.wait_for_workers(choice.wait_for_workers, timeout=WAIT_FOR_WORKERS_SECONDS)
@@ -419,6 +438,18 @@ def _lost_scheduler(err: BaseException, client: Any) -> bool:
     return isinstance(err, CommClosedError | asyncio.CancelledError) or client.status != "running"
 
 
+def _task_failure_message(est: Any, err: BaseException) -> str:
+    resume = (
+        f" The checkpoint {est.checkpoint} keeps the committed iterations: run again to resume."
+        if est.checkpoint
+        else ""
+    )
+    return (
+        f"A task failed on the cluster ({type(err).__name__}: {err}). If the failure is transient (a read from "
+        f"storage, a lost worker), --retries N retries failed tasks.{resume}"
+    )
+
+
 def _resume_message(est: Any, err: BaseException, choice: ClusterChoice) -> str:
     head = f"Lost the connection to the Dask scheduler ({type(err).__name__}: {err})."
     if est.checkpoint is None:
@@ -468,8 +499,10 @@ def _run_fit(
                 raise
             except Exception as err:
                 # Judged while the client is still open: closing it changes its status.
-                if not _lost_scheduler(err, client):
+                if client is None:
                     raise
+                if not _lost_scheduler(err, client):
+                    raise click.ClickException(_task_failure_message(est, err)) from err
                 lost = err
     except DaskemError as err:
         raise click.ClickException(str(err)) from None

@@ -305,6 +305,10 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
+#: Times a pass is attempted when its tasks are lost with their workers (KilledWorker).
+PASS_ATTEMPTS = 3
+
+
 def compute_stats(
     model: Any,
     params: Any,
@@ -317,8 +321,18 @@ def compute_stats(
 
     The arguments are those of :func:`stats_graph`.
     """
+    graph = stats_graph(model, params, blocks, split_every, block_fn, block_args)
     with single_threaded_blas():
-        (total,) = dask.compute(stats_graph(model, params, blocks, split_every, block_fn, block_args))
+        for attempt in range(PASS_ATTEMPTS):
+            try:
+                (total,) = dask.compute(graph)
+                break
+            except Exception as err:
+                # A task killed with too many workers (heavy worker churn): the pass is a pure
+                # function of the parameters, so running it again gives the same statistics.
+                if type(err).__name__ != "KilledWorker" or attempt == PASS_ATTEMPTS - 1:
+                    raise
+                logger.warning("pass failed (%s); running it again (attempt %d)", err, attempt + 2)
     count_pass()
     return total
 
