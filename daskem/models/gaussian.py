@@ -94,6 +94,10 @@ class CovarianceType:
         buffer of at least k * d * t floats.
     covariance : callable
         Covariances from the statistics (see :func:`covariances_from_moments`).
+    moment_from_residuals : bool
+        Whether the E-step takes the second moments from the squared whitened residuals
+        ``(p_k (x - mu_k))^2`` it has already computed (diagonal factors ``p_k``: divide by
+        ``p_k^2`` once per block), instead of calling ``second_moment``.
     """
 
     name: str
@@ -108,6 +112,7 @@ class CovarianceType:
     second_moment: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray | None], None]
     covariance: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, float], FloatArray]
     shape: Callable[[int, int], tuple[int, ...]]
+    moment_from_residuals: bool = False
 
 
 # --- precision Cholesky factors -------------------------------------------------------
@@ -308,6 +313,7 @@ COVARIANCE_TYPES: dict[str, CovarianceType] = {
         second_moment=_diag_moment,
         covariance=_diag_cov,
         shape=lambda k, d: (k, d),
+        moment_from_residuals=True,
     ),
     "spherical": CovarianceType(
         name="spherical",
@@ -322,6 +328,7 @@ COVARIANCE_TYPES: dict[str, CovarianceType] = {
         second_moment=_diag_moment,
         covariance=_spherical_cov,
         shape=lambda k, d: (k,),
+        moment_from_residuals=True,
     ),
 }
 

@@ -220,7 +220,14 @@ class GaussianMixtureModel:
                 loglik += float(log_normalize(log_prob, resp).sum(dtype=np.float64))
                 resp_sum += resp.sum(axis=1, dtype=np.float64)
                 first += resp @ xt.T
-                ct.second_moment(xt, resp, offsets.astype(xt.dtype), second, work)
+                if ct.moment_from_residuals:
+                    # work holds (p_k (x - mu_k))^2 from the E-step: weight it by the responsibilities.
+                    second += np.matmul(work, resp[:, :, None])[:, :, 0]
+                else:
+                    ct.second_moment(xt, resp, offsets.astype(xt.dtype), second, work)
+        if ct.moment_from_residuals:
+            scales = np.broadcast_to(params.precisions_cholesky.reshape(k, -1), (k, d))
+            second /= scales * scales
         if n_nonfinite:
             # Centring can overflow huge finite values: count what the data really hold (the
             # non-finite log-likelihood then reports the overflow).
