@@ -163,16 +163,11 @@ def main() -> None:
 
     client = cluster = None
     if not args.no_distributed:
-        import dask
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
-        from daskem.cli import WORKER_ENVIRON
+        from daskem.cli import local_cluster
 
-        environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENVIRON}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-            cluster = LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
-            )
+        cluster = local_cluster(2, 1)
         client = Client(cluster, set_as_default=False)
 
     rows = []

@@ -39,14 +39,13 @@ import time
 import warnings
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 from sklearn.cluster import KMeans as SkKMeans
 from sklearn.exceptions import ConvergenceWarning
 
 import daskem
-from daskem.cli import WORKER_ENVIRON
+from daskem.cli import local_cluster
 from daskem.io.sources import default_chunk_rows
 from daskem.testing import make_mixture_array
 
@@ -186,13 +185,9 @@ def main() -> None:
 
     dask_ml_note = ""
     if not args.no_distributed:
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
-        environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENVIRON}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-            cluster = LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
-            )
+        cluster = local_cluster(2, 1)
         client = Client(cluster, set_as_default=False)
         try:
             results["daskem dist"] = time_daskem(X, init, args.iters, args.repeats, client)

@@ -105,12 +105,37 @@ class ClusterChoice:
         return f"{where} {tls}".strip()
 
 
+def local_cluster(
+    workers: int = 2, threads_per_worker: int = 1, memory_limit: Any = "auto", security: Any = None
+) -> Any:
+    """A ``distributed.LocalCluster`` of worker processes as daskem starts them.
+
+    Workers and dashboard listen on 127.0.0.1 only, the workers get :data:`WORKER_ENVIRON`,
+    and with ``security`` (a ``distributed.security.Security``) everything speaks TLS.
+    Use it as a context manager; benchmarks and examples share it with the CLI.
+    """
+    from distributed import LocalCluster
+
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENVIRON}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            memory_limit=memory_limit,
+            security=security,
+            protocol="tls://" if security is not None else None,
+        )
+
+
 @contextlib.contextmanager
 def cluster_client(choice: ClusterChoice, console: Console) -> Iterator[Any]:
     """A ``distributed.Client`` for ``choice``: an existing scheduler (--scheduler,
     --scheduler-file, DASK_SCHEDULER_ADDRESS), else a LocalCluster on 127.0.0.1, or None
     for local threads (--workers 0)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if choice.tls and (choice.scheduler_file or choice.address):
         raise DaskemError(
@@ -147,19 +172,8 @@ def cluster_client(choice: ClusterChoice, console: Console) -> Iterator[Any]:
         console.print("Running on local threads (no cluster)")
         yield None
         return
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENVIRON}
     with (
-        dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
-        LocalCluster(
-            n_workers=choice.workers,
-            threads_per_worker=choice.threads_per_worker,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            memory_limit=choice.memory_limit,
-            security=security,
-            protocol="tls://" if security is not None else None,
-        ) as cluster,
+        local_cluster(choice.workers, choice.threads_per_worker, choice.memory_limit, security) as cluster,
         Client(cluster, security=security) as client,
     ):
         console.print(
