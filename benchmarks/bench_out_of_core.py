@@ -55,7 +55,7 @@ from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 import daskem
-from daskem.cli import WORKER_ENVIRON
+from daskem.cli import local_cluster
 from daskem.io.sources import ChunkSizeWarning
 from daskem.testing import make_mixture_array, write_mixture_zarr
 
@@ -228,7 +228,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     limit = parse_bytes(args.memory_limit)
     total_limit = limit * args.workers
@@ -255,16 +255,8 @@ def main() -> None:
         make_mixture_array(args.overhead_chunks * args.overhead_rows, D, K, seed=args.seed + 1)[0].compute()
     )
 
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENVIRON}
-    with dask.config.set({**MEMORY_CONFIG, "distributed.nanny.pre-spawn-environ": environ}):
-        cluster = LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            memory_limit=limit,
-        )
+    with dask.config.set(MEMORY_CONFIG):
+        cluster = local_cluster(args.workers, 1, limit)
     client = Client(cluster, set_as_default=False)
     pids_before = client.run(os.getpid)
     idle = client.run(lambda: psutil.Process().memory_info().rss)
