@@ -4,7 +4,16 @@ from importlib.metadata import PackageNotFoundError, version
 
 from daskem.em import EMResult, RestartsResult, fit_em, fit_em_restarts, initial_params
 from daskem.errors import DaskemError, DataError, NotFittedError, NumericalError, ParameterError, StoreError
-from daskem.estimators import GaussianMixture, KMeans, load
+from daskem.estimators import (
+    PPCA,
+    CategoricalHMM,
+    FactorAnalysis,
+    GaussianHMM,
+    GaussianMixture,
+    KMeans,
+    lengths_from_ids,
+    load,
+)
 from daskem.io import as_source
 from daskem.models import GaussianMixtureModel, GaussianMixtureParams, KMeansModel, KMeansParams
 
@@ -14,9 +23,12 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "CategoricalHMM",
     "DaskemError",
     "DataError",
     "EMResult",
+    "FactorAnalysis",
+    "GaussianHMM",
     "GaussianMixture",
     "GaussianMixtureModel",
     "GaussianMixtureParams",
@@ -25,6 +37,7 @@ __all__ = [
     "KMeansParams",
     "NotFittedError",
     "NumericalError",
+    "PPCA",
     "ParameterError",
     "RestartsResult",
     "StoreError",
@@ -33,5 +46,6 @@ __all__ = [
     "fit_em",
     "fit_em_restarts",
     "initial_params",
+    "lengths_from_ids",
     "load",
 ]

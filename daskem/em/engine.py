@@ -309,6 +309,42 @@ def single_threaded_blas() -> Iterator[None]:
 PASS_ATTEMPTS = 3
 
 
+def _compute(graphs: Sequence[Any]) -> tuple[Any, ...]:
+    """``dask.compute`` of one pass's graphs, run again if its tasks were lost (KilledWorker)."""
+    for attempt in range(PASS_ATTEMPTS):
+        try:
+            return tuple(dask.compute(*graphs))
+        except Exception as err:
+            # A task killed with too many workers (heavy worker churn): the pass is a pure
+            # function of the parameters, so running it again gives the same result.
+            if type(err).__name__ != "KilledWorker" or attempt == PASS_ATTEMPTS - 1:
+                raise
+            logger.warning("pass failed (%s); running it again (attempt %d)", err, attempt + 2)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _summarize(model: Any, params: Any, block: Any) -> Any:
+    return model.summarize(params, block)
+
+
+def _e_step_with_message(model: Any, params: Any, block: Any, message: Any) -> Any:
+    return model.e_step(params, block, message)
+
+
+def block_messages(model: Any, params: Any, blocks: Sequence[Delayed]) -> list[Any]:
+    """The messages of a model whose blocks depend on their neighbours: one pass.
+
+    Every block is summarised in parallel (``model.summarize``); the driver chains the
+    summaries into one message per block (``model.messages``), which the block's
+    E-step then takes (see :func:`daskem.models.base.block_stats`).
+    """
+    model_key = dask.delayed(model, pure=True, traverse=False)
+    params_key = dask.delayed(params, pure=True, traverse=False)
+    summaries = _compute([dask.delayed(_summarize, pure=True)(model_key, params_key, b) for b in blocks])
+    count_pass()
+    return list(model.messages(params, list(summaries)))
+
+
 def compute_stats(
     model: Any,
     params: Any,
@@ -319,20 +355,15 @@ def compute_stats(
 ) -> Any:
     """Run one pass over the data: the total statistics, one ``dask.compute``.
 
-    The arguments are those of :func:`stats_graph`.
+    The arguments are those of :func:`stats_graph`. A model whose blocks depend on their
+    neighbours (``model.carries_messages``) first takes its messages in a pass of its own
+    (:func:`block_messages`).
     """
-    graph = stats_graph(model, params, blocks, split_every, block_fn, block_args)
     with single_threaded_blas():
-        for attempt in range(PASS_ATTEMPTS):
-            try:
-                (total,) = dask.compute(graph)
-                break
-            except Exception as err:
-                # A task killed with too many workers (heavy worker churn): the pass is a pure
-                # function of the parameters, so running it again gives the same statistics.
-                if type(err).__name__ != "KilledWorker" or attempt == PASS_ATTEMPTS - 1:
-                    raise
-                logger.warning("pass failed (%s); running it again (attempt %d)", err, attempt + 2)
+        if block_fn is None and getattr(model, "carries_messages", False):
+            block_fn = _e_step_with_message
+            block_args = [(m,) for m in block_messages(model, params, blocks)]
+        (total,) = _compute([stats_graph(model, params, blocks, split_every, block_fn, block_args)])
     count_pass()
     return total
 
@@ -470,12 +501,29 @@ class BatchedModel:
     def _models(self, count: int) -> tuple[Any, ...]:
         return self.models if self.models is not None else (self.model,) * count
 
-    def e_step(self, params: tuple[Any, ...], block: Any) -> tuple[Any, ...]:
+    @property
+    def carries_messages(self) -> bool:
+        """Whether the model's blocks take messages from their neighbours (one model only)."""
+        return self.models is None and bool(getattr(self.model, "carries_messages", False))
+
+    def summarize(self, params: tuple[Any, ...], block: Any) -> tuple[Any, ...]:
+        """The block's summary under every parameter set."""
+        return tuple(self.model.summarize(p, block) for p in params)
+
+    def messages(self, params: tuple[Any, ...], summaries: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Every block's messages, one per parameter set."""
+        per_set = [self.model.messages(p, [s[i] for s in summaries]) for i, p in enumerate(params)]
+        return [tuple(m[b] for m in per_set) for b in range(len(summaries))]
+
+    def e_step(self, params: tuple[Any, ...], block: Any, message: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
         """The statistics of ``block`` under every parameter set.
 
         A single model with ``e_step_batch(params, block)`` computes them together
-        (sharing work between the sets); otherwise each set's ``e_step`` runs in turn.
+        (sharing work between the sets); otherwise each set's ``e_step`` runs in turn
+        (with its message, for a model that carries messages).
         """
+        if message is not None:
+            return tuple(self.model.e_step(p, block, m) for p, m in zip(params, message, strict=True))
         batch = getattr(self.model, "e_step_batch", None)
         if batch is not None and self.models is None:
             return tuple(batch(params, block))
@@ -763,7 +811,8 @@ def fit_em_restarts(
             else:
                 batched = BatchedModel(model, None if models is None else tuple(r.model for r in active))
                 all_stats = compute_stats(batched, tuple(r.pending for r in active), blocks, fan_in)
-            passes += 1
+            # A model that carries messages between blocks reads the data twice per pass.
+            passes += 2 if getattr(active[0].model, "carries_messages", False) else 1
             recorded = {}
             for run, stats in zip(active, all_stats, strict=True):
                 record = run.advance(stats, source.n_samples, passes, tol)

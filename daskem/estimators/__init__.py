@@ -1,7 +1,19 @@
 """scikit-learn style estimators on top of the EM engine."""
 
 from daskem.estimators._base import EMEstimator, load
+from daskem.estimators.factor import PPCA, FactorAnalysis
 from daskem.estimators.gaussian_mixture import GaussianMixture
+from daskem.estimators.hmm import CategoricalHMM, GaussianHMM, lengths_from_ids
 from daskem.estimators.kmeans import KMeans
 
-__all__ = ["EMEstimator", "GaussianMixture", "KMeans", "load"]
+__all__ = [
+    "CategoricalHMM",
+    "EMEstimator",
+    "FactorAnalysis",
+    "GaussianHMM",
+    "GaussianMixture",
+    "KMeans",
+    "PPCA",
+    "lengths_from_ids",
+    "load",
+]

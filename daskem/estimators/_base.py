@@ -74,6 +74,8 @@ class EMEstimator(BaseEstimator):
 
     _FITTED: ClassVar[tuple[str, ...]] = ()
     _WARN_NOT_CONVERGED: ClassVar[bool] = True
+    #: Columns the estimator adds to the data it fits (an HMM's sequence-start flags).
+    _ADDED_COLUMNS: ClassVar[int] = 0
     _REGISTRY: ClassVar[dict[str, type[EMEstimator]]] = {}
 
     # Engine hyperparameters every subclass has (set by its __init__).
@@ -114,6 +116,14 @@ class EMEstimator(BaseEstimator):
         """What, besides the model, decides the initialisations (checkpoint ``config``)."""
         return {}
 
+    def _engine_tol(self, source: DataSource) -> float:
+        """The engine's tolerance on the change of the per-sample log-likelihood."""
+        return float(self.tol)
+
+    def _model_for_arrays(self, arrays: dict[str, np.ndarray]) -> Any:
+        """The model that reads stored parameter arrays back (:meth:`_restore`)."""
+        return self._model()
+
     # -- validation ------------------------------------------------------------------------
 
     def _validate_engine_parameters(self) -> None:
@@ -121,7 +131,7 @@ class EMEstimator(BaseEstimator):
         check_real(name, "tol", self.tol, 0.0)
         check_int(name, "max_iter", self.max_iter, 0)
         check_random_state_param(name, self.random_state)
-        check_int(name, "verbose", self.verbose, 0)
+        check_int(name, "verbose", int(self.verbose) if isinstance(self.verbose, bool) else self.verbose, 0)
         check_int(name, "verbose_interval", self.verbose_interval, 1)
         check_int(name, "split_every", self.split_every, 2, none_ok=True)
         check_int(name, "checkpoint_every", self.checkpoint_every, 1)
@@ -181,7 +191,7 @@ class EMEstimator(BaseEstimator):
             source,
             starts,
             max_iter=self.max_iter,
-            tol=self.tol,
+            tol=self._engine_tol(source),
             split_every=self.split_every,
             accelerate=self.accelerate,
             prune=self.prune_restarts,
@@ -334,7 +344,7 @@ class EMEstimator(BaseEstimator):
     ) -> EMEstimator:
         """A fitted estimator from stored hyperparameters, parameter arrays and fit record."""
         est = cls(**params)
-        est._set_params_attributes(est._model().params_from_arrays(arrays))
+        est._set_params_attributes(est._model_for_arrays(arrays).params_from_arrays(arrays))
         est.converged_ = converged
         est.n_iter_ = len(lower_bounds)
         est.lower_bound_ = lower_bounds[-1] if lower_bounds else -np.inf
@@ -428,6 +438,6 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
         state.params,
         converged=state.converged,
         lower_bounds=[float(v) for v in state.history["log_likelihood"]],
-        n_features=int(meta["data"]["shape"][1]),
+        n_features=int(meta["data"]["shape"][1]) - cls._ADDED_COLUMNS,
         n_passes=int(state.history["passes"][-1]) if state.iteration else 0,
     )

@@ -3,17 +3,41 @@
 from daskem.models.base import Model, Params, Stats
 from daskem.models.gaussian import COVARIANCE_TYPES, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams, GaussianMixtureStats
+from daskem.models.hmm import (
+    CategoricalHMMModel,
+    CategoricalHMMParams,
+    GaussianHMMModel,
+    GaussianHMMParams,
+    HMMStats,
+)
 from daskem.models.kmeans import KMeansModel, KMeansParams, KMeansStats
+from daskem.models.linear_gaussian import (
+    FactorAnalysisModel,
+    FactorAnalysisParams,
+    LinearGaussianStats,
+    PPCAModel,
+    PPCAParams,
+)
 
 __all__ = [
     "COVARIANCE_TYPES",
+    "CategoricalHMMModel",
+    "CategoricalHMMParams",
+    "FactorAnalysisModel",
+    "FactorAnalysisParams",
+    "GaussianHMMModel",
+    "GaussianHMMParams",
     "GaussianMixtureModel",
     "GaussianMixtureParams",
     "GaussianMixtureStats",
+    "HMMStats",
     "KMeansModel",
     "KMeansParams",
     "KMeansStats",
+    "LinearGaussianStats",
     "Model",
+    "PPCAModel",
+    "PPCAParams",
     "Params",
     "Stats",
     "covariance_type",

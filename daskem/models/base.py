@@ -8,6 +8,7 @@ workers and tested in isolation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -81,3 +82,21 @@ class Model(Protocol[P, S]):
     def spec(self) -> dict[str, Any]:
         """The hyperparameters as JSON-able values (stored beside parameters)."""
         ...
+
+
+def block_stats(model: Any, params: Any, blocks: Sequence[NDArray[Any]]) -> list[Any]:
+    """The statistics of consecutive blocks of rows, in memory.
+
+    Rows are independent for most models, and each block's statistics are its
+    ``e_step``. A model whose rows depend on their neighbours (a hidden Markov model's
+    sequence split across blocks) says so with ``carries_messages = True`` and provides
+    ``summarize(params, block)`` (a summary of one block), ``messages(params, summaries)``
+    (chains the summaries of consecutive blocks into one message per block) and
+    ``e_step(params, block, message)``; the statistics are then exactly those of the
+    unsplit rows. The EM engine does the same with one pass for the summaries
+    (:func:`daskem.em.engine.block_messages`).
+    """
+    if not getattr(model, "carries_messages", False):
+        return [model.e_step(params, b) for b in blocks]
+    messages = model.messages(params, [model.summarize(params, b) for b in blocks])
+    return [model.e_step(params, b, m) for b, m in zip(blocks, messages, strict=True)]

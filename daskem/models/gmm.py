@@ -202,6 +202,23 @@ class GaussianMixtureModel:
         Tiles are centred on the reference (the weighted mean of the means) for the
         whitening; each component's moments are then taken around its own current mean.
         """
+        return self.moments(params, block)
+
+    def moments(
+        self, params: GaussianMixtureParams, block: NDArray[Any], resp: NDArray[Any] | None = None
+    ) -> GaussianMixtureStats:
+        """:meth:`e_step`, or the same moments under given responsibilities.
+
+        Parameters
+        ----------
+        params : GaussianMixtureParams
+            The parameters (their means are the centres of the moments).
+        block : ndarray of shape (n, d)
+            Rows.
+        resp : ndarray of shape (n, k), optional
+            Responsibilities to use instead of the mixture's own posteriors (a hidden
+            Markov model's state posteriors); the statistics' ``loglik`` is then 0.
+        """
         k, d = params.means.shape
         shift = params.reference
         offsets = params.means - shift
@@ -213,18 +230,23 @@ class GaussianMixtureModel:
         n_nonfinite = 0
         # Non-finite data give NaN statistics; the driver reports them from n_nonfinite.
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            for xt, log_prob, resp, work in self._tiles(block, params, shift):
+            start = 0
+            for xt, log_prob, tile_resp, work in self._tiles(block, params, shift):
                 # Counted per tile: a whole-block mask would be one large allocation per block.
                 n_nonfinite += xt.size - int(np.count_nonzero(np.isfinite(xt)))
-                # Sums across tiles are float64 whatever the tile precision.
-                loglik += float(log_normalize(log_prob, resp).sum(dtype=np.float64))
-                resp_sum += resp.sum(axis=1, dtype=np.float64)
-                first += resp @ xt.T
+                if resp is None:
+                    # Sums across tiles are float64 whatever the tile precision.
+                    loglik += float(log_normalize(log_prob, tile_resp).sum(dtype=np.float64))
+                else:
+                    tile_resp[...] = resp[start : start + xt.shape[1]].T
+                    start += xt.shape[1]
+                resp_sum += tile_resp.sum(axis=1, dtype=np.float64)
+                first += tile_resp @ xt.T
                 if ct.moment_from_residuals:
                     # work holds (p_k (x - mu_k))^2 from the E-step: weight it by the responsibilities.
-                    second += np.matmul(work, resp[:, :, None])[:, :, 0]
+                    second += np.matmul(work, tile_resp[:, :, None])[:, :, 0]
                 else:
-                    ct.second_moment(xt, resp, offsets.astype(xt.dtype), second, work)
+                    ct.second_moment(xt, tile_resp, offsets.astype(xt.dtype), second, work)
         if ct.moment_from_residuals:
             scales = np.broadcast_to(params.precisions_cholesky.reshape(k, -1), (k, d))
             second /= scales * scales

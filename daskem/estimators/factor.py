@@ -1,0 +1,350 @@
+"""``daskem.PPCA`` and ``daskem.FactorAnalysis``: linear-Gaussian latent models by EM, out of core.
+
+The models, their statistics and the M-step algebra are in
+:mod:`daskem.models.linear_gaussian`. Both estimators follow scikit-learn's
+:class:`~sklearn.decomposition.FactorAnalysis` in names and meanings (``components_``,
+``noise_variance_``, ``mean_``, ``loglike_``, ``transform``, ``score``,
+``get_covariance``, ...), with the EM iterations run over Dask blocks, one pass over the
+data per iteration.
+
+Start: the mean and per-feature variances ``v`` of the first
+:data:`INIT_ROWS` rows (one read of the first block, not a pass), loadings drawn
+standard normal with the seed and scaled by ``sqrt(v / (2 q))``, noise ``v / 2`` (its
+mean for PPCA). scikit-learn's FactorAnalysis starts from unit noise and iterates SVDs;
+daskem runs plain EM (optionally SQUAREM-accelerated), whose first M-step already moves
+the mean to the sample mean.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
+
+from daskem.em.engine import nonfinite_error, resolve_split_every
+from daskem.em.monitor import IterationRecord
+from daskem.estimators._base import EMEstimator
+from daskem.estimators._validation import check_int
+from daskem.io.sources import DataSource, as_source
+from daskem.models.linear_gaussian import (
+    FactorAnalysisModel,
+    LinearGaussianParams,
+    PPCAModel,
+    check_latent_dimension,
+)
+
+#: Rows read from the start of the data to set the initial mean and scale.
+INIT_ROWS = 1024
+
+
+def _first_rows(source: DataSource) -> np.ndarray:
+    """The first :data:`INIT_ROWS` rows as float64, refusing non-finite values."""
+    rows = np.asarray(source.array[:INIT_ROWS].compute(), dtype=np.float64)
+    bad = int(rows.size - np.count_nonzero(np.isfinite(rows)))
+    if bad:
+        raise nonfinite_error(bad, rows.shape[0], where=" read to initialise the fit")
+    return rows
+
+
+class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, EMEstimator):
+    """What :class:`PPCA` and :class:`FactorAnalysis` share (not used directly)."""
+
+    _FITTED = ("components_", "mean_", "noise_variance_")
+    _MODEL: ClassVar[type[PPCAModel] | type[FactorAnalysisModel]]
+
+    def __init__(
+        self,
+        n_components: int | None = None,
+        *,
+        tol: float = 1e-6,
+        max_iter: int = 1000,
+        n_init: int = 1,
+        random_state: Any = 0,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        split_every: int | None = None,
+        accelerate: str | None = None,
+        prune_restarts: bool = False,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: int = 1,
+        keep_last: int = 2,
+        overwrite_checkpoint: bool = False,
+        cache: str | bool = "auto",
+    ) -> None:
+        self.n_components = n_components
+        self.tol = tol
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.random_state = random_state
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.split_every = split_every
+        self.accelerate = accelerate
+        self.prune_restarts = prune_restarts
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.keep_last = keep_last
+        self.overwrite_checkpoint = overwrite_checkpoint
+        self.cache = cache
+
+    # -- validation and the model ---------------------------------------------------------
+
+    def _validate_hyperparameters(self) -> None:
+        name = type(self).__name__
+        check_int(name, "n_components", self.n_components, 1, none_ok=True)
+        check_int(name, "n_init", self.n_init, 1)
+        self._validate_engine_parameters()
+
+    def _model(self) -> PPCAModel | FactorAnalysisModel:
+        # n_components=None means every feature (scikit-learn's meaning).
+        return self._MODEL(self.n_features_in_ if self.n_components is None else int(self.n_components))
+
+    @classmethod
+    def _restore(cls, params: dict[str, Any], arrays: dict[str, np.ndarray], **record: Any) -> EMEstimator:
+        if params.get("n_components") is not None:
+            return super()._restore(params, arrays, **record)
+        # n_components=None means every feature: restore with the stored count, then keep None.
+        est = super()._restore({**params, "n_components": int(np.shape(arrays["mean"])[0])}, arrays, **record)
+        est.set_params(n_components=None)
+        return est
+
+    # -- fitting ------------------------------------------------------------------------
+
+    def fit(self, X: Any, y: Any = None, *, callback: Callable[[IterationRecord, Any], None] | None = None) -> Any:
+        """Fit the model by EM.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The data; a string is the path or URL of a Zarr array.
+        y : None
+            Ignored; present for API consistency.
+        callback : callable, optional
+            Called as ``callback(record, params)`` after every EM iteration.
+
+        Returns
+        -------
+        self
+            The fitted estimator.
+        """
+        self._validate_hyperparameters()
+        resolve_split_every(self.split_every)
+        source = as_source(X)
+        n_components = source.n_features if self.n_components is None else int(self.n_components)
+        check_latent_dimension(n_components, source.n_features)
+        self._fit_restarts(self._MODEL(n_components), source, self.n_init, False, callback)
+        self.loglike_ = [value * source.n_samples for value in self.lower_bounds_]
+        return self
+
+    def _initial_params(
+        self, model: PPCAModel | FactorAnalysisModel, source: DataSource, rngs: list[np.random.Generator]
+    ) -> list[LinearGaussianParams]:
+        rows = _first_rows(source)
+        return [model.init_params(rows, rng) for rng in rngs]
+
+    def _params(self) -> LinearGaussianParams:
+        return self._model().make_params(self.components_, self.mean_, self.noise_variance_)
+
+    def _set_params_attributes(self, params: LinearGaussianParams) -> None:
+        self.components_ = params.components
+        self.mean_ = params.mean
+        self.noise_variance_ = params.noise_variance
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.components_.shape[0])
+
+    # -- the fitted model -----------------------------------------------------------------
+
+    def transform(self, X: Any) -> Any:
+        """Posterior mean of the latent factors of every row, ``E[z | x]``.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The data.
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_samples, n_components)
+            NumPy for in-memory input, a lazy dask array otherwise.
+        """
+        return self._per_row(X, "transform", columns=self.components_.shape[0])
+
+    def score_samples(self, X: Any) -> Any:
+        """Log-likelihood of every row under the fitted model.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The data.
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_samples,)
+            NumPy for in-memory input, a lazy dask array otherwise.
+        """
+        return self._per_row(X, "score_samples")
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean per-sample log-likelihood of ``X``.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The data.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        float
+        """
+        return float(np.asarray(self._per_row(X, "score_samples").mean()))
+
+    def get_covariance(self) -> np.ndarray:
+        """The model covariance ``components_.T @ components_ + diag(noise_variance_)``.
+
+        Returns
+        -------
+        ndarray of shape (n_features, n_features)
+        """
+        self._check_fitted()
+        return self._model().covariance(self._params())
+
+    def get_precision(self) -> np.ndarray:
+        """The inverse of :meth:`get_covariance`, by Woodbury's identity (a q x q solve).
+
+        Returns
+        -------
+        ndarray of shape (n_features, n_features)
+        """
+        self._check_fitted()
+        return self._model().precision(self._params())
+
+
+class PPCA(_LinearGaussianEstimator):
+    """Probabilistic PCA (Tipping & Bishop 1999) fitted by EM on data of any size.
+
+    The model is ``x = components_.T @ z + mean_ + eps`` with ``z ~ N(0, I)`` and
+    isotropic noise ``eps ~ N(0, noise_variance_ I)``. Its maximum-likelihood solution is
+    that of :class:`sklearn.decomposition.PCA` (the span of ``components_`` is the leading
+    principal subspace and ``noise_variance_`` is PCA's ``noise_variance_``), reached here
+    by EM without forming the covariance matrix: each iteration is one pass over Dask
+    blocks costing ``O(n d q)``.
+
+    Parameters
+    ----------
+    n_components : int or None, default=None
+        Number of latent factors ``q``, at most ``n_features``; None keeps every feature
+        (``noise_variance_`` then reaches its floor, as PCA's reaches 0).
+    tol : float, default=1e-6
+        Convergence threshold on the change of the mean per-sample log-likelihood (not
+        scikit-learn's total log-likelihood).
+    max_iter : int, default=1000
+        Most EM iterations.
+    n_init : int, default=1
+        Number of random starts, run in the same passes over the data; the most likely
+        fit is kept.
+    random_state : int, RandomState instance or None, default=0
+        Seed of the random initial loadings (see :mod:`daskem.estimators.factor`).
+    verbose : int, default=0
+        1 prints the initialisation and iteration numbers, 2 also times and changes.
+    verbose_interval : int, default=10
+        Iterations between verbose messages.
+    split_every, accelerate, prune_restarts, checkpoint, checkpoint_every, keep_last, overwrite_checkpoint, cache
+        As for :class:`daskem.GaussianMixture`. ``accelerate="squarem"`` helps much when
+        the noise is small against the signal, where plain EM converges slowly.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        Loading matrix ``W``, defined up to a rotation of the latent space (its rows are
+        not orthonormal, unlike PCA's ``components_``).
+    mean_ : ndarray of shape (n_features,)
+        The sample mean.
+    noise_variance_ : float
+    loglike_ : list of float
+        Total log-likelihood at every iteration (set by ``fit``).
+    lower_bound_ : float
+        Mean per-sample log-likelihood at the last iteration; ``lower_bounds_`` at each.
+    converged_ : bool
+    n_iter_ : int
+    n_passes_ : int
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from daskem import PPCA
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(1000, 2)) @ rng.normal(size=(2, 5)) + 0.1 * rng.normal(size=(1000, 5))
+    >>> ppca = PPCA(n_components=2, accelerate="squarem").fit(X)
+    >>> ppca.transform(X).shape
+    (1000, 2)
+    """
+
+    _MODEL = PPCAModel
+
+
+class FactorAnalysis(_LinearGaussianEstimator):
+    """Factor analysis fitted by EM on data of any size (scikit-learn's API).
+
+    The model is ``x = components_.T @ z + mean_ + eps`` with ``z ~ N(0, I)`` and
+    ``eps ~ N(0, diag(noise_variance_))``, one noise variance per feature. A drop-in for
+    :class:`sklearn.decomposition.FactorAnalysis` (without ``rotation``; ``svd_method``
+    and ``iterated_power`` do not apply): it reaches the same maximum of the likelihood
+    by EM, each iteration one pass over Dask blocks costing ``O(n d q)``.
+
+    Parameters
+    ----------
+    n_components : int or None, default=None
+        Number of latent factors ``q``, at most ``n_features``; None uses ``n_features``.
+    tol : float, default=1e-6
+        Convergence threshold on the change of the mean per-sample log-likelihood
+        (scikit-learn's ``tol`` is on the total log-likelihood).
+    max_iter : int, default=1000
+        Most EM iterations.
+    n_init : int, default=1
+        Number of random starts, run in the same passes over the data; the most likely
+        fit is kept.
+    random_state : int, RandomState instance or None, default=0
+        Seed of the random initial loadings (see :mod:`daskem.estimators.factor`).
+    verbose : int, default=0
+        1 prints the initialisation and iteration numbers, 2 also times and changes.
+    verbose_interval : int, default=10
+        Iterations between verbose messages.
+    split_every, accelerate, prune_restarts, checkpoint, checkpoint_every, keep_last, overwrite_checkpoint, cache
+        As for :class:`daskem.GaussianMixture`.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        Loading matrix ``W``, defined up to a rotation of the latent space.
+    mean_ : ndarray of shape (n_features,)
+        The sample mean.
+    noise_variance_ : ndarray of shape (n_features,)
+    loglike_ : list of float
+        Total log-likelihood at every iteration (set by ``fit``).
+    lower_bound_ : float
+        Mean per-sample log-likelihood at the last iteration; ``lower_bounds_`` at each.
+    converged_ : bool
+    n_iter_ : int
+    n_passes_ : int
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from daskem import FactorAnalysis
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(1000, 2)) @ rng.normal(size=(2, 5)) + rng.uniform(0.1, 1, 5) * rng.normal(size=(1000, 5))
+    >>> fa = FactorAnalysis(n_components=2, accelerate="squarem").fit(X)
+    >>> fa.noise_variance_.shape
+    (5,)
+    """
+
+    _MODEL = FactorAnalysisModel

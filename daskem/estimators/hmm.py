@@ -1,0 +1,792 @@
+"""hmmlearn-compatible hidden Markov models fitted out of core: GaussianHMM, CategoricalHMM.
+
+Sequences are rows of one array (hmmlearn's layout: ``X`` of shape (n_samples,
+n_features) and ``lengths`` of the sequences, in order). The estimators add a start-flag
+column and, when every sequence fits in a block, re-chunk the rows so that each block
+holds whole sequences: blocks are then independent and an iteration is one pass. A
+sequence longer than a block is split across blocks and the model carries the forward
+and backward messages between them (:mod:`daskem.models.hmm`): two passes per
+iteration, exactly the statistics of the unsplit sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import dask
+import dask.array as da
+import numpy as np
+from sklearn.utils import check_random_state
+
+from daskem.em.engine import (
+    block_messages,
+    compute_stats,
+    data_blocks,
+    resolve_split_every,
+    single_threaded_blas,
+)
+from daskem.em.init import kmeans_centers
+from daskem.em.monitor import IterationRecord
+from daskem.errors import DataError, ParameterError
+from daskem.estimators._base import EMEstimator
+from daskem.estimators._validation import check_int, check_option, check_real
+from daskem.io.sources import DataSource, as_source
+from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
+from daskem.models.hmm import (
+    CategoricalHMMModel,
+    CategoricalHMMParams,
+    GaussianHMMModel,
+    GaussianHMMParams,
+    HMMModel,
+    check_probabilities,
+)
+
+COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
+
+
+def lengths_from_ids(ids: Any) -> np.ndarray:
+    """Sequence lengths from a sequence-id column (a new sequence wherever the id changes).
+
+    Parameters
+    ----------
+    ids : array-like or dask array of shape (n_samples,)
+        One id per row; the rows of a sequence are consecutive.
+
+    Returns
+    -------
+    ndarray of int
+        The lengths, in row order, for the ``lengths`` argument of the HMM estimators.
+    """
+    values = ids.compute() if isinstance(ids, da.Array) else np.asarray(ids)
+    values = values.ravel()
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
+    return np.diff(np.append(starts, values.size)).astype(np.int64)
+
+
+def _check_lengths(lengths: Any, n_samples: int) -> np.ndarray:
+    if lengths is None:
+        return np.array([n_samples], dtype=np.int64)
+    values = np.asarray(lengths)
+    if values.ndim != 1 or (
+        values.dtype.kind not in "iu" and not (values.dtype.kind == "f" and np.all(values == np.floor(values)))
+    ):
+        raise DataError(f"lengths must be a 1-D array of non-negative integers; got {lengths!r}.")
+    values = values.astype(np.int64)
+    if values.size and values.min() < 0:
+        raise DataError(f"lengths must be non-negative; got {int(values.min())} among them.")
+    if int(values.sum()) != n_samples:
+        raise DataError(
+            f"lengths sum to {int(values.sum())} but X has {n_samples} rows: the lengths of the sequences must "
+            "add up to the number of rows."
+        )
+    return values
+
+
+def _aligned_chunks(lengths: np.ndarray, max_rows: int) -> tuple[int, ...]:
+    """Blocks of whole sequences, each at most ``max_rows`` rows (every sequence fits one)."""
+    ends = np.cumsum(lengths)
+    chunks = []
+    start = 0
+    total = int(ends[-1]) if ends.size else 0
+    while start < total:
+        end = int(ends[np.searchsorted(ends, start + max_rows, side="right") - 1])
+        chunks.append(end - start)
+        start = end
+    return tuple(chunks) or (0,)
+
+
+def _add_start_flags(block: np.ndarray, local_starts: np.ndarray) -> np.ndarray:
+    flags = np.zeros((block.shape[0], 1), dtype=block.dtype)
+    flags[local_starts, 0] = 1
+    return np.concatenate([block, flags], axis=1)
+
+
+def sequence_source(source: DataSource, lengths: Any) -> tuple[DataSource, bool]:
+    """The rows with a start-flag column, and whether blocks split sequences.
+
+    When every sequence fits in the source's largest block, the rows are re-chunked
+    into blocks of whole sequences; otherwise the source's blocks are kept and the
+    model must carry messages between them.
+    """
+    sizes = _check_lengths(lengths, source.n_samples)
+    array = source.array
+    max_rows = max(max(array.chunks[0]), 1)
+    carry = bool(sizes.size and int(sizes.max()) > max_rows)
+    if not carry and source.n_samples:
+        array = array.rechunk({0: _aligned_chunks(sizes, max_rows)})
+    starts = np.cumsum(np.concatenate([[0], sizes[:-1]]))[sizes > 0] if sizes.size else np.zeros(0, np.int64)
+    d = source.n_features
+    pieces, lo = [], 0
+    for i, rows in enumerate(array.chunks[0]):
+        local = starts[(starts >= lo) & (starts < lo + rows)] - lo
+        piece = dask.delayed(_add_start_flags, pure=True)(array.blocks[i], local)
+        pieces.append(da.from_delayed(piece, shape=(rows, d + 1), dtype=array.dtype))
+        lo += rows
+    flagged = da.concatenate(pieces, axis=0) if pieces else da.zeros((0, d + 1), dtype=array.dtype)
+    return DataSource(flagged, source.kind, source.location, dict(source.options)), carry
+
+
+@dataclass
+class ConvergenceMonitor:
+    """hmmlearn's ``monitor_``: the log-likelihood history of the last fit.
+
+    Attributes
+    ----------
+    tol : float
+        Threshold on the gain of the total log-likelihood.
+    n_iter : int
+        Most iterations allowed.
+    history : list of float
+        Total log-likelihood of every iteration (of the parameters it started from).
+    iter : int
+        Iterations run.
+    converged : bool
+        Whether the fit converged.
+    """
+
+    tol: float
+    n_iter: int
+    history: list[float] = field(default_factory=list)
+    iter: int = 0
+    converged: bool = False
+
+
+class _BaseHMM(EMEstimator):
+    """What GaussianHMM and CategoricalHMM share (not used directly)."""
+
+    _ADDED_COLUMNS: ClassVar[int] = 1
+    _WARN_NOT_CONVERGED: ClassVar[bool] = False  # hmmlearn reports it in monitor_ only
+    _LETTERS: ClassVar[str] = ""
+    #: hmmlearn has no restarts or pruning; the engine's hyperparameters say so.
+    prune_restarts = False
+    warm_start = False
+
+    n_components: int
+    n_iter: int
+    startprob_prior: Any
+    transmat_prior: Any
+    algorithm: str
+    params: str
+    init_params: str
+
+    @property
+    def max_iter(self) -> int:  # type: ignore[override]
+        """The engine's iteration limit: hmmlearn's ``n_iter``."""
+        return int(self.n_iter)
+
+    def _engine_tol(self, source: DataSource) -> float:
+        # hmmlearn stops when the total log-likelihood gains less than tol.
+        return float(self.tol) / max(source.n_samples, 1)
+
+    def _validate_hyperparameters(self) -> None:
+        name = type(self).__name__
+        check_int(name, "n_components", self.n_components, 1)
+        check_int(name, "n_iter", self.n_iter, 0)
+        check_option(name, "algorithm", self.algorithm, ["viterbi", "map"])
+        for what in ("params", "init_params"):
+            value = getattr(self, what)
+            if not isinstance(value, str) or set(value) - set(self._LETTERS):
+                raise ParameterError(
+                    f"The {what!r} parameter of {name} must be a str of letters among {self._LETTERS!r}; got {value!r}."
+                )
+        self._validate_engine_parameters()
+
+    def _engine_model(self, carry: bool) -> HMMModel:
+        raise NotImplementedError
+
+    def _model(self) -> HMMModel:
+        return self._engine_model(False)
+
+    def _check_data(self, source: DataSource) -> None:
+        """Subclass checks of the (unflagged) data."""
+
+    # -- fitting ------------------------------------------------------------------------
+
+    def fit(
+        self, X: Any, lengths: Any = None, *, callback: Callable[[IterationRecord, Any], None] | None = None
+    ) -> _BaseHMM:
+        """Estimate the parameters by Baum-Welch (EM).
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The rows of all sequences, one after the other.
+        lengths : array-like of int, optional
+            Lengths of the sequences, summing to ``n_samples`` (default: one sequence).
+            From a sequence-id column: :func:`lengths_from_ids`.
+        callback : callable, optional
+            Called as ``callback(record, params)`` after every iteration.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_hyperparameters()
+        resolve_split_every(self.split_every)
+        raw = as_source(X)
+        self._check_data(raw)
+        source, carry = sequence_source(raw, lengths)
+        self._fit_data = raw
+        try:
+            outcome = self._fit_restarts(self._engine_model(carry), source, 1, False, callback)
+        finally:
+            del self._fit_data
+        self.n_features_in_ = raw.n_features
+        best = outcome.results[outcome.best]
+        self.monitor_ = ConvergenceMonitor(
+            float(self.tol),
+            int(self.n_iter),
+            [r.log_likelihood * raw.n_samples for r in best.history],
+            best.n_iter,
+            best.converged,
+        )
+        return self
+
+    def _initial_params(self, model: HMMModel, source: DataSource, rngs: list[np.random.Generator]) -> list[Any]:
+        rng = rngs[0]
+        k = self.n_components
+        startprob = self._given("s", "startprob_", lambda: np.full(k, 1.0 / k))
+        transmat = self._given("t", "transmat_", lambda: np.full((k, k), 1.0 / k))
+        check_probabilities("startprob_", np.asarray(startprob, dtype=np.float64))
+        check_probabilities("transmat_", np.asarray(transmat, dtype=np.float64))
+        return [self._initial_emissions(model, rng, startprob, transmat)]
+
+    def _initial_emissions(self, model: Any, rng: np.random.Generator, startprob: Any, transmat: Any) -> Any:
+        raise NotImplementedError
+
+    def _given(self, letter: str, attribute: str, initialise: Callable[[], Any]) -> Any:
+        """hmmlearn's rule: initialise what ``init_params`` names, take the rest as set."""
+        if letter in self.init_params:
+            return initialise()
+        if not hasattr(self, attribute):
+            raise ParameterError(
+                f"{attribute} must be set before fitting when init_params ({self.init_params!r}) does not "
+                f"contain {letter!r}: set {type(self).__name__}.{attribute} or add {letter!r} to init_params."
+            )
+        return getattr(self, attribute)
+
+    # -- sequences after the fit ------------------------------------------------------------
+
+    def _sequences(self, X: Any, lengths: Any) -> tuple[DataSource, HMMModel, list[Any]]:
+        self._check_fitted()
+        raw = as_source(X)
+        if raw.n_features != self.n_features_in_:
+            raise DataError(
+                f"X has {raw.n_features} features, but {type(self).__name__} is expecting {self.n_features_in_} "
+                "features as input."
+            )
+        self._check_data(raw)
+        source, carry = sequence_source(raw, lengths)
+        return source, self._engine_model(carry), data_blocks(source, cache=False)
+
+    def _per_block(
+        self, source: DataSource, fn: Callable[..., Any], blocks: Sequence[Any], messages: Sequence[Any]
+    ) -> list[Any]:
+        params = dask.delayed(self._params(), pure=True, traverse=False)
+        return [dask.delayed(fn, pure=True)(params, b, m) for b, m in zip(blocks, messages, strict=True)]
+
+    @staticmethod
+    def _result(source: DataSource, parts: Any) -> Any:
+        if source.kind != "numpy":
+            return parts
+        with single_threaded_blas():
+            return parts.compute()
+
+    def score(self, X: Any, lengths: Any = None) -> float:
+        """Total log-likelihood of the sequences under the fitted model (hmmlearn's ``score``).
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+        lengths : array-like of int, optional
+
+        Returns
+        -------
+        float
+        """
+        _, model, blocks = self._sequences(X, lengths)
+        stats = compute_stats(model, self._params(), blocks, resolve_split_every(self.split_every))
+        return float(stats.loglik)
+
+    def predict_proba(self, X: Any, lengths: Any = None) -> Any:
+        """State posteriors of every row (forward-backward).
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+        lengths : array-like of int, optional
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_samples, n_components)
+        """
+        source, model, blocks = self._sequences(X, lengths)
+        params = self._params()
+        messages = block_messages(model, params, blocks) if model.carry else [None] * len(blocks)
+        parts = self._per_block(source, model.posteriors, blocks, messages)
+        k = self.n_components
+        arrays = [
+            da.from_delayed(p, shape=(rows, k), dtype=np.float64)
+            for p, rows in zip(parts, source.array.chunks[0], strict=True)
+        ]
+        return self._result(source, da.concatenate(arrays) if arrays else da.zeros((0, k)))
+
+    def score_samples(self, X: Any, lengths: Any = None) -> tuple[float, Any]:
+        """The log-likelihood and the state posteriors (hmmlearn's ``score_samples``).
+
+        Returns
+        -------
+        log_prob : float
+        posteriors : ndarray or dask array of shape (n_samples, n_components)
+        """
+        return self.score(X, lengths), self.predict_proba(X, lengths)
+
+    def decode(self, X: Any, lengths: Any = None, algorithm: str | None = None) -> tuple[float, Any]:
+        """The most probable state path (Viterbi) or the most probable state per row (MAP).
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+        lengths : array-like of int, optional
+        algorithm : {"viterbi", "map"}, optional
+            Default: the estimator's ``algorithm``.
+
+        Returns
+        -------
+        log_prob : float
+            Viterbi: the log-probability of the best paths (summed over sequences); MAP:
+            the summed log of the rows' largest posteriors (hmmlearn's convention).
+        state_sequence : ndarray or dask array of shape (n_samples,)
+        """
+        algorithm = self.algorithm if algorithm is None else algorithm
+        check_option(type(self).__name__, "algorithm", algorithm, ["viterbi", "map"])
+        if algorithm == "map":
+            posteriors = self.predict_proba(X, lengths)
+            log_prob = float(np.log(posteriors.max(axis=1)).sum())
+            return log_prob, posteriors.argmax(axis=1)
+        source, model, blocks = self._sequences(X, lengths)
+        params = self._params()
+        if model.carry:
+            pdelayed = dask.delayed(params, pure=True, traverse=False)
+            summaries = dask.compute(*[dask.delayed(model.viterbi_summary, pure=True)(pdelayed, b) for b in blocks])
+            messages, log_prob = model.viterbi_messages(list(summaries))
+            parts = self._per_block(source, model.decode, blocks, messages)
+        else:
+            parts = self._per_block(source, model.decode, blocks, [None] * len(blocks))
+            log_prob = float(sum(s for _, s in dask.compute(*parts)))
+        states = [
+            da.from_delayed(dask.delayed(_first)(p), shape=(rows,), dtype=np.int64)
+            for p, rows in zip(parts, source.array.chunks[0], strict=True)
+        ]
+        return log_prob, self._result(source, da.concatenate(states) if states else da.zeros(0, np.int64))
+
+    def predict(self, X: Any, lengths: Any = None) -> Any:
+        """The most probable states (by the estimator's ``algorithm``).
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_samples,)
+        """
+        return self.decode(X, lengths)[1]
+
+    def fit_predict(self, X: Any, lengths: Any = None) -> Any:
+        """Fit, then return the most probable states of ``X``."""
+        return self.fit(X, lengths).predict(X, lengths)
+
+    def sample(
+        self, n_samples: int = 1, random_state: Any = None, currstate: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draw a sequence from the fitted model (in memory).
+
+        Parameters
+        ----------
+        n_samples : int
+            Rows to draw.
+        random_state : int, RandomState or None
+            Default: the estimator's ``random_state``.
+        currstate : int, optional
+            The state of the first row (default: drawn from ``startprob_``).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        state_sequence : ndarray of shape (n_samples,)
+        """
+        self._check_fitted()
+        check_int(type(self).__name__, "n_samples", n_samples, 1)
+        rng = check_random_state(self.random_state if random_state is None else random_state)
+        states = np.empty(n_samples, dtype=np.int64)
+        cum_start, cum_trans = np.cumsum(self.startprob_), np.cumsum(self.transmat_, axis=1)
+        state = int((cum_start > rng.rand()).argmax()) if currstate is None else int(currstate)
+        for t in range(n_samples):
+            if t:
+                state = int((cum_trans[state] > rng.rand()).argmax())
+            states[t] = state
+        return self._sample_emissions(states, rng), states
+
+    def _sample_emissions(self, states: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _first(pair: tuple[Any, Any]) -> Any:
+    return pair[0]
+
+
+class GaussianHMM(_BaseHMM):
+    """Hidden Markov model with Gaussian emissions, fitted by Baum-Welch out of core.
+
+    Names and meanings are hmmlearn's ``GaussianHMM``; the data may be larger than
+    memory (dask arrays, Zarr) and the fit runs on Dask with checkpoints.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of states.
+    covariance_type : {"spherical", "diag", "full", "tied"}
+        Form of the state covariances.
+    min_covar : float
+        Added to the diagonal of the data covariance that initialises ``covars_``.
+    startprob_prior, transmat_prior : float or array
+        Dirichlet concentration of the start and transition probabilities.
+    means_prior, means_weight, covars_prior, covars_weight : float or array
+        hmmlearn's priors of the means and covariances.
+    algorithm : {"viterbi", "map"}
+        Decoder of :meth:`predict`.
+    random_state : int, RandomState or None
+        Seed of the initialisation (k-means|| means) and of :meth:`sample`.
+    n_iter : int
+        Most EM iterations.
+    tol : float
+        Stop when the total log-likelihood gains less than this (hmmlearn's rule).
+    verbose : bool or int
+        Print every iteration.
+    params, init_params : str
+        Letters of the parameters updated by the M-step / initialised by :meth:`fit`:
+        ``s`` start, ``t`` transitions, ``m`` means, ``c`` covariances. Parameters not
+        in ``init_params`` are taken from the attributes set before fitting.
+    split_every, cache, checkpoint, checkpoint_every, keep_last, overwrite_checkpoint, accelerate
+        daskem's engine parameters, as for :class:`daskem.GaussianMixture`.
+    verbose_interval : int
+        Iterations between verbose lines.
+
+    Attributes
+    ----------
+    startprob_ : ndarray of shape (n_components,)
+    transmat_ : ndarray of shape (n_components, n_components)
+    means_ : ndarray of shape (n_components, n_features)
+    covars_ : ndarray of shape (n_components, n_features, n_features)
+        Full covariance matrices (hmmlearn's convention); ``_covars_`` holds them in the
+        covariance type's own shape.
+    n_features : int
+        Dimension of the emissions.
+    monitor_ : ConvergenceMonitor
+        History of the last fit.
+    converged_, n_iter_, lower_bound_, lower_bounds_, n_passes_
+        As for :class:`daskem.GaussianMixture` (per-sample log-likelihoods).
+    """
+
+    _FITTED = ("startprob_", "transmat_", "means_", "_covars_")
+    _LETTERS = "stmc"
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        covariance_type: str = "diag",
+        min_covar: float = 1e-3,
+        startprob_prior: Any = 1.0,
+        transmat_prior: Any = 1.0,
+        means_prior: Any = 0,
+        means_weight: Any = 0,
+        covars_prior: Any = 1e-2,
+        covars_weight: Any = 1,
+        algorithm: str = "viterbi",
+        random_state: Any = None,
+        n_iter: int = 10,
+        tol: float = 1e-2,
+        verbose: bool | int = False,
+        params: str = "stmc",
+        init_params: str = "stmc",
+        *,
+        split_every: int | None = None,
+        cache: bool | str = "auto",
+        checkpoint: Any = None,
+        checkpoint_every: int = 1,
+        keep_last: int = 2,
+        overwrite_checkpoint: bool = False,
+        accelerate: str | None = None,
+        verbose_interval: int = 1,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.min_covar = min_covar
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.means_prior = means_prior
+        self.means_weight = means_weight
+        self.covars_prior = covars_prior
+        self.covars_weight = covars_weight
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.split_every = split_every
+        self.cache = cache
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.keep_last = keep_last
+        self.overwrite_checkpoint = overwrite_checkpoint
+        self.accelerate = accelerate
+        self.verbose_interval = verbose_interval
+
+    def _validate_hyperparameters(self) -> None:
+        check_option("GaussianHMM", "covariance_type", self.covariance_type, COVARIANCE_TYPES)
+        check_real("GaussianHMM", "min_covar", self.min_covar, 0.0)
+        super()._validate_hyperparameters()
+
+    def _engine_model(self, carry: bool) -> GaussianHMMModel:
+        return GaussianHMMModel(
+            n_components=self.n_components,
+            params=self.params,
+            carry=carry,
+            startprob_prior=self.startprob_prior,
+            transmat_prior=self.transmat_prior,
+            covariance_type=self.covariance_type,
+            means_prior=self.means_prior,
+            means_weight=self.means_weight,
+            covars_prior=self.covars_prior,
+            covars_weight=self.covars_weight,
+        )
+
+    def _model(self) -> GaussianHMMModel:
+        return self._engine_model(False)
+
+    def _initial_emissions(
+        self, model: GaussianHMMModel, rng: np.random.Generator, startprob: Any, transmat: Any
+    ) -> GaussianHMMParams:
+        raw = self._fit_data
+        k = self.n_components
+        means = self._given(
+            "m",
+            "means_",
+            lambda: kmeans_centers(raw, k, [rng], split_every=self.split_every)[0],
+        )
+        if "c" in self.init_params:
+            covariances = self._data_covariance(raw, np.asarray(means, dtype=np.float64))
+        else:
+            covariances = self._given("c", "_covars_", lambda: None)
+        return model.make_params(startprob, transmat, means, covariances)
+
+    def _data_covariance(self, raw: DataSource, means: np.ndarray) -> np.ndarray:
+        """hmmlearn's start: the data covariance plus ``min_covar`` on the diagonal (one pass)."""
+        one = GaussianMixtureModel(1, "full", 0.0)
+        centre = means.mean(axis=0, keepdims=True)
+        d = raw.n_features
+        start = GaussianMixtureParams(np.ones(1), centre, np.eye(d)[None], np.eye(d)[None])
+        stats = compute_stats(one, start, data_blocks(raw), resolve_split_every(self.split_every))
+        n = stats.resp_sum[0]
+        # np.cov's unbiased scaling, as hmmlearn uses.
+        cv = one.m_step(stats, start).covariances[0] * (n / max(n - 1.0, 1.0)) + self.min_covar * np.eye(d)
+        k = self.n_components
+        return {
+            "full": np.tile(cv, (k, 1, 1)),
+            "tied": cv,
+            "diag": np.tile(np.diag(cv), (k, 1)),
+            "spherical": np.full(k, float(np.diag(cv).mean())),
+        }[self.covariance_type]
+
+    def _set_params_attributes(self, params: GaussianHMMParams) -> None:
+        self.startprob_ = params.startprob
+        self.transmat_ = params.transmat
+        self.means_ = params.means
+        self._covars_ = params.covariances
+        self.n_features = params.means.shape[1]
+
+    def _params(self) -> GaussianHMMParams:
+        return self._model().make_params(self.startprob_, self.transmat_, self.means_, self._covars_)
+
+    @property
+    def covars_(self) -> np.ndarray:
+        """Full covariance matrices of the states, shape (n_components, n_features, n_features)."""
+        cov = np.asarray(self._covars_)
+        k, d = self.n_components, np.shape(self.means_)[1]
+        if self.covariance_type == "full":
+            return cov
+        if self.covariance_type == "tied":
+            return np.tile(cov, (k, 1, 1))
+        diag = cov if self.covariance_type == "diag" else np.repeat(cov[:, None], d, axis=1)
+        return np.stack([np.diag(row) for row in diag])
+
+    @covars_.setter
+    def covars_(self, value: Any) -> None:
+        self._covars_ = np.asarray(value, dtype=np.float64).copy()
+
+    def _sample_emissions(self, states: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+        d = self.means_.shape[1]
+        out = np.empty((states.size, d))
+        covs = self.covars_
+        for j in range(self.n_components):
+            rows = np.flatnonzero(states == j)
+            out[rows] = rng.multivariate_normal(self.means_[j], covs[j], size=rows.size)
+        return out
+
+
+class CategoricalHMM(_BaseHMM):
+    """Hidden Markov model with categorical emissions, fitted by Baum-Welch out of core.
+
+    Names and meanings are hmmlearn's ``CategoricalHMM``: ``X`` holds one column of
+    integer symbols in ``[0, n_features)``.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of states.
+    startprob_prior, transmat_prior, emissionprob_prior : float or array
+        Dirichlet concentrations.
+    n_features : int, optional
+        Number of symbols (default: the largest symbol in the data plus one; one pass).
+    algorithm, random_state, n_iter, tol, verbose, verbose_interval
+        As for :class:`GaussianHMM`.
+    params, init_params : str
+        Letters among ``s`` start, ``t`` transitions, ``e`` emissions.
+    split_every, cache, checkpoint, checkpoint_every, keep_last, overwrite_checkpoint, accelerate
+        daskem's engine parameters.
+
+    Attributes
+    ----------
+    startprob_, transmat_ : ndarray
+    emissionprob_ : ndarray of shape (n_components, n_features)
+    monitor_ : ConvergenceMonitor
+    converged_, n_iter_, lower_bound_, lower_bounds_, n_passes_
+    """
+
+    _FITTED = ("startprob_", "transmat_", "emissionprob_")
+    _LETTERS = "ste"
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        startprob_prior: Any = 1.0,
+        transmat_prior: Any = 1.0,
+        *,
+        emissionprob_prior: Any = 1.0,
+        n_features: int | None = None,
+        algorithm: str = "viterbi",
+        random_state: Any = None,
+        n_iter: int = 10,
+        tol: float = 1e-2,
+        verbose: bool | int = False,
+        params: str = "ste",
+        init_params: str = "ste",
+        split_every: int | None = None,
+        cache: bool | str = "auto",
+        checkpoint: Any = None,
+        checkpoint_every: int = 1,
+        keep_last: int = 2,
+        overwrite_checkpoint: bool = False,
+        accelerate: str | None = None,
+        verbose_interval: int = 1,
+    ) -> None:
+        self.n_components = n_components
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.emissionprob_prior = emissionprob_prior
+        self.n_features = n_features
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.split_every = split_every
+        self.cache = cache
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.keep_last = keep_last
+        self.overwrite_checkpoint = overwrite_checkpoint
+        self.accelerate = accelerate
+        self.verbose_interval = verbose_interval
+
+    def _validate_hyperparameters(self) -> None:
+        check_int("CategoricalHMM", "n_features", self.n_features, 1, none_ok=True)
+        super()._validate_hyperparameters()
+
+    def _symbols(self) -> int:
+        if self.n_features is not None:
+            return int(self.n_features)
+        return int(getattr(self, "n_features_", 0) or getattr(self, "_inferred_features", 0))
+
+    def _check_data(self, source: DataSource) -> None:
+        if source.n_features != 1:
+            raise DataError(
+                f"CategoricalHMM takes one column of integer symbols; X has {source.n_features} columns. "
+                "Pass X with shape (n_samples, 1)."
+            )
+        if self.n_features is None and not hasattr(self, "n_features_") and source.n_samples:
+            self._inferred_features = int(source.array.max().compute()) + 1
+
+    def _engine_model(self, carry: bool) -> CategoricalHMMModel:
+        return CategoricalHMMModel(
+            n_components=self.n_components,
+            params=self.params,
+            carry=carry,
+            startprob_prior=self.startprob_prior,
+            transmat_prior=self.transmat_prior,
+            n_features=max(self._symbols(), 1),
+            emissionprob_prior=self.emissionprob_prior,
+        )
+
+    def _model(self) -> CategoricalHMMModel:
+        return self._engine_model(False)
+
+    def _model_for_arrays(self, arrays: dict[str, np.ndarray]) -> CategoricalHMMModel:
+        self._inferred_features = int(np.shape(arrays["emissionprob"])[1])
+        return self._engine_model(False)
+
+    def fit(
+        self, X: Any, lengths: Any = None, *, callback: Callable[[IterationRecord, Any], None] | None = None
+    ) -> CategoricalHMM:
+        """Estimate the parameters by Baum-Welch (see :meth:`GaussianHMM.fit`)."""
+        for stale in ("n_features_", "_inferred_features"):
+            if hasattr(self, stale) and "e" in self.init_params:
+                delattr(self, stale)
+        super().fit(X, lengths, callback=callback)
+        return self
+
+    def _initial_emissions(
+        self, model: CategoricalHMMModel, rng: np.random.Generator, startprob: Any, transmat: Any
+    ) -> CategoricalHMMParams:
+        k, m = self.n_components, model.n_features
+
+        def random_rows() -> np.ndarray:
+            values = rng.random((k, m))
+            return np.asarray(values / values.sum(axis=1, keepdims=True))
+
+        emissionprob = self._given("e", "emissionprob_", random_rows)
+        return model.params_from_arrays({"startprob": startprob, "transmat": transmat, "emissionprob": emissionprob})
+
+    def _set_params_attributes(self, params: CategoricalHMMParams) -> None:
+        self.startprob_ = params.startprob
+        self.transmat_ = params.transmat
+        self.emissionprob_ = params.emissionprob
+        self.n_features_ = params.emissionprob.shape[1]
+
+    def _params(self) -> CategoricalHMMParams:
+        return self._model().params_from_arrays(
+            {"startprob": self.startprob_, "transmat": self.transmat_, "emissionprob": self.emissionprob_}
+        )
+
+    def _sample_emissions(self, states: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+        cum = np.cumsum(self.emissionprob_, axis=1)
+        draws = rng.rand(states.size)
+        return (cum[states] > draws[:, None]).argmax(axis=1)[:, None]
+
+
+__all__ = ["CategoricalHMM", "ConvergenceMonitor", "GaussianHMM", "lengths_from_ids"]

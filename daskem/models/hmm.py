@@ -1,0 +1,657 @@
+"""Hidden Markov models by Baum-Welch: pure E-step, combine and M-step per block of rows.
+
+A block is a run of consecutive rows of a sequence file with one extra last column, the
+start flag: 1 where a new sequence begins (the estimators add it from ``lengths``). The
+E-step runs the scaled forward-backward recursion over the block
+(:mod:`daskem.models.hmm_kernels`) and returns the expected start counts, the expected
+transition counts and the emission statistics under the state posteriors: the Gaussian
+mixture's moments (:meth:`daskem.models.gmm.GaussianMixtureModel.moments`, each state's
+moments around its own current mean) or symbol counts.
+
+Blocks that hold whole sequences are independent (``carry=False``, one pass per
+iteration). A sequence split across blocks is handled exactly with ``carry=True``: a
+first pass summarises every block by its transfer matrix, the driver chains them into
+the forward message entering each block and the backward message leaving it
+(:meth:`HMMModel.messages`), and the E-step pass starts each block from its messages,
+so the statistics are those of the unsplit sequence (two passes per iteration). The
+M-steps are hmmlearn's, priors included (Dirichlet priors on the start and transition
+probabilities and the emission probabilities; hmmlearn's normal-inverse-Wishart-style
+``means_prior``/``means_weight``/``covars_prior``/``covars_weight`` for Gaussian
+states), so one iteration equals hmmlearn's to rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from daskem.errors import DataError, ParameterError
+from daskem.models import hmm_kernels as kernels
+from daskem.models.gaussian import FloatArray, check_shape, covariance_type
+from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams, GaussianMixtureStats
+
+_EPS10 = 10.0 * np.finfo(np.float64).eps
+#: Probabilities are floored here in the vector form (log of an exact zero is -inf).
+_LOG_FLOOR = 1e-300
+
+
+@dataclass(frozen=True)
+class HMMStats:
+    """Sufficient statistics of a set of rows of sequences under one parameter set.
+
+    Attributes
+    ----------
+    n : float
+        Rows seen.
+    loglik : float
+        Log-likelihood of the rows given the rows before them.
+    n_nonfinite : int
+        NaN or infinite values seen.
+    start : ndarray of shape (k,)
+        Expected number of sequences starting in each state.
+    trans : ndarray of shape (k, k)
+        Expected number of transitions between states.
+    emission : GaussianMixtureStats or ndarray
+        Emission statistics under the state posteriors: the Gaussian moments, or the
+        expected symbol counts (k, n_features) of a categorical model.
+    """
+
+    n: float
+    loglik: float
+    n_nonfinite: int
+    start: FloatArray = field(repr=False)
+    trans: FloatArray = field(repr=False)
+    emission: Any = field(repr=False)
+
+
+@dataclass(frozen=True)
+class HMMMessage:
+    """What a block needs from the blocks around it.
+
+    Attributes
+    ----------
+    alpha_in : ndarray of shape (k,)
+        Normalised forward message at the row before the block.
+    beta_out : ndarray of shape (k,)
+        Normalised backward message at the block's last row.
+    """
+
+    alpha_in: FloatArray
+    beta_out: FloatArray
+
+
+@dataclass(frozen=True)
+class ViterbiMessage:
+    """What a block's Viterbi decoding needs from the blocks around it.
+
+    Attributes
+    ----------
+    delta_in : ndarray of shape (k,)
+        Best-path log-scores of the states at the row before the block.
+    exit_state : int
+        The state of the best path at the block's last row.
+    """
+
+    delta_in: FloatArray
+    exit_state: int
+
+
+@dataclass(frozen=True)
+class GaussianHMMParams:
+    """Parameters of a Gaussian HMM (hmmlearn's meanings; covariances in scikit-learn's
+    mixture shapes: (k,) spherical, (k, d) diag, (d, d) tied, (k, d, d) full)."""
+
+    startprob: FloatArray
+    transmat: FloatArray
+    means: FloatArray
+    covariances: FloatArray
+    precisions_cholesky: FloatArray
+
+    def to_arrays(self) -> dict[str, FloatArray]:
+        """Return the parameters as named arrays."""
+        return {
+            "startprob": self.startprob,
+            "transmat": self.transmat,
+            "means": self.means,
+            "covariances": self.covariances,
+            "precisions_cholesky": self.precisions_cholesky,
+        }
+
+    @property
+    def emission(self) -> GaussianMixtureParams:
+        """The state densities as mixture parameters (unit weights: log-weights 0)."""
+        k = self.means.shape[0]
+        return GaussianMixtureParams(np.ones(k), self.means, self.covariances, self.precisions_cholesky)
+
+
+@dataclass(frozen=True)
+class CategoricalHMMParams:
+    """Parameters of a categorical HMM (hmmlearn's meanings)."""
+
+    startprob: FloatArray
+    transmat: FloatArray
+    emissionprob: FloatArray
+
+    def to_arrays(self) -> dict[str, FloatArray]:
+        """Return the parameters as named arrays."""
+        return {"startprob": self.startprob, "transmat": self.transmat, "emissionprob": self.emissionprob}
+
+
+def _normalize_rows(counts: FloatArray, previous: FloatArray) -> FloatArray:
+    """Rows of ``counts`` scaled to sum 1; a row with nothing in it keeps ``previous``'s."""
+    sums = counts.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = counts / sums
+    return np.where(sums > 0, out, previous)
+
+
+def _dirichlet_map(prior: Any, counts: FloatArray, previous: FloatArray, keep_zeros: bool) -> FloatArray:
+    """hmmlearn's MAP update of probabilities under a Dirichlet prior (``prior - 1 + counts``)."""
+    values = np.maximum(np.asarray(prior, dtype=np.float64) - 1.0 + counts, 0.0)
+    if keep_zeros:
+        # Structural zeros (a left-right model's forbidden transitions) stay zero.
+        values = np.where(previous == 0, 0.0, values)
+    return _normalize_rows(values, previous)
+
+
+def _log(p: FloatArray) -> FloatArray:
+    with np.errstate(divide="ignore"):
+        return np.log(p)
+
+
+def check_probabilities(name: str, value: FloatArray) -> None:
+    """Require non-negative rows summing to 1 (to 1e-8), naming the first that does not."""
+    sums = value.sum(axis=-1)
+    bad = np.flatnonzero(~np.isclose(sums, 1.0, rtol=0.0, atol=1e-8) | (value < 0).any(axis=-1).ravel())
+    if bad.size:
+        where = f"row {int(bad[0])} of {name}" if value.ndim > 1 else name
+        raise ParameterError(
+            f"{where} must hold non-negative probabilities that sum to 1; it sums to {float(sums.ravel()[bad[0]])!r}"
+            f" (values {value[bad[0]] if value.ndim > 1 else value!r}). Normalise it, e.g. {name} /= "
+            f"{name}.sum(axis=-1, keepdims=True)."
+        )
+
+
+def start_flags(block: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    """Split a block into its data columns and its start flags (the last column)."""
+    return block[:, :-1], np.ascontiguousarray(block[:, -1] != 0)
+
+
+@dataclass(frozen=True)
+class HMMModel:
+    """What Gaussian and categorical HMMs share: the recursions, transitions and messages.
+
+    Subclasses give the emissions: ``_log_emission(params, X)`` (n, k), ``_emission_stats``,
+    ``_zero_emission``, ``_combine_emission``, ``_emission_m_step`` and the vector form.
+    """
+
+    n_components: int
+    params: str = ""
+    carry: bool = False
+    startprob_prior: Any = 1.0
+    transmat_prior: Any = 1.0
+
+    #: What to do when the statistics are not finite.
+    numerical_advice = (
+        "some rows have zero probability under every state path (impossible emissions or transitions). "
+        "Check the data, or use a model whose emissions can produce them."
+    )
+
+    @property
+    def carries_messages(self) -> bool:
+        """Whether blocks may split sequences (messages carried between blocks)."""
+        return self.carry
+
+    # -- the recursions ----------------------------------------------------------------------
+
+    def _frames(self, params: Any, X: NDArray[Any]) -> tuple[FloatArray, FloatArray]:
+        """Emission probabilities scaled by their row maxima, and those maxima's logs."""
+        log_b = self._log_emission(params, X)
+        top = log_b.max(axis=1) if log_b.shape[0] else np.zeros(0)
+        return np.exp(log_b - top[:, None]), top
+
+    def _message(self, block: NDArray[Any], message: HMMMessage | None) -> HMMMessage:
+        if message is not None:
+            return message
+        if block.shape[0] and block[0, -1] == 0:
+            raise DataError(
+                "A block of rows starts inside a sequence but no forward message was given: fit with the "
+                "sequence lengths, or let the model carry messages between blocks (carry=True)."
+            )
+        k = self.n_components
+        return HMMMessage(np.full(k, 1.0 / k), np.ones(k))
+
+    def _bad_rows(self, X: NDArray[Any]) -> int:
+        return int(X.size - np.count_nonzero(np.isfinite(X)))
+
+    def e_step(self, params: Any, block: NDArray[Any], message: HMMMessage | None = None) -> HMMStats:
+        """Statistics of one block of rows (with its messages when blocks split sequences)."""
+        X, starts = start_flags(block)
+        msg = self._message(block, message)
+        bad = self._bad_rows(X)
+        if bad:
+            return HMMStats(float(X.shape[0]), float("nan"), bad, *self._zero_parts(params))
+        frames, top = self._frames(params, X)
+        gamma, xi, start, log_scale = kernels.forward_backward(
+            params.startprob, params.transmat, frames, starts, msg.alpha_in, msg.beta_out
+        )
+        return HMMStats(
+            n=float(X.shape[0]),
+            loglik=float(log_scale + top.sum()),
+            n_nonfinite=0,
+            start=start,
+            trans=xi,
+            emission=self._emission_stats(params, X, gamma),
+        )
+
+    def summarize(self, params: Any, block: NDArray[Any]) -> FloatArray:
+        """The block's forward transfer matrix (see :func:`hmm_kernels.transfer`)."""
+        X, starts = start_flags(block)
+        if self._bad_rows(X):  # the E-step reports them
+            return np.eye(self.n_components)
+        frames, _ = self._frames(params, X)
+        return np.asarray(kernels.transfer(params.startprob, params.transmat, frames, starts))
+
+    def messages(self, params: Any, summaries: list[FloatArray]) -> list[HMMMessage]:
+        """Chain the blocks' transfer matrices into the messages of every block."""
+        k = self.n_components
+        alpha = np.full(k, 1.0 / k)
+        alphas = []
+        for f in summaries:
+            alphas.append(alpha)
+            alpha = alpha @ f
+            alpha = alpha / alpha.sum()
+        beta = np.full(k, 1.0 / k)
+        betas: list[FloatArray] = [beta] * len(summaries)
+        for b in range(len(summaries) - 1, -1, -1):
+            betas[b] = beta
+            beta = summaries[b] @ beta
+            beta = beta / beta.sum()
+        return [HMMMessage(a, b) for a, b in zip(alphas, betas, strict=True)]
+
+    def posteriors(self, params: Any, block: NDArray[Any], message: HMMMessage | None = None) -> FloatArray:
+        """State posteriors of every row of the block: shape (n, k)."""
+        X, starts = start_flags(block)
+        msg = self._message(block, message)
+        frames, _ = self._frames(params, X)
+        gamma, _, _, _ = kernels.forward_backward(
+            params.startprob, params.transmat, frames, starts, msg.alpha_in, msg.beta_out
+        )
+        return np.asarray(gamma)
+
+    def viterbi_summary(self, params: Any, block: NDArray[Any]) -> tuple[FloatArray, float]:
+        """The block's max-plus transfer matrix and its offset (:func:`hmm_kernels.viterbi_transfer`)."""
+        X, starts = start_flags(block)
+        v, offset = kernels.viterbi_transfer(
+            _log(params.startprob), _log(params.transmat), self._log_emission(params, X), starts
+        )
+        return np.asarray(v), float(offset)
+
+    def viterbi_messages(self, summaries: list[tuple[FloatArray, float]]) -> tuple[list[ViterbiMessage], float]:
+        """Chain the blocks' max-plus transfers: every block's message and the best total score."""
+        k = self.n_components
+        delta = np.zeros(k)
+        deltas = []
+        for v, offset in summaries:
+            deltas.append(delta)
+            delta = (delta[:, None] + v).max(axis=0) + offset
+        state = int(np.argmax(delta))
+        best = float(delta[state])
+        exits = [0] * len(summaries)
+        for b in range(len(summaries) - 1, -1, -1):
+            exits[b] = state
+            v, _ = summaries[b]
+            if b and np.isfinite(v[:, state]).any():
+                state = int(np.argmax(deltas[b] + v[:, state]))
+        return [ViterbiMessage(d, s) for d, s in zip(deltas, exits, strict=True)], best
+
+    def decode(self, params: Any, block: NDArray[Any], message: ViterbiMessage | None = None) -> tuple[Any, float]:
+        """Viterbi states of the block's rows and the best-path score of the sequences in it.
+
+        Without a message the block must hold whole sequences; the score then sums their
+        best-path log-probabilities. With one, the score is not meaningful (the driver
+        has the total from :meth:`viterbi_messages`).
+        """
+        X, starts = start_flags(block)
+        if message is None:
+            self._message(block, None)
+            message = ViterbiMessage(np.zeros(self.n_components), -1)
+        states, log_prob = kernels.viterbi(
+            _log(params.startprob),
+            _log(params.transmat),
+            self._log_emission(params, X),
+            starts,
+            message.delta_in,
+            message.exit_state,
+        )
+        return np.asarray(states), float(log_prob)
+
+    # -- contract ------------------------------------------------------------------------
+
+    def zero_stats(self, params: Any) -> HMMStats:
+        """Statistics of no rows."""
+        return HMMStats(0.0, 0.0, 0, *self._zero_parts(params))
+
+    def _zero_parts(self, params: Any) -> tuple[FloatArray, FloatArray, Any]:
+        k = self.n_components
+        return np.zeros(k), np.zeros((k, k)), self._zero_emission(params)
+
+    def combine(self, a: HMMStats, b: HMMStats) -> HMMStats:
+        """Sum the statistics of two disjoint sets of rows."""
+        return HMMStats(
+            n=a.n + b.n,
+            loglik=a.loglik + b.loglik,
+            n_nonfinite=a.n_nonfinite + b.n_nonfinite,
+            start=a.start + b.start,
+            trans=a.trans + b.trans,
+            emission=self._combine_emission(a.emission, b.emission),
+        )
+
+    def log_likelihood(self, stats: HMMStats) -> float:
+        """Total log-likelihood of the sequences behind ``stats``."""
+        return float(stats.loglik)
+
+    def m_step(self, stats: HMMStats, params: Any) -> Any:
+        """hmmlearn's M-step for the parameters named in ``self.params``; the rest stay."""
+        if params is None:
+            raise ValueError("An HMM M-step needs the previous parameters (the ones not updated are kept).")
+        startprob, transmat = params.startprob, params.transmat
+        if "s" in self.params:
+            startprob = _dirichlet_map(self.startprob_prior, stats.start, params.startprob, keep_zeros=True)
+        if "t" in self.params:
+            transmat = _dirichlet_map(self.transmat_prior, stats.trans, params.transmat, keep_zeros=True)
+        return self._emission_m_step(stats.emission, params, startprob, transmat)
+
+    def _probability_vector(self, params: Any) -> list[FloatArray]:
+        return [
+            np.log(np.maximum(params.startprob, _LOG_FLOOR)),
+            np.log(np.maximum(params.transmat, _LOG_FLOOR)).ravel(),
+        ]
+
+    def _probabilities_from_vector(self, vector: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        k = self.n_components
+        start = _softmax(vector[:k])
+        trans = _softmax(vector[k : k + k * k].reshape(k, k))
+        return start, trans, vector[k + k * k :]
+
+    # -- subclass hooks --------------------------------------------------------------------
+
+    def _log_emission(self, params: Any, X: NDArray[Any]) -> FloatArray:
+        raise NotImplementedError
+
+    def _emission_stats(self, params: Any, X: NDArray[Any], gamma: FloatArray) -> Any:
+        raise NotImplementedError
+
+    def _zero_emission(self, params: Any) -> Any:
+        raise NotImplementedError
+
+    def _combine_emission(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def _emission_m_step(self, emission: Any, params: Any, startprob: FloatArray, transmat: FloatArray) -> Any:
+        raise NotImplementedError
+
+    def _check_transitions(self, arrays: dict[str, FloatArray]) -> tuple[FloatArray, FloatArray]:
+        k = self.n_components
+        startprob = check_shape("startprob", arrays["startprob"], (k,))
+        transmat = check_shape("transmat", arrays["transmat"], (k, k))
+        check_probabilities("startprob", startprob)
+        check_probabilities("transmat", transmat)
+        return startprob, transmat
+
+    def _spec(self, kind: str) -> dict[str, Any]:
+        return {
+            "model": kind,
+            "n_components": int(self.n_components),
+            "params": self.params,
+            "carry": bool(self.carry),
+            "startprob_prior": np.asarray(self.startprob_prior, dtype=np.float64).tolist(),
+            "transmat_prior": np.asarray(self.transmat_prior, dtype=np.float64).tolist(),
+        }
+
+
+def _softmax(v: FloatArray) -> FloatArray:
+    e = np.exp(v - v.max(axis=-1, keepdims=True))
+    return np.asarray(e / e.sum(axis=-1, keepdims=True))
+
+
+@dataclass(frozen=True)
+class GaussianHMMModel(HMMModel):
+    """An HMM with Gaussian state densities (covariance types of the mixtures).
+
+    Parameters
+    ----------
+    n_components : int
+        Number of states.
+    params : str
+        Parameters updated by the M-step: any of ``"s"`` (start), ``"t"`` (transitions),
+        ``"m"`` (means), ``"c"`` (covariances).
+    carry : bool
+        Whether blocks may split sequences (messages carried between blocks).
+    startprob_prior, transmat_prior : float or array
+        Dirichlet concentration of the start and transition probabilities (1: none).
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    means_prior, means_weight, covars_prior, covars_weight : float or array
+        hmmlearn's priors of the means and covariances (defaults: hmmlearn's).
+    """
+
+    covariance_type: str = "diag"
+    means_prior: Any = 0.0
+    means_weight: Any = 0.0
+    covars_prior: Any = 1e-2
+    covars_weight: Any = 1.0
+
+    numerical_advice = HMMModel.numerical_advice
+
+    def __post_init__(self) -> None:
+        covariance_type(self.covariance_type)
+
+    @property
+    def _mixture(self) -> GaussianMixtureModel:
+        return GaussianMixtureModel(self.n_components, self.covariance_type, 0.0)
+
+    def spec(self) -> dict[str, Any]:
+        """The hyperparameters as JSON-able values."""
+        spec = self._spec("gaussian_hmm")
+        spec["covariance_type"] = self.covariance_type
+        for name in ("means_prior", "means_weight", "covars_prior", "covars_weight"):
+            spec[name] = np.asarray(getattr(self, name), dtype=np.float64).tolist()
+        return spec
+
+    def make_params(
+        self, startprob: Any, transmat: Any, means: Any, covariances: Any, reg: float = 0.0
+    ) -> GaussianHMMParams:
+        """Parameters from probabilities, means and covariances (the precisions derived)."""
+        means = np.asarray(means, dtype=np.float64)
+        if means.ndim != 2:
+            raise ParameterError(f"means must be 2-D (n_components, n_features); got shape {means.shape}.")
+        ct = covariance_type(self.covariance_type)
+        k, d = self.n_components, means.shape[1]
+        covariances = check_shape("covariances", covariances, ct.shape(k, d))
+        return self.params_from_arrays(
+            {
+                "startprob": startprob,
+                "transmat": transmat,
+                "means": means,
+                "covariances": covariances,
+                "precisions_cholesky": ct.precision_cholesky(covariances, reg),
+            }
+        )
+
+    def params_from_arrays(self, arrays: dict[str, FloatArray]) -> GaussianHMMParams:
+        """Rebuild parameters from named arrays, checking shapes and probabilities."""
+        startprob, transmat = self._check_transitions(arrays)
+        means = np.asarray(arrays["means"], dtype=np.float64)
+        if means.ndim != 2 or means.shape[0] != self.n_components:
+            raise ParameterError(
+                f"The parameter 'means' should have shape ({self.n_components}, n_features), but got {means.shape}."
+            )
+        ct = covariance_type(self.covariance_type)
+        shape = ct.shape(self.n_components, means.shape[1])
+        return GaussianHMMParams(
+            startprob,
+            transmat,
+            means,
+            check_shape("covariances", arrays["covariances"], shape),
+            check_shape("precisions_cholesky", arrays["precisions_cholesky"], shape),
+        )
+
+    def _log_emission(self, params: GaussianHMMParams, X: NDArray[Any]) -> FloatArray:
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.asarray(self._mixture.weighted_log_prob(params.emission, X), dtype=np.float64)
+
+    def _emission_stats(self, params: GaussianHMMParams, X: NDArray[Any], gamma: FloatArray) -> GaussianMixtureStats:
+        return self._mixture.moments(params.emission, X, gamma)
+
+    def _zero_emission(self, params: GaussianHMMParams) -> GaussianMixtureStats:
+        return self._mixture.zero_stats(params.emission)
+
+    def _combine_emission(self, a: GaussianMixtureStats, b: GaussianMixtureStats) -> GaussianMixtureStats:
+        return self._mixture.combine(a, b)
+
+    def _emission_m_step(
+        self, emission: GaussianMixtureStats, params: GaussianHMMParams, startprob: FloatArray, transmat: FloatArray
+    ) -> GaussianHMMParams:
+        """hmmlearn's means and covariances (Huang, Acero & Hon 2001, pp. 443-445).
+
+        The scatter of every state around its new mean comes exactly from the moments
+        around its old one (:meth:`CovarianceType.covariance` without regularisation).
+        """
+        ct = covariance_type(self.covariance_type)
+        r = emission.resp_sum
+        k, d = params.means.shape
+        empty = r < _EPS10
+        means, covariances = params.means, params.covariances
+        w = np.broadcast_to(np.asarray(self.means_weight, dtype=np.float64), (k,))
+        prior = np.broadcast_to(np.asarray(self.means_prior, dtype=np.float64), (k, d))
+        if "m" in self.params:
+            means = emission.shift + (w[:, None] * (prior - emission.shift) + emission.first) / (w + r)[:, None]
+            means[empty] = params.means[empty]
+        if "c" in self.params:
+            nk = r + _EPS10
+            # Scatter around the means (the new ones when 'm' is fitted), over nk.
+            scatter = ct.covariance(nk, r, emission.first, means - emission.shift, emission.second, 0.0)
+            diff = means - prior
+            covariances = self._map_covariances(scatter, nk, r, w, diff, d)
+            if self.covariance_type != "tied":
+                covariances[empty] = params.covariances[empty]
+        return self.make_params(startprob, transmat, means, covariances)
+
+    def _map_covariances(
+        self, cov: FloatArray, nk: FloatArray, r: FloatArray, w: FloatArray, diff: FloatArray, d: int
+    ) -> FloatArray:
+        prior = np.asarray(self.covars_prior, dtype=np.float64)
+        weight = float(np.asarray(self.covars_weight, dtype=np.float64).mean())
+        kind = self.covariance_type
+        if kind in ("diag", "spherical"):
+            c_n = w[:, None] * diff**2
+            c_n = c_n.mean(axis=1) if kind == "spherical" else c_n
+            c_n = c_n + cov * (nk if kind == "spherical" else nk[:, None])
+            c_d = np.maximum(max(weight - 1.0, 0.0) + r, 1e-5)
+            if kind == "spherical":
+                return np.asarray((prior + c_n) / c_d)
+            return np.asarray((prior + c_n) / c_d[:, None])
+        outer = w[:, None, None] * diff[:, :, None] * diff[:, None, :]
+        cv_weight = max(weight - d, 0.0)
+        if kind == "tied":
+            return np.asarray((prior + outer.sum(axis=0) + cov * nk.sum()) / (cv_weight + r.sum()))
+        return np.asarray((prior + outer + cov * nk[:, None, None]) / (cv_weight + r)[:, None, None])
+
+    def to_vector(self, params: GaussianHMMParams) -> FloatArray:
+        """Unconstrained coordinates: log-probabilities, then the mixture's vector form."""
+        return np.concatenate([*self._probability_vector(params), self._mixture.to_vector(params.emission)])
+
+    def from_vector(self, vector: FloatArray, like: GaussianHMMParams) -> GaussianHMMParams:
+        """Parameters from :meth:`to_vector` coordinates."""
+        start, trans, rest = self._probabilities_from_vector(vector)
+        emission = self._mixture.from_vector(rest, like.emission)
+        return GaussianHMMParams(start, trans, emission.means, emission.covariances, emission.precisions_cholesky)
+
+
+@dataclass(frozen=True)
+class CategoricalHMMModel(HMMModel):
+    """An HMM whose states emit one of ``n_features`` symbols (the block's first column).
+
+    Parameters
+    ----------
+    n_components : int
+        Number of states.
+    n_features : int
+        Number of symbols: the data hold integers in ``[0, n_features)``.
+    params : str
+        Parameters updated by the M-step: any of ``"s"``, ``"t"``, ``"e"`` (emissions).
+    carry : bool
+        Whether blocks may split sequences (messages carried between blocks).
+    startprob_prior, transmat_prior, emissionprob_prior : float or array
+        Dirichlet concentrations (1: none).
+    """
+
+    n_features: int = 2
+    emissionprob_prior: Any = 1.0
+
+    def spec(self) -> dict[str, Any]:
+        """The hyperparameters as JSON-able values."""
+        spec = self._spec("categorical_hmm")
+        spec["n_features"] = int(self.n_features)
+        spec["emissionprob_prior"] = np.asarray(self.emissionprob_prior, dtype=np.float64).tolist()
+        return spec
+
+    def params_from_arrays(self, arrays: dict[str, FloatArray]) -> CategoricalHMMParams:
+        """Rebuild parameters from named arrays, checking shapes and probabilities."""
+        startprob, transmat = self._check_transitions(arrays)
+        emissionprob = check_shape("emissionprob", arrays["emissionprob"], (self.n_components, self.n_features))
+        check_probabilities("emissionprob", emissionprob)
+        return CategoricalHMMParams(startprob, transmat, emissionprob)
+
+    def symbols(self, X: NDArray[Any]) -> NDArray[np.intp]:
+        """The block's symbols as integers, refusing anything outside ``[0, n_features)``."""
+        if X.shape[1] != 1:
+            raise DataError(
+                f"A categorical HMM takes one column of integer symbols; got {X.shape[1]} columns. "
+                "Pass X with shape (n_samples, 1)."
+            )
+        values = X[:, 0]
+        bad = (values < 0) | (values >= self.n_features) | (values != np.floor(values))
+        if bad.any():
+            raise DataError(
+                f"Symbol {values[bad][0]!r} is outside the range of symbols [0, {self.n_features}) (integers). "
+                f"Map the symbols to 0..n_features-1, or set n_features larger than the largest symbol."
+            )
+        return values.astype(np.intp)
+
+    def _log_emission(self, params: CategoricalHMMParams, X: NDArray[Any]) -> FloatArray:
+        return np.ascontiguousarray(_log(params.emissionprob)[:, self.symbols(X)].T)
+
+    def _emission_stats(self, params: CategoricalHMMParams, X: NDArray[Any], gamma: FloatArray) -> FloatArray:
+        symbols = self.symbols(X)
+        return np.stack(
+            [np.bincount(symbols, weights=gamma[:, j], minlength=self.n_features) for j in range(self.n_components)]
+        )
+
+    def _zero_emission(self, params: CategoricalHMMParams) -> FloatArray:
+        return np.zeros((self.n_components, self.n_features))
+
+    def _combine_emission(self, a: FloatArray, b: FloatArray) -> FloatArray:
+        return a + b
+
+    def _emission_m_step(
+        self, emission: FloatArray, params: CategoricalHMMParams, startprob: FloatArray, transmat: FloatArray
+    ) -> CategoricalHMMParams:
+        emissionprob = params.emissionprob
+        if "e" in self.params:
+            emissionprob = _dirichlet_map(self.emissionprob_prior, emission, params.emissionprob, keep_zeros=False)
+        return CategoricalHMMParams(startprob, transmat, emissionprob)
+
+    def to_vector(self, params: CategoricalHMMParams) -> FloatArray:
+        """Unconstrained coordinates: log-probabilities (floored at 1e-300)."""
+        return np.concatenate(
+            [*self._probability_vector(params), np.log(np.maximum(params.emissionprob, _LOG_FLOOR)).ravel()]
+        )
+
+    def from_vector(self, vector: FloatArray, like: CategoricalHMMParams) -> CategoricalHMMParams:
+        """Parameters from :meth:`to_vector` coordinates."""
+        start, trans, rest = self._probabilities_from_vector(vector)
+        return CategoricalHMMParams(start, trans, _softmax(rest.reshape(like.emissionprob.shape)))

@@ -1,0 +1,508 @@
+"""Linear-Gaussian latent models: probabilistic PCA and factor analysis, by EM, out of core.
+
+Both models (Tipping & Bishop 1999; Rubin & Thayer 1982) explain ``d`` features by
+``q <= d`` latent factors::
+
+    x = W^T z + mu + eps,    z ~ N(0, I_q),    eps ~ N(0, Psi)
+
+with ``W`` the (q, d) loading matrix (scikit-learn's ``components_``) and ``Psi``
+diagonal: ``sigma^2 I`` for :class:`PPCAModel`, one variance per feature for
+:class:`FactorAnalysisModel`. The rows are Gaussian with covariance ``C = W^T W + Psi``.
+
+E-step. Under parameters ``(m, W, Psi)`` the posterior of ``z`` given a row has
+covariance ``M^-1`` and mean ``E[z] = M^-1 W Psi^-1 y``, with ``y = x - m`` and the
+q x q matrix ``M = I + W Psi^-1 W^T``. Each block adds up, around the shift ``m`` (the
+current mean, which every worker has)::
+
+    n,  s = sum y (d),  sum E[z] (q),  T = sum E[z] y^T (q, d),
+    S = sum E[z z^T] = n M^-1 + sum E[z] E[z]^T (q, q),  Q = sum y * y (d)
+
+and its log-likelihood under ``(m, W, Psi)``, from those sums alone: the determinant
+lemma gives ``log|C| = log|Psi| + log|M|`` and Woodbury's identity
+``y^T C^-1 y = y^T Psi^-1 y - b^T M^-1 b`` with ``b = W Psi^-1 y``; as
+``M^-1 b = E[z]``, the sum over the rows is ``<Q, diag Psi^-1> - <W Psi^-1, T>``. No
+d x d matrix is formed, let alone inverted, per row or per block.
+
+M-step. The maximum-likelihood mean is the sample mean ``x̄ = m + a``, ``a = s / n``,
+whatever ``W`` and ``Psi``, so ``(x̄, W, Psi)`` is at least as likely as ``(m, W, Psi)``.
+The posterior under mean ``x̄`` differs from the one computed under ``m`` by a constant:
+``E'[z] = E[z] - c`` with ``c = M^-1 W Psi^-1 a = sum E[z] / n``, and the same
+covariance. Its statistics around ``x̄`` therefore follow exactly from the shifted ones::
+
+    T' = T - (sum E[z]) a^T,    S' = S - (sum E[z]) (sum E[z])^T / n,    Q' = Q - s * a
+
+and the M-step is the EM update from ``(x̄, W, Psi)``: ``W' = S'^-1 T'``, ``Psi'`` the
+diagonal of ``(Q' - <W', T'>_columns) / n`` (factor analysis) or its mean (PPCA). Each
+iteration thus never lowers the likelihood, and the recorded log-likelihood is that of
+the parameters the E-step used. After the first iteration ``m = x̄`` up to rounding, so
+``a`` is tiny and the corrections cancel nothing, for data far from the origin too.
+
+Everything is float64 (float32 rows are widened tile by tile); blocks are processed in
+tiles of at most :func:`~daskem.models.gaussian.tile_rows` rows, so a worker holds one
+(t, d) tile buffer besides its block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import linalg
+
+from daskem.errors import DataError, ParameterError
+from daskem.models.gaussian import LOG_2PI, FloatArray, check_shape, scratch, tile_rows
+
+#: Smallest noise variance an M-step returns, relative to the mean per-feature variance of the data.
+NOISE_FLOOR = 1e-12
+
+
+def check_latent_dimension(n_components: int, n_features: int) -> None:
+    """Raise :class:`ParameterError` unless ``1 <= n_components <= n_features``."""
+    if n_components > n_features:
+        raise ParameterError(
+            f"n_components={n_components} must be <= n_features={n_features}: there cannot be more latent "
+            f"factors than features. Reduce n_components to at most {n_features}."
+        )
+
+
+def _parse(components: Any, mean: Any, noise: Any, isotropic: bool) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Checked float64 parameter arrays: shapes, ``q <= d``, finite values, positive noise."""
+    w = np.asarray(components, dtype=np.float64)
+    if w.ndim != 2 or w.shape[0] < 1:
+        raise ParameterError(
+            f"The parameter 'components' should be 2-D (n_components, n_features) with n_components >= 1, "
+            f"but got shape {w.shape}."
+        )
+    q, d = w.shape
+    check_latent_dimension(q, d)
+    mu = check_shape("mean", mean, (d,))
+    psi = check_shape("noise_variance", noise, () if isotropic else (d,))
+    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(mu))):
+        raise ParameterError("The parameters 'components' and 'mean' must be finite; got NaN or infinite values.")
+    if not np.all((psi > 0.0) & (psi < np.inf)):
+        low = psi.min() if np.all(np.isfinite(psi)) else psi[~np.isfinite(psi)][0]
+        raise ParameterError(
+            f"The parameter 'noise_variance' must be positive and finite, but got "
+            f"{'' if isotropic else 'a minimum of '}{float(low)!r}. Pass variances > 0, e.g. the data's variance."
+        )
+    return w, mu, psi
+
+
+@dataclass(frozen=True)
+class PPCAParams:
+    """Parameters of probabilistic PCA (checked on construction).
+
+    Attributes
+    ----------
+    components : ndarray of shape (q, d)
+        Loading matrix ``W`` (scikit-learn's ``components_``), defined up to a rotation.
+    mean : ndarray of shape (d,)
+    noise_variance : float
+        Isotropic noise variance ``sigma^2 > 0``.
+    """
+
+    components: FloatArray
+    mean: FloatArray
+    noise_variance: float
+
+    def __post_init__(self) -> None:
+        w, mu, psi = _parse(self.components, self.mean, self.noise_variance, isotropic=True)
+        object.__setattr__(self, "components", w)
+        object.__setattr__(self, "mean", mu)
+        object.__setattr__(self, "noise_variance", float(psi))
+
+    @property
+    def noise(self) -> FloatArray:
+        """Noise variance of every feature, shape (d,)."""
+        return np.full(self.mean.shape, self.noise_variance)
+
+    def to_arrays(self) -> dict[str, FloatArray]:
+        """Return the parameters as named arrays (the noise variance as shape (1,))."""
+        return {"components": self.components, "mean": self.mean, "noise_variance": np.array([self.noise_variance])}
+
+
+@dataclass(frozen=True)
+class FactorAnalysisParams:
+    """Parameters of factor analysis (checked on construction).
+
+    Attributes
+    ----------
+    components : ndarray of shape (q, d)
+        Loading matrix ``W`` (scikit-learn's ``components_``), defined up to a rotation.
+    mean : ndarray of shape (d,)
+    noise_variance : ndarray of shape (d,)
+        Noise variance of every feature, all > 0.
+    """
+
+    components: FloatArray
+    mean: FloatArray
+    noise_variance: FloatArray
+
+    def __post_init__(self) -> None:
+        w, mu, psi = _parse(self.components, self.mean, self.noise_variance, isotropic=False)
+        object.__setattr__(self, "components", w)
+        object.__setattr__(self, "mean", mu)
+        object.__setattr__(self, "noise_variance", psi)
+
+    @property
+    def noise(self) -> FloatArray:
+        """Noise variance of every feature, shape (d,)."""
+        return self.noise_variance
+
+    def to_arrays(self) -> dict[str, FloatArray]:
+        """Return the parameters as named arrays."""
+        return {"components": self.components, "mean": self.mean, "noise_variance": self.noise_variance}
+
+
+LinearGaussianParams = PPCAParams | FactorAnalysisParams
+
+
+@dataclass(frozen=True)
+class LinearGaussianStats:
+    """Sufficient statistics of a set of rows under one parameter set (see the module docstring).
+
+    Attributes
+    ----------
+    n : float
+        Rows seen.
+    loglik : float
+        Summed log-likelihood of the rows under the parameters used.
+    n_nonfinite : int
+        NaN or infinite values seen.
+    shift : ndarray of shape (d,)
+        The mean ``m`` of the parameters used: every sum is of ``y = x - m``.
+    first : ndarray of shape (d,)
+        ``s = sum y``.
+    latent_sum : ndarray of shape (q,)
+        ``sum E[z]``.
+    cross : ndarray of shape (q, d)
+        ``T = sum E[z] y^T``.
+    latent_second : ndarray of shape (q, q)
+        ``S = sum E[z z^T]`` (posterior covariances included).
+    square : ndarray of shape (d,)
+        ``Q = sum y * y``, per feature.
+    """
+
+    n: float
+    loglik: float
+    n_nonfinite: int
+    shift: FloatArray = field(repr=False)
+    first: FloatArray = field(repr=False)
+    latent_sum: FloatArray = field(repr=False)
+    cross: FloatArray = field(repr=False)
+    latent_second: FloatArray = field(repr=False)
+    square: FloatArray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Posterior:
+    """The posterior of ``z`` given a row under one parameter set, prepared once per block.
+
+    ``projection_t`` (d, q) is ``(M^-1 W Psi^-1)^T``, so a tile's posterior means are one
+    product ``y @ projection_t``; ``weighted`` (q, d) is ``W Psi^-1``, ``covariance``
+    (q, q) is ``M^-1``, ``precision`` (d,) is ``diag Psi^-1`` and ``log_norm`` is
+    ``-(d log 2 pi + log|C|) / 2``.
+    """
+
+    mean: FloatArray
+    projection_t: FloatArray
+    weighted: FloatArray
+    covariance: FloatArray
+    precision: FloatArray
+    log_norm: float
+
+
+def _posterior(params: LinearGaussianParams) -> _Posterior:
+    w, psi = params.components, params.noise
+    q, d = w.shape
+    weighted = w / psi
+    m = weighted @ w.T
+    m.flat[:: q + 1] += 1.0
+    factor = linalg.cho_factor(m, lower=True)
+    log_det = float(np.log(psi).sum() + 2.0 * np.log(np.diag(factor[0])).sum())
+    return _Posterior(
+        mean=params.mean,
+        projection_t=np.ascontiguousarray(linalg.cho_solve(factor, weighted).T),
+        weighted=weighted,
+        covariance=linalg.cho_solve(factor, np.eye(q)),
+        precision=1.0 / psi,
+        log_norm=-0.5 * (d * LOG_2PI + log_det),
+    )
+
+
+def _tiles(post: _Posterior, block: NDArray[Any]):  # type: ignore[no-untyped-def]
+    """Yield ``(y, ez)`` per tile of ``block``: the rows minus the mean (t, d) and their
+    posterior means (t, q), in float64 buffers allocated once per block and reused."""
+    n, d = block.shape
+    q = post.projection_t.shape[1]
+    t = max(1, min(tile_rows(1, d), n))
+    y_buf, z_buf = np.empty(t * d), np.empty(t * q)
+    for start in range(0, n, t):
+        rows = min(t, n - start)
+        y = scratch(y_buf, (rows, d))
+        np.subtract(block[start : start + rows], post.mean, out=y)
+        yield y, np.matmul(y, post.projection_t, out=scratch(z_buf, (rows, q)))
+
+
+def _check_width(block: NDArray[Any], d: int) -> None:
+    if block.ndim != 2 or block.shape[1] != d:
+        raise DataError(
+            f"X has shape {block.shape}, but the parameters describe {d} features. Pass rows of {d} features."
+        )
+
+
+@dataclass(frozen=True)
+class _LinearGaussianModel:
+    """What PPCA and factor analysis share: everything but the form of the noise.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of latent factors ``q``.
+    """
+
+    n_components: int
+
+    _isotropic: ClassVar[bool]
+    _name: ClassVar[str]
+
+    #: What to do when the statistics are not finite (see daskem.em.engine.check_stats).
+    numerical_advice = (
+        "the data overflow float64 or the noise variance collapsed. Scale the features (e.g. standardise them) "
+        "or reduce n_components."
+    )
+
+    def __post_init__(self) -> None:
+        q = self.n_components
+        if isinstance(q, bool) or not isinstance(q, int | np.integer) or q < 1:
+            raise ParameterError(
+                f"The 'n_components' parameter of {type(self).__name__} must be an int in the range [1, inf). "
+                f"Got {q!r} instead."
+            )
+
+    def make_params(self, components: Any, mean: Any, noise_variance: Any) -> LinearGaussianParams:
+        """Checked parameters of this model (``noise_variance`` a scalar for PPCA, (d,) otherwise)."""
+        if self._isotropic:
+            return PPCAParams(components, mean, noise_variance)
+        return FactorAnalysisParams(components, mean, noise_variance)
+
+    # -- contract ----------------------------------------------------------------------
+
+    def spec(self) -> dict[str, Any]:
+        """The hyperparameters as JSON-able values."""
+        return {"model": self._name, "n_components": int(self.n_components)}
+
+    def zero_stats(self, params: LinearGaussianParams) -> LinearGaussianStats:
+        """Statistics of no rows, centred on the mean of ``params``."""
+        q, d = params.components.shape
+        return LinearGaussianStats(
+            n=0.0,
+            loglik=0.0,
+            n_nonfinite=0,
+            shift=params.mean.copy(),
+            first=np.zeros(d),
+            latent_sum=np.zeros(q),
+            cross=np.zeros((q, d)),
+            latent_second=np.zeros((q, q)),
+            square=np.zeros(d),
+        )
+
+    def combine(self, a: LinearGaussianStats, b: LinearGaussianStats) -> LinearGaussianStats:
+        """Sum the statistics of two disjoint sets of rows (same shift)."""
+        return LinearGaussianStats(
+            n=a.n + b.n,
+            loglik=a.loglik + b.loglik,
+            n_nonfinite=a.n_nonfinite + b.n_nonfinite,
+            shift=a.shift,
+            first=a.first + b.first,
+            latent_sum=a.latent_sum + b.latent_sum,
+            cross=a.cross + b.cross,
+            latent_second=a.latent_second + b.latent_second,
+            square=a.square + b.square,
+        )
+
+    def log_likelihood(self, stats: LinearGaussianStats) -> float:
+        """Total log-likelihood of the rows behind ``stats``."""
+        return float(stats.loglik)
+
+    def params_from_arrays(self, arrays: dict[str, FloatArray]) -> LinearGaussianParams:
+        """Rebuild parameters from named arrays, checking their shapes."""
+        components = np.asarray(arrays["components"], dtype=np.float64)
+        d = components.shape[-1] if components.ndim else 0
+        check_shape("components", components, (self.n_components, d))
+        if self._isotropic:
+            return self.make_params(
+                components, arrays["mean"], check_shape("noise_variance", arrays["noise_variance"], (1,))[0]
+            )
+        return self.make_params(components, arrays["mean"], arrays["noise_variance"])
+
+    def e_step(self, params: LinearGaussianParams, block: NDArray[Any]) -> LinearGaussianStats:
+        """Statistics of one block of rows under ``params`` (one read of the block)."""
+        q, d = params.components.shape
+        _check_width(block, d)
+        post = _posterior(params)
+        first, latent_sum, square = np.zeros(d), np.zeros(q), np.zeros(d)
+        cross, outer = np.zeros((q, d)), np.zeros((q, q))
+        n = block.shape[0]
+        # Non-finite data give non-finite sums; they are counted below and reported by the driver.
+        with np.errstate(invalid="ignore", over="ignore"):
+            for y, ez in _tiles(post, block):
+                first += y.sum(axis=0)
+                latent_sum += ez.sum(axis=0)
+                cross += ez.T @ y
+                outer += ez.T @ ez
+                np.square(y, out=y)
+                square += y.sum(axis=0)
+            # Sums of squares are finite exactly when every value is (and nothing overflows).
+            n_nonfinite = 0 if np.all(np.isfinite(square)) else int(block.size - np.count_nonzero(np.isfinite(block)))
+            quadratic = square @ post.precision - float(np.vdot(post.weighted, cross))
+            loglik = n * post.log_norm - 0.5 * quadratic
+        return LinearGaussianStats(
+            n=float(n),
+            loglik=float(loglik),
+            n_nonfinite=n_nonfinite,
+            shift=params.mean.copy(),
+            first=first,
+            latent_sum=latent_sum,
+            cross=cross,
+            latent_second=outer + n * post.covariance,
+            square=square,
+        )
+
+    def m_step(self, stats: LinearGaussianStats, params: LinearGaussianParams | None) -> LinearGaussianParams:
+        """New parameters: the sample mean, and the EM update of ``W`` and the noise from it.
+
+        The statistics, taken around the previous mean, are moved to the sample mean
+        exactly (see the module docstring); ``params`` is not needed.
+        """
+        n = stats.n
+        a = stats.first / n
+        cross = stats.cross - np.outer(stats.latent_sum, a)
+        second = stats.latent_second - np.outer(stats.latent_sum, stats.latent_sum) / n
+        square = stats.square - stats.first * a
+        components = linalg.cho_solve(linalg.cho_factor(second, lower=True), cross)
+        residual = (square - np.einsum("kj,kj->j", components, cross)) / n
+        floor = max(NOISE_FLOOR * float(square.mean()) / n, float(np.finfo(np.float64).tiny))
+        noise = np.maximum(residual.mean() if self._isotropic else residual, floor)
+        return self.make_params(components, stats.shift + a, noise)
+
+    # -- vector form (acceleration) --------------------------------------------------------
+
+    def to_vector(self, params: LinearGaussianParams) -> FloatArray:
+        """Unconstrained coordinates: ``W`` flattened, then the log noise variance(s).
+
+        The mean is left out: every M-step sets it to the sample mean, so extrapolating
+        it gains nothing.
+        """
+        return np.concatenate([params.components.ravel(), np.log(np.atleast_1d(params.noise_variance))])
+
+    def from_vector(self, vector: FloatArray, like: LinearGaussianParams) -> LinearGaussianParams:
+        """Parameters from :meth:`to_vector` coordinates, the mean from ``like``.
+
+        Raises :class:`ParameterError` (a ``ValueError``) when the noise overflows.
+        """
+        q, d = like.components.shape
+        with np.errstate(over="ignore"):
+            noise = np.exp(vector[q * d :])
+        return self.make_params(vector[: q * d].reshape(q, d), like.mean, noise[0] if self._isotropic else noise)
+
+    # -- initialisation ------------------------------------------------------------------
+
+    def init_params(self, sample: NDArray[Any], rng: np.random.Generator) -> LinearGaussianParams:
+        """A start from a few rows: their mean, random loadings and noise on their scale.
+
+        With ``v`` the per-feature variance of ``sample`` (1 where it is 0 or unknown),
+        ``W`` is standard normal scaled by ``sqrt(v / (2 q))`` column by column and the
+        noise is ``v / 2`` (PPCA: its mean), so that about half of each feature's
+        variance starts explained. EM needs no better start: PPCA has no local maxima
+        other than the global one, up to rotation.
+
+        Parameters
+        ----------
+        sample : ndarray of shape (m, d)
+            Rows of the data (a few hundred suffice).
+        rng : numpy.random.Generator
+            Source of the random loadings.
+        """
+        rows = np.asarray(sample, dtype=np.float64)
+        q, d = self.n_components, rows.shape[1]
+        check_latent_dimension(q, d)
+        variance = rows.var(axis=0) if rows.shape[0] > 1 else np.zeros(d)
+        variance = np.where(variance > 0.0, variance, 1.0)
+        components = rng.standard_normal((q, d)) * np.sqrt(variance / (2.0 * q))
+        noise = variance / 2.0
+        return self.make_params(components, rows.mean(axis=0), noise.mean() if self._isotropic else noise)
+
+    # -- per-row methods and matrices ------------------------------------------------------
+
+    def transform(self, params: LinearGaussianParams, block: NDArray[Any]) -> FloatArray:
+        """Posterior mean ``E[z | x]`` of every row of ``block``: shape (n, q)."""
+        _check_width(block, params.components.shape[1])
+        out = np.empty((block.shape[0], params.components.shape[0]))
+        start = 0
+        for _, ez in _tiles(_posterior(params), block):
+            out[start : start + ez.shape[0]] = ez
+            start += ez.shape[0]
+        return out
+
+    def score_samples(self, params: LinearGaussianParams, block: NDArray[Any]) -> FloatArray:
+        """Log-likelihood of every row of ``block``: shape (n,)."""
+        _check_width(block, params.components.shape[1])
+        post = _posterior(params)
+        out = np.empty(block.shape[0])
+        start = 0
+        with np.errstate(invalid="ignore", over="ignore"):
+            for y, ez in _tiles(post, block):
+                explained = np.einsum("ij,ij->i", ez, y @ post.weighted.T)  # b^T M^-1 b per row
+                np.square(y, out=y)
+                out[start : start + y.shape[0]] = post.log_norm - 0.5 * (y @ post.precision - explained)
+                start += y.shape[0]
+        return out
+
+    def covariance(self, params: LinearGaussianParams) -> FloatArray:
+        """The model covariance ``W^T W + Psi``: shape (d, d)."""
+        cov = params.components.T @ params.components
+        cov.flat[:: cov.shape[0] + 1] += params.noise
+        return np.asarray(cov)
+
+    def precision(self, params: LinearGaussianParams) -> FloatArray:
+        """The inverse of :meth:`covariance` by Woodbury's identity (a q x q solve): shape (d, d)."""
+        post = _posterior(params)
+        prec = -(post.weighted.T @ post.covariance @ post.weighted)
+        prec.flat[:: prec.shape[0] + 1] += post.precision
+        return np.asarray(prec)
+
+
+@dataclass(frozen=True)
+class PPCAModel(_LinearGaussianModel):
+    """Probabilistic PCA with ``n_components`` latent factors and isotropic noise ``sigma^2 I``.
+
+    Its maximum-likelihood fit is closed-form (Tipping & Bishop 1999): ``W^T W`` spans the
+    leading ``q`` eigenvectors ``U`` of the sample covariance with ``W^T W = U (L - sigma^2) U^T``
+    for their eigenvalues ``L``, and ``sigma^2`` is the mean of the discarded eigenvalues.
+    EM reaches it without forming the d x d covariance.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of latent factors ``q`` (``1 <= q <= n_features``).
+    """
+
+    _isotropic: ClassVar[bool] = True
+    _name: ClassVar[str] = "ppca"
+
+
+@dataclass(frozen=True)
+class FactorAnalysisModel(_LinearGaussianModel):
+    """Factor analysis with ``n_components`` latent factors and one noise variance per feature.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of latent factors ``q`` (``1 <= q <= n_features``).
+    """
+
+    _isotropic: ClassVar[bool] = False
+    _name: ClassVar[str] = "factor_analysis"
