@@ -172,7 +172,8 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         ndarray or dask array of shape (n_samples, n_components)
             NumPy for in-memory input, a lazy dask array otherwise.
         """
-        return self._per_row(X, "transform", columns=self.components_.shape[0])
+        self._check_fitted()
+        return self._per_row(X, "transform", columns=self._n_features_out)
 
     def score_samples(self, X: Any) -> Any:
         """Log-likelihood of every row under the fitted model.
