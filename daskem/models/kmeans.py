@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from daskem.errors import ParameterError
 from daskem.models.gaussian import FloatArray, check_shape
+from daskem.models.kmeans_kernels import accumulate_tile
 
 #: Rows per tile of the E-step (a (rows, d) tile and its (rows, k) distances stay in cache).
 TILE_ROWS = 4096
@@ -214,20 +215,19 @@ class KMeansModel:
         groups: dict[bytes, list[_Accumulator]] = {}
         for run in runs:
             groups.setdefault(run.params.reference.tobytes(), []).append(run)
-        tile, work, ones = np.empty((t, d), dtype), np.empty((t, d), dtype), np.ones(d, dtype)
+        tile = np.empty((t, d), dtype)
         with np.errstate(invalid="ignore", over="ignore"):
             for start in range(0, n, t):
                 stop = min(start + t, n)
                 w = None if w_all is None else np.asarray(w_all[start:stop], dtype=np.float64)
                 for group in groups.values():
                     xs = _centre_tile(x_all[start:stop], group[0].params.reference, tile)
-                    x2 = _row_norms(xs, ones, work)
                     moments = None
                     if any(r.params.variance is None for r in group):
                         moments = _tile_moments(xs, x_all[start:stop], w)
                     for run in group:
-                        run.add(xs, x2, w, moments)
-        return tuple(r.stats(float(n)) for r in runs)
+                        run.add(xs, w, moments, start)
+            return tuple(r.stats(float(n), x_all, w_all) for r in runs)
 
     def m_step(self, stats: KMeansStats, params: KMeansParams | None) -> KMeansParams:
         """Centres as the weighted means of their rows; empty clusters take the farthest rows.
@@ -339,11 +339,6 @@ def _centre_tile(x: NDArray[Any], reference: FloatArray, buffer: NDArray[Any]) -
     return out
 
 
-def _row_norms(xs: NDArray[Any], ones: NDArray[Any], work: NDArray[Any]) -> NDArray[Any]:
-    """Squared norm of every row: squares then one matrix-vector product."""
-    return np.square(xs, out=work[: xs.shape[0]]) @ ones
-
-
 @dataclass(frozen=True)
 class _Centres:
     """A run's centres prepared for :func:`_assign`: ``-c`` transposed and ``|c|^2 / 2``."""
@@ -391,18 +386,28 @@ def _tile_moments(xs: NDArray[Any], x: NDArray[Any], w: NDArray[Any] | None) -> 
     return xs.sum(axis=0, dtype=np.float64), np.einsum("ij,ij->j", xs, xs, dtype=np.float64), bad
 
 
+#: Candidate farthest rows kept per cluster count: selected by the expanded distance,
+#: then ordered exactly, so a margin of candidates absorbs the expansion's rounding.
+_FAR_CANDIDATES = 2
+
+_NO_WEIGHTS = np.zeros(0)
+
+
 class _Accumulator:
-    """The statistics of one parameter set, accumulated tile by tile."""
+    """The statistics of one parameter set, accumulated tile by tile.
+
+    Each tile costs one BLAS product (the scores) and one pass of the compiled
+    :func:`~daskem.models.kmeans_kernels.accumulate_tile`.
+    """
 
     def __init__(self, params: KMeansParams, dtype: Any, k: int, tile_rows: int) -> None:
         d = params.centers.shape[1]
         self.params = params
         self.k = k
+        self.dtype = dtype
         self.cs = _centred(params, dtype)[0]
         self.centres = _Centres.of(params, dtype)
         self.scores = np.empty((tile_rows, k), dtype)
-        self.onehot = np.zeros((k, tile_rows), dtype)
-        self.rows = np.arange(tile_rows)
         self.weight = np.zeros(k)
         self.sums = np.zeros((k, d))
         self.feature_sum = np.zeros(d)
@@ -410,47 +415,51 @@ class _Accumulator:
         self.moment_rows = 0.0
         self.n_nonfinite = 0
         self.inertia = 0.0
-        self.far: FloatArray = np.zeros((0, d + 3))
-        self.far_threshold = -np.inf
+        m = _FAR_CANDIDATES * k
+        self.far_dist = np.full(m, -np.inf)
+        self.far_row = np.zeros(m, dtype=np.int64)
+        self.far_label = np.zeros(m, dtype=np.int64)
 
     def add(
         self,
         xs: NDArray[Any],
-        x2: NDArray[Any],
         w: NDArray[Any] | None,
         moments: tuple[NDArray[Any], NDArray[Any], int] | None,
+        offset: int,
     ) -> None:
-        t, k = xs.shape[0], self.k
-        labels, dist = _assign(xs, x2, self.centres, self.scores)
-        onehot, rows = self.onehot[:, :t], self.rows[:t]
-        onehot[labels, rows] = 1.0 if w is None else w
-        self.weight += np.bincount(labels, weights=w, minlength=k)
-        self.sums += onehot @ xs
-        onehot[labels, rows] = 0.0  # the buffer is all zeros again for the next tile
-        self.inertia += float(dist.sum(dtype=np.float64) if w is None else w @ dist)
+        scores = np.matmul(xs, self.centres.minus_t, out=self.scores[: xs.shape[0]])
+        self.inertia += accumulate_tile(
+            xs,
+            scores,
+            self.centres.half_norms,
+            _NO_WEIGHTS if w is None else w,
+            self.weight,
+            self.sums,
+            self.far_dist,
+            self.far_row,
+            self.far_label,
+            offset,
+        )
         if moments is not None and self.params.variance is None:
             self.feature_sum += moments[0]
             self.feature_sq += moments[1]
             self.n_nonfinite += moments[2]
-            self.moment_rows += t
-        # Candidates for the k farthest rows: beyond the k-th farthest kept so far (cheap:
-        # after the first tiles few rows qualify).
-        top = np.flatnonzero(dist > self.far_threshold) if self.far_threshold > -np.inf else np.arange(t)
-        if top.size > k:
-            top = top[np.argpartition(dist[top], top.size - k)[top.size - k :]]
-        if top.size:
-            far = np.empty((top.size, xs.shape[1] + 3))
-            diff = xs[top] - self.cs[labels[top]]
-            # The farthest rows' distances directly (exact ordering for the relocation).
-            far[:, 0], far[:, 1] = np.einsum("ij,ij->i", diff, diff), labels[top]
-            far[:, 2], far[:, 3:] = 1.0 if w is None else w[top], xs[top]
-            self.far = _farthest(np.concatenate([self.far, far]), k)
-            if self.far.shape[0] == k:
-                # Compare in the expanded form the candidates are selected by, with a margin
-                # for its rounding, so no row that belongs among the k farthest is skipped.
-                self.far_threshold = float(self.far[-1, 0]) * (1.0 - 1e-6) - 1e-12
+            self.moment_rows += xs.shape[0]
 
-    def stats(self, n: float) -> KMeansStats:
+    def _far(self, x_all: NDArray[Any], w_all: NDArray[Any] | None) -> FloatArray:
+        """The block's ``k`` farthest rows as :class:`KMeansStats` ``far`` rows, exactly ordered."""
+        kept = np.isfinite(self.far_dist)
+        rows, labels = self.far_row[kept], self.far_label[kept]
+        xs = np.subtract(x_all[rows], self.params.reference, dtype=self.dtype)
+        far = np.empty((rows.size, xs.shape[1] + 3))
+        diff = xs - self.cs[labels]
+        # The candidates' distances directly (exact ordering for the relocation).
+        far[:, 0], far[:, 1] = np.einsum("ij,ij->i", diff, diff), labels
+        far[:, 2] = 1.0 if w_all is None else w_all[rows]
+        far[:, 3:] = xs
+        return _farthest(far[np.lexsort((rows,))], self.k)
+
+    def stats(self, n: float, x_all: NDArray[Any], w_all: NDArray[Any] | None) -> KMeansStats:
         return KMeansStats(
             n=n,
             loglik=-self.inertia,
@@ -461,5 +470,5 @@ class _Accumulator:
             sums=self.sums,
             feature_sum=self.feature_sum,
             feature_sq=self.feature_sq,
-            far=self.far,
+            far=self._far(x_all, w_all),
         )
