@@ -32,76 +32,67 @@ def forward_backward(startprob, transmat, frameprob, starts, alpha_in, beta_out)
     row's from ``alpha_in``), ``start_sum`` (k) the posteriors of the rows that start one,
     and ``log_scale`` the sum of the logs of the forward scales: the log-likelihood of
     the block's rows given what came before, less the per-row emission maxima.
+
+    The backward vectors are scaled by the forward scales (hmmlearn's scheme), so that
+    ``gamma_t = alpha_t * beta_t`` and ``xi_t = alpha_{t-1} A f_t beta_t / c_t`` need no
+    normalisation; the last row's backward vector is ``beta_out`` over ``alpha . beta_out``.
+    The backward sweep accumulates the statistics as it goes.
     """
     n, k = frameprob.shape
     fwd = np.empty((n, k))
-    bwd = np.empty((n, k))
+    scale = np.empty(n)
     gamma = np.empty((n, k))
     xi_sum = np.zeros((k, k))
     start_sum = np.zeros(k)
-    tmp = np.empty(k)
     log_scale = 0.0
     for t in range(n):
+        c = 0.0
         if starts[t]:
             for j in range(k):
-                fwd[t, j] = startprob[j] * frameprob[t, j]
+                v = startprob[j] * frameprob[t, j]
+                fwd[t, j] = v
+                c += v
         else:
             for j in range(k):
                 s = 0.0
                 for i in range(k):
                     s += (alpha_in[i] if t == 0 else fwd[t - 1, i]) * transmat[i, j]
-                fwd[t, j] = s * frameprob[t, j]
-        c = 0.0
-        for j in range(k):
-            c += fwd[t, j]
+                v = s * frameprob[t, j]
+                fwd[t, j] = v
+                c += v
         for j in range(k):
             fwd[t, j] /= c
+        scale[t] = c
         log_scale += np.log(c)
     if n == 0:
         return gamma, xi_sum, start_sum, log_scale
+    bwd = np.empty(k)
+    tmp = np.empty(k)
     c = 0.0
     for j in range(k):
-        c += beta_out[j]
+        c += fwd[n - 1, j] * beta_out[j]
     for j in range(k):
-        bwd[n - 1, j] = beta_out[j] / c
-    for t in range(n - 2, -1, -1):
-        if starts[t + 1]:
-            for i in range(k):
-                bwd[t, i] = 1.0 / k
-            continue
+        bwd[j] = beta_out[j] / c
+    for t in range(n - 1, -1, -1):
         for j in range(k):
-            tmp[j] = frameprob[t + 1, j] * bwd[t + 1, j]
-        c = 0.0
-        for i in range(k):
-            s = 0.0
-            for j in range(k):
-                s += transmat[i, j] * tmp[j]
-            bwd[t, i] = s
-            c += s
-        for i in range(k):
-            bwd[t, i] /= c
-    for t in range(n):
-        c = 0.0
-        for j in range(k):
-            gamma[t, j] = fwd[t, j] * bwd[t, j]
-            c += gamma[t, j]
-        for j in range(k):
-            gamma[t, j] /= c
+            gamma[t, j] = fwd[t, j] * bwd[j]
         if starts[t]:
             for j in range(k):
                 start_sum[j] += gamma[t, j]
+            # The row before ends a sequence: its backward vector is all ones.
+            for j in range(k):
+                bwd[j] = 1.0
             continue
         for j in range(k):
-            tmp[j] = frameprob[t, j] * bwd[t, j]
-        c = 0.0
+            tmp[j] = frameprob[t, j] * bwd[j] / scale[t]
         for i in range(k):
             prev = alpha_in[i] if t == 0 else fwd[t - 1, i]
+            s = 0.0
             for j in range(k):
-                c += prev * transmat[i, j] * tmp[j]
-        for i in range(k):
-            prev = (alpha_in[i] if t == 0 else fwd[t - 1, i]) / c
-            for j in range(k):
-                xi_sum[i, j] += prev * transmat[i, j] * tmp[j]
+                v = transmat[i, j] * tmp[j]
+                xi_sum[i, j] += prev * v
+                s += v
+            bwd[i] = s
     return gamma, xi_sum, start_sum, log_scale
 
 
