@@ -218,6 +218,7 @@ class EMEstimator(BaseEstimator):
         self.n_passes_ = outcome.n_passes
         self.pruned_restarts_ = list(outcome.pruned)
         self.n_features_in_ = source.n_features
+        self._n_samples_fit = source.n_samples
         return outcome
 
     def _checkpoint_metadata(self, model: Any, source: DataSource, n_init: int, entropy: int) -> dict[str, Any]:
@@ -307,6 +308,7 @@ class EMEstimator(BaseEstimator):
             "lower_bounds": [float(v) for v in self.lower_bounds_],
             "n_features_in": int(self.n_features_in_),
             "n_passes": int(self.n_passes_),
+            "n_samples": int(getattr(self, "_n_samples_fit", 0)),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -341,6 +343,7 @@ class EMEstimator(BaseEstimator):
         lower_bounds: list[float],
         n_features: int,
         n_passes: int,
+        n_samples: int = 0,
     ) -> EMEstimator:
         """A fitted estimator from stored hyperparameters, parameter arrays and fit record."""
         est = cls(**params)
@@ -352,7 +355,12 @@ class EMEstimator(BaseEstimator):
         est.n_features_in_ = n_features
         est.n_passes_ = n_passes
         est.pruned_restarts_ = []
+        est._n_samples_fit = n_samples
+        est._restored()
         return est
+
+    def _restored(self) -> None:
+        """Fill in what a subclass derives from the restored fit record (hook)."""
 
 
 def estimator_class(kind: Any, where: str) -> type[EMEstimator]:
@@ -412,6 +420,7 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
             lower_bounds=[float(v) for v in fit["lower_bounds"]],
             n_features=int(fit["n_features_in"]),
             n_passes=int(fit["n_passes"]),
+            n_samples=int(fit.get("n_samples", 0)),
         )
     estimator = meta.get("estimator")
     if not isinstance(estimator, dict):
@@ -440,4 +449,5 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
         lower_bounds=[float(v) for v in state.history["log_likelihood"]],
         n_features=int(meta["data"]["shape"][1]) - cls._ADDED_COLUMNS,
         n_passes=int(state.history["passes"][-1]) if state.iteration else 0,
+        n_samples=int(meta["data"]["shape"][0]),
     )

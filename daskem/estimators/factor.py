@@ -268,8 +268,11 @@ class PPCA(_LinearGaussianEstimator):
     mean_ : ndarray of shape (n_features,)
         The sample mean.
     noise_variance_ : float
+        The maximum-likelihood noise variance (PCA's ``noise_variance_`` times
+        ``(n_samples - 1) / n_samples``: PCA divides by ``n_samples - 1``).
     loglike_ : list of float
-        Total log-likelihood at every iteration (set by ``fit``).
+        Total log-likelihood at every iteration (set by ``fit``; a model read back with
+        :func:`daskem.load` has the per-sample ``lower_bounds_``).
     lower_bound_ : float
         Mean per-sample log-likelihood at the last iteration; ``lower_bounds_`` at each.
     converged_ : bool
@@ -329,7 +332,8 @@ class FactorAnalysis(_LinearGaussianEstimator):
         The sample mean.
     noise_variance_ : ndarray of shape (n_features,)
     loglike_ : list of float
-        Total log-likelihood at every iteration (set by ``fit``).
+        Total log-likelihood at every iteration, as scikit-learn's (set by ``fit``; a model
+        read back with :func:`daskem.load` has the per-sample ``lower_bounds_``).
     lower_bound_ : float
         Mean per-sample log-likelihood at the last iteration; ``lower_bounds_`` at each.
     converged_ : bool

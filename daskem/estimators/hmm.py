@@ -22,6 +22,7 @@ from sklearn.utils import check_random_state
 
 from daskem.em.engine import (
     block_messages,
+    check_stats,
     compute_stats,
     data_blocks,
     resolve_split_every,
@@ -145,7 +146,8 @@ class ConvergenceMonitor:
     iter : int
         Iterations run.
     converged : bool
-        Whether the fit converged.
+        hmmlearn's meaning: the gain fell below ``tol`` or ``n_iter`` iterations ran
+        (``converged_`` on the estimator is only the former).
     """
 
     tol: float
@@ -232,19 +234,24 @@ class _BaseHMM(EMEstimator):
         source, carry = sequence_source(raw, lengths)
         self._fit_data = raw
         try:
-            outcome = self._fit_restarts(self._engine_model(carry), source, 1, False, callback)
+            self._fit_restarts(self._engine_model(carry), source, 1, False, callback)
         finally:
             del self._fit_data
         self.n_features_in_ = raw.n_features
-        best = outcome.results[outcome.best]
+        self._restored()
+        return self
+
+    def _restored(self) -> None:
+        """hmmlearn's ``monitor_`` from the fit record (total log-likelihoods)."""
+        n = getattr(self, "_n_samples_fit", 0)
         self.monitor_ = ConvergenceMonitor(
             float(self.tol),
             int(self.n_iter),
-            [r.log_likelihood * raw.n_samples for r in best.history],
-            best.n_iter,
-            best.converged,
+            [v * n for v in self.lower_bounds_],
+            int(self.n_iter_),
+            # hmmlearn counts reaching n_iter as converged; converged_ says whether tol was met.
+            bool(self.converged_) or int(self.n_iter_) >= int(self.n_iter),
         )
-        return self
 
     def _initial_params(self, model: HMMModel, source: DataSource, rngs: list[np.random.Generator]) -> list[Any]:
         rng = rngs[0]
@@ -263,9 +270,10 @@ class _BaseHMM(EMEstimator):
         if letter in self.init_params:
             return initialise()
         if not hasattr(self, attribute):
+            shown = attribute.lstrip("_")
             raise ParameterError(
-                f"{attribute} must be set before fitting when init_params ({self.init_params!r}) does not "
-                f"contain {letter!r}: set {type(self).__name__}.{attribute} or add {letter!r} to init_params."
+                f"{shown} must be set before fitting when init_params ({self.init_params!r}) does not "
+                f"contain {letter!r}: set {type(self).__name__}.{shown} or add {letter!r} to init_params."
             )
         return getattr(self, attribute)
 
@@ -308,8 +316,9 @@ class _BaseHMM(EMEstimator):
         -------
         float
         """
-        _, model, blocks = self._sequences(X, lengths)
+        source, model, blocks = self._sequences(X, lengths)
         stats = compute_stats(model, self._params(), blocks, resolve_split_every(self.split_every))
+        check_stats(stats, source.n_samples, model=model)
         return float(stats.loglik)
 
     def predict_proba(self, X: Any, lengths: Any = None) -> Any:
@@ -359,7 +368,8 @@ class _BaseHMM(EMEstimator):
         -------
         log_prob : float
             Viterbi: the log-probability of the best paths (summed over sequences); MAP:
-            the summed log of the rows' largest posteriors (hmmlearn's convention).
+            the summed log of the rows' largest posteriors (hmmlearn 0.3 sums the
+            posteriors themselves, which is not a log-probability).
         state_sequence : ndarray or dask array of shape (n_samples,)
         """
         algorithm = self.algorithm if algorithm is None else algorithm

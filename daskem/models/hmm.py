@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from daskem.errors import DataError, ParameterError
+from daskem.errors import DataError, NumericalError, ParameterError
 from daskem.models import hmm_kernels as kernels
 from daskem.models.gaussian import FloatArray, check_shape, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams, GaussianMixtureStats
@@ -272,9 +272,20 @@ class HMMModel:
             beta = beta / beta.sum()
         return [HMMMessage(a, b) for a, b in zip(alphas, betas, strict=True)]
 
+    def _finite(self, block: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+        """The block's data and start flags, refusing NaN or infinite values (prediction)."""
+        X, starts = start_flags(block)
+        bad = self._bad_rows(X)
+        if bad:
+            raise DataError(
+                f"Input X contains {bad} NaN or infinite value(s) in a block of {X.shape[0]} rows. "
+                "Remove or impute them before predicting."
+            )
+        return X, starts
+
     def posteriors(self, params: Any, block: NDArray[Any], message: HMMMessage | None = None) -> FloatArray:
         """State posteriors of every row of the block: shape (n, k)."""
-        X, starts = start_flags(block)
+        X, starts = self._finite(block)
         msg = self._message(block, message)
         frames, _ = self._frames(params, X)
         gamma, _, _, _ = kernels.forward_backward(
@@ -284,7 +295,7 @@ class HMMModel:
 
     def viterbi_summary(self, params: Any, block: NDArray[Any]) -> tuple[FloatArray, float]:
         """The block's max-plus transfer matrix and its offset (:func:`hmm_kernels.viterbi_transfer`)."""
-        X, starts = start_flags(block)
+        X, starts = self._finite(block)
         v, offset = kernels.viterbi_transfer(
             _log(params.startprob), _log(params.transmat), self._log_emission(params, X), starts
         )
@@ -315,7 +326,7 @@ class HMMModel:
         best-path log-probabilities. With one, the score is not meaningful (the driver
         has the total from :meth:`viterbi_messages`).
         """
-        X, starts = start_flags(block)
+        X, starts = self._finite(block)
         if message is None:
             self._message(block, None)
             message = ViterbiMessage(np.zeros(self.n_components), -1)
@@ -413,6 +424,13 @@ class HMMModel:
         }
 
 
+def _min_eigenvalue(covariances: FloatArray, kind: str) -> float:
+    if kind in ("diag", "spherical"):
+        return float(np.min(covariances))
+    sym = (covariances + np.swapaxes(covariances, -1, -2)) / 2
+    return float(np.min(np.linalg.eigvalsh(sym)))
+
+
 def _softmax(v: FloatArray) -> FloatArray:
     e = np.exp(v - v.max(axis=-1, keepdims=True))
     return np.asarray(e / e.sum(axis=-1, keepdims=True))
@@ -471,13 +489,23 @@ class GaussianHMMModel(HMMModel):
         ct = covariance_type(self.covariance_type)
         k, d = self.n_components, means.shape[1]
         covariances = check_shape("covariances", covariances, ct.shape(k, d))
+        try:
+            factors = ct.precision_cholesky(covariances, reg)
+        except NumericalError:
+            lowest = _min_eigenvalue(covariances, self.covariance_type)
+            raise NumericalError(
+                f"The {self.covariance_type} state covariances are not positive definite (min eigenvalue "
+                f"{lowest:.3g}). Set covars_ to positive-definite values, or, when the "
+                "fit collapses a state onto too few distinct rows, raise covars_prior (a floor on the "
+                "covariances) or reduce n_components."
+            ) from None
         return self.params_from_arrays(
             {
                 "startprob": startprob,
                 "transmat": transmat,
                 "means": means,
                 "covariances": covariances,
-                "precisions_cholesky": ct.precision_cholesky(covariances, reg),
+                "precisions_cholesky": factors,
             }
         )
 
@@ -617,7 +645,7 @@ class CategoricalHMMModel(HMMModel):
         bad = (values < 0) | (values >= self.n_features) | (values != np.floor(values))
         if bad.any():
             raise DataError(
-                f"Symbol {values[bad][0]!r} is outside the range of symbols [0, {self.n_features}) (integers). "
+                f"Symbol {float(values[bad][0]):g} is outside the range of symbols [0, {self.n_features}) (integers). "
                 f"Map the symbols to 0..n_features-1, or set n_features larger than the largest symbol."
             )
         return values.astype(np.intp)

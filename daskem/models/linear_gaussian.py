@@ -59,7 +59,7 @@ NOISE_FLOOR = 1e-12
 
 
 def check_latent_dimension(n_components: int, n_features: int) -> None:
-    """Raise :class:`ParameterError` unless ``1 <= n_components <= n_features``."""
+    """Raise :class:`ParameterError` if ``n_components > n_features``, naming both and the fix."""
     if n_components > n_features:
         raise ParameterError(
             f"n_components={n_components} must be <= n_features={n_features}: there cannot be more latent "
@@ -232,12 +232,17 @@ def _posterior(params: LinearGaussianParams) -> _Posterior:
     )
 
 
+def _tile_size(n: int, q: int, d: int) -> int:
+    """Rows per tile of an ``n``-row block: (t, d) and (t, q) buffers that stay in cache."""
+    return max(1, min(tile_rows(q, d), n))
+
+
 def _tiles(post: _Posterior, block: NDArray[Any]):  # type: ignore[no-untyped-def]
     """Yield ``(y, ez)`` per tile of ``block``: the rows minus the mean (t, d) and their
     posterior means (t, q), in float64 buffers allocated once per block and reused."""
     n, d = block.shape
     q = post.projection_t.shape[1]
-    t = max(1, min(tile_rows(1, d), n))
+    t = _tile_size(n, q, d)
     y_buf, z_buf = np.empty(t * d), np.empty(t * q)
     for start in range(0, n, t):
         rows = min(t, n - start)
@@ -346,15 +351,18 @@ class _LinearGaussianModel:
         first, latent_sum, square = np.zeros(d), np.zeros(q), np.zeros(d)
         cross, outer = np.zeros((q, d)), np.zeros((q, q))
         n = block.shape[0]
+        # Column sums as products with ones: BLAS, several times faster than sum(axis=0).
+        ones = np.ones(_tile_size(n, q, d))
         # Non-finite data give non-finite sums; they are counted below and reported by the driver.
         with np.errstate(invalid="ignore", over="ignore"):
             for y, ez in _tiles(post, block):
-                first += y.sum(axis=0)
-                latent_sum += ez.sum(axis=0)
+                ones_t = ones[: y.shape[0]]
+                first += ones_t @ y
+                latent_sum += ones_t @ ez
                 cross += ez.T @ y
                 outer += ez.T @ ez
                 np.square(y, out=y)
-                square += y.sum(axis=0)
+                square += ones_t @ y
             # Sums of squares are finite exactly when every value is (and nothing overflows).
             n_nonfinite = 0 if np.all(np.isfinite(square)) else int(block.size - np.count_nonzero(np.isfinite(block)))
             quadratic = square @ post.precision - float(np.vdot(post.weighted, cross))
