@@ -1,4 +1,4 @@
-"""k-means as hard-assignment EM (Lloyd's algorithm): pure NumPy E-step, combine and M-step.
+"""k-means as hard-assignment EM (Lloyd's algorithm): E-step, combine and M-step.
 
 The E-step assigns every row to its nearest centre and accumulates, per cluster, the
 sample weight and the weighted sum of ``x - c``, around a fixed reference point ``c``
@@ -12,6 +12,9 @@ same pass).
 
 Clusters left empty take the rows farthest from their centres (scikit-learn's
 relocation): every pass keeps the ``n_clusters`` farthest rows of the data.
+
+Per tile, the E-step is one BLAS product (the scores) and one pass of a compiled kernel
+(:mod:`daskem.models.kmeans_kernels`) for everything after it.
 
 A model with ``weighted=True`` reads each block's last column as the sample weights.
 """
