@@ -6,7 +6,8 @@ sample covariance, Tipping & Bishop 1999) and scikit-learn's ``PCA``; scikit-lea
 rotation); one textbook EM step written here in plain NumPy, in memory, and scipy's
 multivariate normal density for the log-likelihood; exact identities (NumPy, dask and
 Zarr inputs; a resumed checkpointed fit; a fit on worker processes). Both models also
-pass the shared contract suite (:class:`daskem.testing.ModelContract`).
+pass the shared contract suite (:class:`daskem.testing.ModelContract`), and both
+estimators scikit-learn's estimator checks.
 
 Seeds are pinned and the data small: the module runs in well under a minute on two cores.
 """
@@ -24,6 +25,7 @@ from scipy.stats import multivariate_normal
 from sklearn.decomposition import PCA
 from sklearn.decomposition import FactorAnalysis as SklearnFactorAnalysis
 from sklearn.exceptions import NotFittedError
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import daskem
 from daskem.em.engine import current_client, fit_em
@@ -306,6 +308,7 @@ def test_resumed_fit_equals_the_uninterrupted_fit_bitwise(
         for name in ("components_", "mean_", "noise_variance_"):
             assert np.asarray(getattr(fitted, name)).tobytes() == np.asarray(getattr(expected, name)).tobytes(), name
         assert fitted.lower_bounds_ == expected.lower_bounds_
+        assert fitted.loglike_ == expected.loglike_
         assert fitted.n_iter_ == expected.n_iter_ == 12
 
 
@@ -316,6 +319,7 @@ def test_saved_model_round_trip_with_every_feature(fa_X: np.ndarray, tmp_path: A
     loaded = daskem.load(tmp_path / "model.zarr")
     assert loaded.get_params() == est.get_params()
     assert np.array_equal(loaded.components_, est.components_)
+    assert loaded.loglike_ == est.loglike_
     assert loaded.score(fa_X) == est.score(fa_X)
     assert list(loaded.get_feature_names_out()) == [f"factoranalysis{i}" for i in range(fa_X.shape[1])]
 
@@ -457,3 +461,17 @@ def test_fit_on_worker_processes_equals_the_threaded_fit(
     assert remote.lower_bounds_ == threaded_fit.lower_bounds_
     assert remote.n_iter_ == threaded_fit.n_iter_
     np.testing.assert_array_equal(remote.transform(chunked(fa_X)).compute(), threaded_fit.transform(fa_X))
+
+
+# -- scikit-learn's estimator checks -------------------------------------------------------------
+
+
+@silence_convergence
+@parametrize_with_checks(
+    [
+        daskem.PPCA(n_components=1, tol=1e-3, max_iter=20),
+        daskem.FactorAnalysis(n_components=1, tol=1e-3, max_iter=20),
+    ]
+)
+def test_sklearn_compatible_estimator(estimator: Any, check: Any) -> None:
+    check(estimator)

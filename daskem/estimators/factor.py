@@ -136,8 +136,12 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         n_components = source.n_features if self.n_components is None else int(self.n_components)
         check_latent_dimension(n_components, source.n_features)
         self._fit_restarts(self._MODEL(n_components), source, self.n_init, False, callback)
-        self.loglike_ = [value * source.n_samples for value in self.lower_bounds_]
+        self._restored()
         return self
+
+    def _restored(self) -> None:
+        # scikit-learn's loglike_ holds total log-likelihoods; the fit records them per sample.
+        self.loglike_ = [value * self._n_samples_fit for value in self.lower_bounds_]
 
     def _initial_params(
         self, model: PPCAModel | FactorAnalysisModel, source: DataSource, rngs: list[np.random.Generator]
@@ -271,8 +275,7 @@ class PPCA(_LinearGaussianEstimator):
         The maximum-likelihood noise variance (PCA's ``noise_variance_`` times
         ``(n_samples - 1) / n_samples``: PCA divides by ``n_samples - 1``).
     loglike_ : list of float
-        Total log-likelihood at every iteration (set by ``fit``; a model read back with
-        :func:`daskem.load` has the per-sample ``lower_bounds_``).
+        Total log-likelihood at every iteration.
     lower_bound_ : float
         Mean per-sample log-likelihood at the last iteration; ``lower_bounds_`` at each.
     converged_ : bool
@@ -332,8 +335,7 @@ class FactorAnalysis(_LinearGaussianEstimator):
         The sample mean.
     noise_variance_ : ndarray of shape (n_features,)
     loglike_ : list of float
-        Total log-likelihood at every iteration, as scikit-learn's (set by ``fit``; a model
-        read back with :func:`daskem.load` has the per-sample ``lower_bounds_``).
+        Total log-likelihood at every iteration, as scikit-learn's.
     lower_bound_ : float
         Mean per-sample log-likelihood at the last iteration; ``lower_bounds_`` at each.
     converged_ : bool
