@@ -44,6 +44,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from _timing import time_iterations
 from sklearn.cluster import KMeans as SkKMeans
 from sklearn.exceptions import ConvergenceWarning
 
@@ -97,31 +98,14 @@ def time_sklearn(X: np.ndarray, init: np.ndarray, iters: int, repeats: int) -> d
 
 
 def time_daskem(X: Any, init: np.ndarray, iters: int, repeats: int, client: Any = None) -> dict[str, Any]:
-    def fit(max_iter: int) -> tuple[float, list[float], daskem.KMeans]:
-        est = daskem.KMeans(K, init=init, n_init=1, max_iter=max_iter, tol=0.0)
-        secs: list[float] = []
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            est.fit(X, callback=lambda rec, _: secs.append(rec.seconds))
-        return time.perf_counter() - start, secs, est
-
-    def run() -> dict[str, Any]:
-        fit(2)  # warm-up
-        runs = [fit(iters) for _ in range(repeats)]
-        est = runs[-1][2]
-        return {
-            "iter": statistics.median(statistics.median(secs) for _, secs, _ in runs),
-            "wall": statistics.median(t / e.n_iter_ for t, _, e in runs),
-            "n_iter": est.n_iter_,
-            "centers": est.cluster_centers_,
-            "passes": est.n_passes_,
-        }
-
-    if client is None:
-        return run()
-    with client.as_current():
-        return run()
+    return time_iterations(
+        lambda max_iter: daskem.KMeans(K, init=init, n_init=1, max_iter=max_iter, tol=0.0),
+        X,
+        iters,
+        repeats,
+        client,
+        lambda est: {"centers": est.cluster_centers_, "passes": est.n_passes_},
+    )
 
 
 def time_dask_ml(X: np.ndarray, init: np.ndarray, iters: int, repeats: int, client: Any = None) -> dict[str, Any]:

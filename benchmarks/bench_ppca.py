@@ -42,8 +42,8 @@ import warnings
 from typing import Any
 
 import numpy as np
+from _timing import time_iterations
 from sklearn.decomposition import PCA
-from sklearn.exceptions import ConvergenceWarning
 
 import daskem
 from daskem.cli import local_cluster
@@ -88,30 +88,14 @@ def time_sklearn(X: np.ndarray, repeats: int) -> dict[str, Any]:
 
 
 def time_daskem(X: np.ndarray, iters: int, repeats: int, client: Any = None) -> dict[str, Any]:
-    def fit(max_iter: int) -> tuple[float, list[float], daskem.PPCA]:
-        est = daskem.PPCA(Q, max_iter=max_iter, tol=0.0, random_state=0)
-        secs: list[float] = []
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            est.fit(X, callback=lambda rec, _: secs.append(rec.seconds))
-        return time.perf_counter() - start, secs, est
-
-    def run() -> dict[str, Any]:
-        fit(2)  # warm-up
-        runs = [fit(iters) for _ in range(repeats)]
-        est = runs[-1][2]
-        return {
-            "iter": statistics.median(statistics.median(secs) for _, secs, _ in runs),
-            "wall": statistics.median(t / e.n_iter_ for t, _, e in runs),
-            "n_iter": est.n_iter_,
-            "noise": est.noise_variance_,
-        }
-
-    if client is None:
-        return run()
-    with client.as_current():
-        return run()
+    return time_iterations(
+        lambda max_iter: daskem.PPCA(Q, max_iter=max_iter, tol=0.0, random_state=0),
+        X,
+        iters,
+        repeats,
+        client,
+        lambda est: {"noise": est.noise_variance_},
+    )
 
 
 def time_converged(X: np.ndarray, accelerate: str | None, reference: np.ndarray) -> dict[str, Any]:

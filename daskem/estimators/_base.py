@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
@@ -361,6 +361,43 @@ class EMEstimator(BaseEstimator):
 
     def _restored(self) -> None:
         """Fill in what a subclass derives from the restored fit record (hook)."""
+
+
+class DensityScores(DensityMixin):
+    """``score_samples`` and ``score`` of estimators whose model gives a log-likelihood per row."""
+
+    _per_row: Callable[..., Any]  # EMEstimator's
+
+    def score_samples(self, X: Any) -> Any:
+        """Log-likelihood of every row under the fitted model.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The data.
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_samples,)
+            NumPy for in-memory input, a lazy dask array for dask or Zarr input.
+        """
+        return self._per_row(X, "score_samples")
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean per-sample log-likelihood of ``X``.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The data.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        float
+        """
+        return float(np.asarray(self._per_row(X, "score_samples").mean()))
 
 
 def estimator_class(kind: Any, where: str) -> type[EMEstimator]:

@@ -26,7 +26,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from daskem.em.engine import nonfinite_error, resolve_split_every
 from daskem.em.monitor import IterationRecord
-from daskem.estimators._base import EMEstimator
+from daskem.estimators._base import DensityScores, EMEstimator
 from daskem.estimators._validation import check_int
 from daskem.io.sources import DataSource, as_source
 from daskem.models.linear_gaussian import (
@@ -49,7 +49,7 @@ def _first_rows(source: DataSource) -> np.ndarray:
     return rows
 
 
-class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, EMEstimator):
+class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DensityScores, EMEstimator):
     """What :class:`PPCA` and :class:`FactorAnalysis` share (not used directly)."""
 
     _FITTED = ("components_", "mean_", "noise_variance_")
@@ -178,37 +178,6 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         """
         self._check_fitted()
         return self._per_row(X, "transform", columns=self._n_features_out)
-
-    def score_samples(self, X: Any) -> Any:
-        """Log-likelihood of every row under the fitted model.
-
-        Parameters
-        ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
-            The data.
-
-        Returns
-        -------
-        ndarray or dask array of shape (n_samples,)
-            NumPy for in-memory input, a lazy dask array otherwise.
-        """
-        return self._per_row(X, "score_samples")
-
-    def score(self, X: Any, y: Any = None) -> float:
-        """Mean per-sample log-likelihood of ``X``.
-
-        Parameters
-        ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
-            The data.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        float
-        """
-        return float(np.asarray(self._per_row(X, "score_samples").mean()))
 
     def get_covariance(self) -> np.ndarray:
         """The model covariance ``components_.T @ components_ + diag(noise_variance_)``.

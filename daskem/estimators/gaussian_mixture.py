@@ -7,21 +7,20 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sklearn.base import DensityMixin
 from sklearn.utils import check_random_state
 
 from daskem.em.engine import resolve_split_every
 from daskem.em.init import INIT_METHODS, initial_params
 from daskem.em.monitor import IterationRecord
 from daskem.errors import DataError, ParameterError
-from daskem.estimators._base import EMEstimator
+from daskem.estimators._base import DensityScores, EMEstimator
 from daskem.estimators._validation import check_int, check_option, check_real
 from daskem.io.sources import DataSource, as_source
 from daskem.models.gaussian import COVARIANCE_TYPES, check_shape, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
 
 
-class GaussianMixture(DensityMixin, EMEstimator):
+class GaussianMixture(DensityScores, EMEstimator):
     """Gaussian mixture fitted by EM on data of any size (scikit-learn's API).
 
     A drop-in for :class:`sklearn.mixture.GaussianMixture`: the same parameters,
@@ -286,37 +285,6 @@ class GaussianMixture(DensityMixin, EMEstimator):
 
     def _params(self) -> GaussianMixtureParams:
         return GaussianMixtureParams(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
-
-    def score_samples(self, X: Any) -> Any:
-        """Log-likelihood of every row under the fitted mixture.
-
-        Parameters
-        ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
-            The data.
-
-        Returns
-        -------
-        ndarray or dask array of shape (n_samples,)
-            NumPy for in-memory input, a lazy dask array for dask or Zarr input.
-        """
-        return self._per_row(X, "score_samples")
-
-    def score(self, X: Any, y: Any = None) -> float:
-        """Mean per-sample log-likelihood of ``X``.
-
-        Parameters
-        ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
-            The data.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        float
-        """
-        return float(np.asarray(self._per_row(X, "score_samples").mean()))
 
     def predict(self, X: Any) -> Any:
         """Component label of every row.
