@@ -29,11 +29,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 from daskem.errors import DataError, NumericalError, ParameterError
-from daskem.models import hmm_kernels as kernels
 from daskem.models.gaussian import FloatArray, check_shape, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams, GaussianMixtureStats
 
 _EPS10 = 10.0 * np.finfo(np.float64).eps
+
+
+def _kernels() -> Any:
+    """The compiled kernels, imported on first use: numba costs ~100 MiB of worker memory,
+    which the other models (and a worker that never runs an HMM) should not pay."""
+    from daskem.models import hmm_kernels
+
+    return hmm_kernels
 #: Probabilities are floored here in the vector form (log of an exact zero is -inf).
 _LOG_FLOOR = 1e-300
 
@@ -235,7 +242,7 @@ class HMMModel:
         if bad:
             return HMMStats(float(X.shape[0]), float("nan"), bad, *self._zero_parts(params))
         frames, top = self._frames(params, X)
-        gamma, xi, start, log_scale = kernels.forward_backward(
+        gamma, xi, start, log_scale = _kernels().forward_backward(
             params.startprob, params.transmat, frames, starts, msg.alpha_in, msg.beta_out
         )
         return HMMStats(
@@ -253,7 +260,7 @@ class HMMModel:
         if self._bad_rows(X):  # the E-step reports them
             return np.eye(self.n_components)
         frames, _ = self._frames(params, X)
-        return np.asarray(kernels.transfer(params.startprob, params.transmat, frames, starts))
+        return np.asarray(_kernels().transfer(params.startprob, params.transmat, frames, starts))
 
     def messages(self, params: Any, summaries: list[FloatArray]) -> list[HMMMessage]:
         """Chain the blocks' transfer matrices into the messages of every block."""
@@ -288,7 +295,7 @@ class HMMModel:
         X, starts = self._finite(block)
         msg = self._message(block, message)
         frames, _ = self._frames(params, X)
-        gamma, _, _, _ = kernels.forward_backward(
+        gamma, _, _, _ = _kernels().forward_backward(
             params.startprob, params.transmat, frames, starts, msg.alpha_in, msg.beta_out
         )
         return np.asarray(gamma)
@@ -296,7 +303,7 @@ class HMMModel:
     def viterbi_summary(self, params: Any, block: NDArray[Any]) -> tuple[FloatArray, float]:
         """The block's max-plus transfer matrix and its offset (:func:`hmm_kernels.viterbi_transfer`)."""
         X, starts = self._finite(block)
-        v, offset = kernels.viterbi_transfer(
+        v, offset = _kernels().viterbi_transfer(
             _log(params.startprob), _log(params.transmat), self._log_emission(params, X), starts
         )
         return np.asarray(v), float(offset)
@@ -330,7 +337,7 @@ class HMMModel:
         if message is None:
             self._message(block, None)
             message = ViterbiMessage(np.zeros(self.n_components), -1)
-        states, log_prob = kernels.viterbi(
+        states, log_prob = _kernels().viterbi(
             _log(params.startprob),
             _log(params.transmat),
             self._log_emission(params, X),

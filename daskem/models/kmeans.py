@@ -30,7 +30,6 @@ from numpy.typing import NDArray
 
 from daskem.errors import ParameterError
 from daskem.models.gaussian import FloatArray, check_shape
-from daskem.models.kmeans_kernels import accumulate_tile
 
 #: Rows per tile of the E-step (a (rows, d) tile and its (rows, k) distances stay in cache).
 TILE_ROWS = 4096
@@ -430,6 +429,9 @@ class _Accumulator:
         moments: tuple[NDArray[Any], NDArray[Any], int] | None,
         offset: int,
     ) -> None:
+        # Imported on first use: numba costs ~100 MiB of memory the other models do not pay.
+        from daskem.models.kmeans_kernels import accumulate_tile
+
         scores = np.matmul(xs, self.centres.minus_t, out=self.scores[: xs.shape[0]])
         self.inertia += accumulate_tile(
             xs,
