@@ -41,6 +41,8 @@ def _kernels() -> Any:
     from daskem.models import hmm_kernels
 
     return hmm_kernels
+
+
 #: Probabilities are floored here in the vector form (log of an exact zero is -inf).
 _LOG_FLOOR = 1e-300
 
