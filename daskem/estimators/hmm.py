@@ -354,6 +354,19 @@ class _BaseHMM(EMEstimator):
         """
         return self.score(X, lengths), self.predict_proba(X, lengths)
 
+    def _viterbi(self, X: Any, lengths: Any) -> tuple[DataSource, list[Any], float | None]:
+        """Per-block Viterbi tasks ``(states, score)``, and the total score when the blocks
+        split sequences (from the max-plus summary pass; else the blocks' scores add up)."""
+        source, model, blocks = self._sequences(X, lengths)
+        params = self._params()
+        messages: list[Any] = [None] * len(blocks)
+        log_prob = None
+        if model.carry:
+            pdelayed = dask.delayed(params, pure=True, traverse=False)
+            summaries = dask.compute(*[dask.delayed(model.viterbi_summary, pure=True)(pdelayed, b) for b in blocks])
+            messages, log_prob = model.viterbi_messages(list(summaries))
+        return source, self._per_block(source, model.decode, blocks, messages), log_prob
+
     def decode(self, X: Any, lengths: Any = None, algorithm: str | None = None) -> tuple[float, Any]:
         """The most probable state path (Viterbi) or the most probable state per row (MAP).
 
@@ -371,6 +384,8 @@ class _BaseHMM(EMEstimator):
             the summed log of the rows' largest posteriors (hmmlearn 0.3 sums the
             posteriors themselves, which is not a log-probability).
         state_sequence : ndarray or dask array of shape (n_samples,)
+            NumPy for in-memory input (computed with the log-probability, once), a lazy
+            dask array otherwise.
         """
         algorithm = self.algorithm if algorithm is None else algorithm
         check_option(type(self).__name__, "algorithm", algorithm, ["viterbi", "map"])
@@ -378,21 +393,23 @@ class _BaseHMM(EMEstimator):
             posteriors = self.predict_proba(X, lengths)
             log_prob = float(np.log(posteriors.max(axis=1)).sum())
             return log_prob, posteriors.argmax(axis=1)
-        source, model, blocks = self._sequences(X, lengths)
-        params = self._params()
-        if model.carry:
-            pdelayed = dask.delayed(params, pure=True, traverse=False)
-            summaries = dask.compute(*[dask.delayed(model.viterbi_summary, pure=True)(pdelayed, b) for b in blocks])
-            messages, log_prob = model.viterbi_messages(list(summaries))
-            parts = self._per_block(source, model.decode, blocks, messages)
-        else:
-            parts = self._per_block(source, model.decode, blocks, [None] * len(blocks))
-            log_prob = float(sum(s for _, s in dask.compute(*parts)))
+        source, parts, total = self._viterbi(X, lengths)
+        if source.kind == "numpy" or total is None:
+            with single_threaded_blas():
+                results = dask.compute(*parts)
+            if total is None:
+                total = float(sum(score for _, score in results))
+            if source.kind == "numpy":
+                return total, np.concatenate([states for states, _ in results]) if results else np.zeros(0, np.int64)
+        return total, self._lazy_states(source, parts)
+
+    @staticmethod
+    def _lazy_states(source: DataSource, parts: list[Any]) -> Any:
         states = [
             da.from_delayed(dask.delayed(_first)(p), shape=(rows,), dtype=np.int64)
             for p, rows in zip(parts, source.array.chunks[0], strict=True)
         ]
-        return log_prob, self._result(source, da.concatenate(states) if states else da.zeros(0, np.int64))
+        return da.concatenate(states) if states else da.zeros(0, np.int64)
 
     def predict(self, X: Any, lengths: Any = None) -> Any:
         """The most probable states (by the estimator's ``algorithm``).
@@ -400,8 +417,13 @@ class _BaseHMM(EMEstimator):
         Returns
         -------
         ndarray or dask array of shape (n_samples,)
+            NumPy for in-memory input, a lazy dask array otherwise.
         """
-        return self.decode(X, lengths)[1]
+        check_option(type(self).__name__, "algorithm", self.algorithm, ["viterbi", "map"])
+        if self.algorithm == "map":
+            return self.predict_proba(X, lengths).argmax(axis=1)
+        source, parts, _ = self._viterbi(X, lengths)
+        return self._result(source, self._lazy_states(source, parts))
 
     def fit_predict(self, X: Any, lengths: Any = None) -> Any:
         """Fit, then return the most probable states of ``X``."""
