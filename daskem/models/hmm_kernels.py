@@ -97,27 +97,6 @@ def forward_backward(startprob, transmat, frameprob, starts, alpha_in, beta_out)
 
 
 @njit(nogil=True, cache=True)
-def forward_last(startprob, transmat, frameprob, starts, alpha_in):  # type: ignore[no-untyped-def]
-    """The normalised forward message at the block's last row (``alpha_in`` if it has none)."""
-    n, k = frameprob.shape
-    prev = alpha_in.copy()
-    cur = np.empty(k)
-    for t in range(n):
-        for j in range(k):
-            if starts[t]:
-                cur[j] = startprob[j] * frameprob[t, j]
-            else:
-                s = 0.0
-                for i in range(k):
-                    s += prev[i] * transmat[i, j]
-                cur[j] = s * frameprob[t, j]
-        c = cur.sum()
-        for j in range(k):
-            prev[j] = cur[j] / c
-    return prev
-
-
-@njit(nogil=True, cache=True)
 def transfer(startprob, transmat, frameprob, starts):  # type: ignore[no-untyped-def]
     """The block's sum-product transfer matrix, scaled to sum 1.
 
