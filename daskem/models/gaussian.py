@@ -86,12 +86,13 @@ class CovarianceType:
     whitening : callable
         ``(prec_chol, offsets, d) -> (matrix, bias)`` of :class:`Whitener`.
     second_moment : callable
-        ``(xt, resp, offsets, out, work)``: adds the second-moment statistic of a
+        ``(xt, resp, offsets, out, first, work)``: adds the second-moment statistic of a
         feature-major tile ``xt`` (d, t), centred on the reference, weighted by
-        responsibilities ``resp`` (k, t), to ``out``; each component's moment is taken
-        around its own centre (``offsets`` (k, d) from the reference), so components far
-        from the reference lose nothing to cancellation; ``work`` is an optional scratch
-        buffer of at least k * d * t floats.
+        responsibilities ``resp`` (k, t), to ``out``, and the first moments to ``first``
+        (k, d); each component's moments are taken around its own centre (``offsets``
+        (k, d) from the reference), so components far from the reference lose nothing to
+        cancellation; ``work`` is an optional scratch buffer of at least k * d * t floats
+        of the tile's dtype.
     covariance : callable
         Covariances from the statistics (see :func:`covariances_from_moments`).
     moment_from_residuals : bool
@@ -109,7 +110,7 @@ class CovarianceType:
     log_det: Callable[[FloatArray, int], FloatArray]
     n_cov_parameters: Callable[[int, int], int]
     whitening: Callable[[FloatArray, FloatArray, int], tuple[FloatArray, FloatArray]]
-    second_moment: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray | None], None]
+    second_moment: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray | None], None]
     covariance: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, float], FloatArray]
     shape: Callable[[int, int], tuple[int, ...]]
     moment_from_residuals: bool = False
@@ -191,29 +192,54 @@ def _centred_components(xt: FloatArray, offsets: FloatArray, work: FloatArray | 
     return out
 
 
-def _weighted_scatter(xt: FloatArray, resp: FloatArray, offsets: FloatArray, work: FloatArray | None) -> FloatArray:
-    """``sum_t r_kt (x_t - mu_k)(x_t - mu_k)^T`` per component, shape (k, d, d)."""
-    centred = _centred_components(xt, offsets, work)
-    centred *= np.sqrt(resp)[:, None, :]
-    return np.asarray(centred @ centred.transpose(0, 2, 1))
+def _symmetric(scatter: FloatArray) -> FloatArray:
+    return np.asarray(0.5 * (scatter + np.swapaxes(scatter, -1, -2)))
 
 
 def _full_moment(
-    xt: FloatArray, resp: FloatArray, offsets: FloatArray, out: FloatArray, work: FloatArray | None
+    xt: FloatArray, resp: FloatArray, offsets: FloatArray, out: FloatArray, first: FloatArray, work: FloatArray | None
 ) -> None:
-    out += _weighted_scatter(xt, resp, offsets, work)
+    """Adds ``sum_t r_kt (x_t - mu_k)(x_t - mu_k)^T`` per component (k, d, d) to ``out``.
+
+    One compiled pass writes ``w = r_kt (x_t - mu_k)`` and adds its sums over ``t`` (the
+    first moments around each component's own centre) to ``first``; one BLAS product
+    ``w @ x^T`` gives ``P_k = sum_t r_kt (x_t - mu_k) x_t^T``, and ``P_k - s_k mu_k^T`` is
+    the scatter (``x`` and ``mu_k`` centred on the reference). Its rounding error is that of
+    centring the rows on ``mu_k``: a component far from the reference loses nothing to
+    cancellation.
+    """
+    from daskem.models.gaussian_kernels import weighted_residuals
+
+    k, (d, t) = offsets.shape[0], xt.shape
+    weighted = scratch(work, (k, d, t))
+    sums = np.zeros((k, d))
+    weighted_residuals(xt, offsets, resp, weighted, sums)
+    first += sums
+    products = (weighted.reshape(k * d, t) @ xt.T).reshape(k, d, d)
+    out += _symmetric(products - sums[:, :, None] * offsets[:, None, :])
 
 
 def _tied_moment(
-    xt: FloatArray, resp: FloatArray, offsets: FloatArray, out: FloatArray, work: FloatArray | None
+    xt: FloatArray, resp: FloatArray, offsets: FloatArray, out: FloatArray, first: FloatArray, work: FloatArray | None
 ) -> None:
-    out += _weighted_scatter(xt, resp, offsets, work).sum(axis=0)
+    """Adds ``sum_k sum_t r_kt (x_t - mu_k)(x_t - mu_k)^T`` (d, d) to ``out``: as
+    :func:`_full_moment` with the weighted residuals summed over components first (one
+    (d, t) buffer, one (d, t) x (t, d) product)."""
+    from daskem.models.gaussian_kernels import summed_weighted_residuals
+
+    k, (d, t) = offsets.shape[0], xt.shape
+    summed = scratch(work, (d, t))
+    sums = np.zeros((k, d))
+    summed_weighted_residuals(xt, offsets, resp, summed, sums)
+    first += sums
+    out += _symmetric(summed @ xt.T - sums.T @ offsets)
 
 
 def _diag_moment(
-    xt: FloatArray, resp: FloatArray, offsets: FloatArray, out: FloatArray, work: FloatArray | None
+    xt: FloatArray, resp: FloatArray, offsets: FloatArray, out: FloatArray, first: FloatArray, work: FloatArray | None
 ) -> None:
     centred = _centred_components(xt, offsets, work)
+    first += np.matmul(centred, resp[:, :, None])[:, :, 0]
     np.square(centred, out=centred)
     out += np.matmul(centred, resp[:, :, None])[:, :, 0]
 
@@ -378,13 +404,15 @@ class Whitener:
         flat -= self.bias
         return out
 
-    def weighted_log_prob(self, xt: FloatArray, work: FloatArray, out: FloatArray) -> FloatArray:
-        """``log w_k + log N(x | mu_k, Sigma_k)`` for a centred tile, into ``out`` (k, t)."""
-        res = self.residuals(xt, work)
-        np.square(res, out=res)
-        res.sum(axis=1, out=out)
-        out *= -0.5
-        out += self.log_norm
+    def weighted_log_prob(self, xt: FloatArray, work: FloatArray, out: FloatArray, squared: bool = False) -> FloatArray:
+        """``log w_k + log N(x | mu_k, Sigma_k)`` for a centred tile, into ``out`` (k, t).
+
+        ``work`` (k, d, t) is left holding the whitened residuals, or their squares if
+        ``squared``.
+        """
+        from daskem.models.gaussian_kernels import log_prob_from_residuals
+
+        log_prob_from_residuals(self.residuals(xt, work), self.log_norm, out, squared)
         return out
 
 

@@ -231,7 +231,8 @@ class GaussianMixtureModel:
         # Non-finite data give NaN statistics; the driver reports them from n_nonfinite.
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             start = 0
-            for xt, log_prob, tile_resp, work in self._tiles(block, params, shift):
+            tiles = self._tiles(block, params, shift, squared=ct.moment_from_residuals)
+            for xt, log_prob, tile_resp, work in tiles:
                 # Counted per tile: a whole-block mask would be one large allocation per block.
                 n_nonfinite += xt.size - int(np.count_nonzero(np.isfinite(xt)))
                 if resp is None:
@@ -241,15 +242,17 @@ class GaussianMixtureModel:
                     tile_resp[...] = resp[start : start + xt.shape[1]].T
                     start += xt.shape[1]
                 resp_sum += tile_resp.sum(axis=1, dtype=np.float64)
-                first += tile_resp @ xt.T
                 if ct.moment_from_residuals:
+                    first += tile_resp @ xt.T
                     # work holds (p_k (x - mu_k))^2 from the E-step: weight it by the responsibilities.
                     second += np.matmul(work, tile_resp[:, :, None])[:, :, 0]
                 else:
-                    ct.second_moment(xt, tile_resp, offsets.astype(xt.dtype), second, work)
+                    ct.second_moment(xt, tile_resp, offsets.astype(xt.dtype), second, first, work)
         if ct.moment_from_residuals:
             scales = np.broadcast_to(params.precisions_cholesky.reshape(k, -1), (k, d))
             second /= scales * scales
+            # First moments around each component's own mean (the others are already).
+            first -= resp_sum[:, None] * offsets
         if n_nonfinite:
             # Centring can overflow huge finite values: count what the data really hold (the
             # non-finite log-likelihood then reports the overflow).
@@ -260,8 +263,7 @@ class GaussianMixtureModel:
             n_nonfinite=n_nonfinite,
             shift=np.array(params.means, dtype=np.float64),
             resp_sum=resp_sum,
-            # First moments around each component's own mean.
-            first=first - resp_sum[:, None] * offsets,
+            first=first,
             second=second,
         )
 
@@ -351,10 +353,9 @@ class GaussianMixtureModel:
         offsets = np.zeros((k, d))
         rows = tile_rows(k, d)
         for start in range(0, np.shape(X)[0], rows):  # tiles bound the (k, d, rows) scratch
-            xs = np.asarray(X[start : start + rows], dtype=np.float64) - shift
-            tile_resp = np.ascontiguousarray(resp[start : start + rows].T)
-            ct.second_moment(xs.T, tile_resp, offsets, stats.second, None)
-            first += tile_resp @ xs
+            xt = np.ascontiguousarray((np.asarray(X[start : start + rows], dtype=np.float64) - shift).T)
+            tile_resp = np.ascontiguousarray(resp[start : start + rows].T, dtype=np.float64)
+            ct.second_moment(xt, tile_resp, offsets, stats.second, first, None)
         return GaussianMixtureStats(
             n=float(np.shape(X)[0]),
             loglik=0.0,
@@ -431,12 +432,13 @@ class GaussianMixtureModel:
             dtype,
         )
 
-    def _tiles(self, block: NDArray[Any], params: GaussianMixtureParams, shift: FloatArray):  # type: ignore[no-untyped-def]
+    def _tiles(self, block: NDArray[Any], params: GaussianMixtureParams, shift: FloatArray, squared: bool = False):  # type: ignore[no-untyped-def]
         """Yield feature-major tiles of ``block``, centred on ``shift``, with their buffers.
 
         Each item is ``(xt, log_prob, resp, work)``: the centred tile (d, t), its weighted
         log-probabilities (k, t), a responsibility buffer (k, t) and the (k, d, t) work
-        buffer, free for the caller once the log-probabilities are computed. The buffers
+        buffer holding the whitened residuals (squared if ``squared``), free for the caller
+        once the log-probabilities are computed. The buffers
         are allocated once per block and reused for every tile (contiguous views of their
         fronts for a short last tile). float32 blocks are processed in float32 (twice the
         BLAS speed, half the memory traffic); everything else in float64.
@@ -452,5 +454,7 @@ class GaussianMixtureModel:
             m = min(t, n - start)
             xt = scratch(xt_buf, (d, m))
             np.subtract(block[start : start + m].T, shift[:, None], out=xt, casting="same_kind")
-            log_prob = whitener.weighted_log_prob(xt, scratch(work_buf, (k, d, m)), scratch(log_prob_buf, (k, m)))
+            log_prob = whitener.weighted_log_prob(
+                xt, scratch(work_buf, (k, d, m)), scratch(log_prob_buf, (k, m)), squared
+            )
             yield xt, log_prob, scratch(resp_buf, (k, m)), scratch(work_buf, (k, d, m))
