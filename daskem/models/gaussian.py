@@ -158,8 +158,7 @@ def _full_whitening(prec_chol: FloatArray, offsets: FloatArray, d: int) -> tuple
     # One (k*d, d) matrix of all L_k^T stacked: the E-step of all components is one BLAS product.
     k = offsets.shape[0]
     stacked = np.ascontiguousarray(prec_chol.transpose(0, 2, 1).reshape(k * d, d))
-    bias = np.einsum("kd,kde->ke", offsets, prec_chol).reshape(k * d, 1)
-    return stacked, bias
+    return stacked, np.einsum("kd,kde->ke", offsets, prec_chol)
 
 
 def _tied_whitening(prec_chol: FloatArray, offsets: FloatArray, d: int) -> tuple[FloatArray, FloatArray]:
@@ -168,9 +167,9 @@ def _tied_whitening(prec_chol: FloatArray, offsets: FloatArray, d: int) -> tuple
 
 
 def _diag_whitening(prec_chol: FloatArray, offsets: FloatArray, d: int) -> tuple[FloatArray, FloatArray]:
-    # Diagonal factors are kept as (k, d) scales; applied by broadcasting, not a product.
+    # Diagonal factors are kept as (k, d) scales; applied elementwise, not by a product.
     scales = np.broadcast_to(prec_chol.reshape(prec_chol.shape[0], -1), offsets.shape)
-    return np.ascontiguousarray(scales), (offsets * scales).reshape(-1, 1)
+    return np.ascontiguousarray(scales), offsets * scales
 
 
 # --- second moments of a centred feature-major tile, accumulated into ``out`` ------------------
@@ -383,8 +382,11 @@ class Whitener:
     """Per-component whitening of centred rows, prepared once per parameter set.
 
     Works on feature-major tiles ``xt`` of shape (d, t), centred on the reference point.
-    ``residuals(xt, out)`` writes ``L_k^T (x - mu_k)`` into ``out`` of shape (k, d, t);
-    ``log_norm`` (k, 1) holds ``log w_k + log det L_k - d/2 log(2 pi)``.
+    The whitened residuals are ``L_k^T (x - mu_k) = matrix_k x - bias_k``: ``matrix`` is
+    the (k*d, d) stack of all ``L_k^T`` for full and tied covariances (one BLAS product),
+    the (k, d) diagonal factors for diag and spherical; ``bias`` (k, d) is ``L_k^T`` times
+    the component's offset from the reference; ``log_norm`` (k, 1) holds
+    ``log w_k + log det L_k - d/2 log(2 pi)``.
     """
 
     kind: str
@@ -394,25 +396,19 @@ class Whitener:
     n_components: int
     n_features: int
 
-    def residuals(self, xt: FloatArray, out: FloatArray) -> FloatArray:
-        """Whitened residuals of a centred tile ``xt`` (d, t), written into ``out`` (k, d, t)."""
-        flat = out.reshape(-1, xt.shape[1])
-        if self.kind in ("full", "tied"):
-            np.matmul(self.matrix, xt, out=flat)
-        else:
-            np.multiply(self.matrix[:, :, None], xt[None, :, :], out=out)
-        flat -= self.bias
-        return out
-
     def weighted_log_prob(self, xt: FloatArray, work: FloatArray, out: FloatArray, squared: bool = False) -> FloatArray:
         """``log w_k + log N(x | mu_k, Sigma_k)`` for a centred tile, into ``out`` (k, t).
 
         ``work`` (k, d, t) is left holding the whitened residuals, or their squares if
         ``squared``.
         """
-        from daskem.models.gaussian_kernels import log_prob_from_residuals
+        from daskem.models.gaussian_kernels import log_prob_diagonal, log_prob_from_products
 
-        log_prob_from_residuals(self.residuals(xt, work), self.log_norm, out, squared)
+        if self.kind in ("full", "tied"):
+            np.matmul(self.matrix, xt, out=work.reshape(-1, xt.shape[1]))
+            log_prob_from_products(work, self.bias, self.log_norm, out, squared)
+        else:
+            log_prob_diagonal(xt, self.matrix, self.bias, self.log_norm, work, out, squared)
         return out
 
 
@@ -449,7 +445,7 @@ def make_whitener(
     return Whitener(
         cov_type.name,
         np.ascontiguousarray(matrix, dtype=dtype),
-        np.asarray(bias, dtype=dtype),
+        np.ascontiguousarray(bias, dtype=dtype),
         np.asarray(log_norm, dtype=dtype).reshape(k, 1),
         k,
         d,

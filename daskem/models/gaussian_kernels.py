@@ -11,12 +11,13 @@ from numba import njit
 
 
 @njit(nogil=True, cache=True)
-def log_prob_from_residuals(res, log_norm, out, square):  # type: ignore[no-untyped-def]
-    """``out[k, t] = log_norm[k] - |res[k, :, t]|^2 / 2``: weighted log-densities.
+def log_prob_from_products(res, bias, log_norm, out, square):  # type: ignore[no-untyped-def]
+    """Weighted log-densities from the whitening product of a tile (full and tied).
 
-    ``res`` (k, d, t) holds whitened residuals, ``log_norm`` (k, 1) the log weight plus the
-    normalising constant, ``out`` (k, t) receives the result. With ``square`` the residuals
-    are replaced by their squares in the same pass, else left unchanged.
+    ``res`` (k, d, t) holds ``L_k^T x`` (BLAS), ``bias`` (k, d) ``L_k^T a_k``; the residuals
+    ``res - bias`` replace ``res`` (their squares if ``square``), and ``out`` (k, t)
+    receives ``log_norm[k] - |res[k, :, t] - bias[k]|^2 / 2`` (``log_norm`` (k, 1): the log
+    weight plus the normalising constant).
     """
     k, d, t = res.shape
     for c in range(k):
@@ -24,13 +25,50 @@ def log_prob_from_residuals(res, log_norm, out, square):  # type: ignore[no-unty
         row[:] = 0.0
         for f in range(d):
             r = res[c, f]
+            b = bias[c, f]
             if square:
                 for i in range(t):
-                    r[i] = r[i] * r[i]
+                    v = r[i] - b
+                    r[i] = v * v
                     row[i] += r[i]
             else:
                 for i in range(t):
-                    row[i] += r[i] * r[i]
+                    v = r[i] - b
+                    r[i] = v
+                    row[i] += v * v
+        half = log_norm[c, 0]
+        for i in range(t):
+            row[i] = half - 0.5 * row[i]
+
+
+@njit(nogil=True, cache=True)
+def log_prob_diagonal(xt, scales, bias, log_norm, res, out, square):  # type: ignore[no-untyped-def]
+    """Weighted log-densities of a tile under diagonal precision factors (diag, spherical).
+
+    ``xt`` (d, t) is the tile centred on the reference, ``scales`` (k, d) the factors,
+    ``bias`` (k, d) ``scales * a_k``; ``res`` (k, d, t) receives the whitened residuals
+    ``scales x - bias`` (their squares if ``square``) and ``out`` (k, t) the log-densities
+    as :func:`log_prob_from_products`.
+    """
+    k, d, t = res.shape
+    for c in range(k):
+        row = out[c]
+        row[:] = 0.0
+        for f in range(d):
+            x = xt[f]
+            r = res[c, f]
+            p = scales[c, f]
+            b = bias[c, f]
+            if square:
+                for i in range(t):
+                    v = p * x[i] - b
+                    r[i] = v * v
+                    row[i] += r[i]
+            else:
+                for i in range(t):
+                    v = p * x[i] - b
+                    r[i] = v
+                    row[i] += v * v
         half = log_norm[c, 0]
         for i in range(t):
             row[i] = half - 0.5 * row[i]
