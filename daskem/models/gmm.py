@@ -231,7 +231,9 @@ class GaussianMixtureModel:
         # Non-finite data give NaN statistics; the driver reports them from n_nonfinite.
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             start = 0
-            tiles = self._tiles(block, params, shift, squared=ct.moment_from_residuals)
+            # Under given responsibilities full and tied covariances need no densities.
+            densities = resp is None or ct.moment_from_residuals
+            tiles = self._tiles(block, params, shift, squared=ct.moment_from_residuals, densities=densities)
             for xt, log_prob, tile_resp, work in tiles:
                 # Counted per tile: a whole-block mask would be one large allocation per block.
                 n_nonfinite += xt.size - int(np.count_nonzero(np.isfinite(xt)))
@@ -432,16 +434,24 @@ class GaussianMixtureModel:
             dtype,
         )
 
-    def _tiles(self, block: NDArray[Any], params: GaussianMixtureParams, shift: FloatArray, squared: bool = False):  # type: ignore[no-untyped-def]
+    def _tiles(  # type: ignore[no-untyped-def]
+        self,
+        block: NDArray[Any],
+        params: GaussianMixtureParams,
+        shift: FloatArray,
+        squared: bool = False,
+        densities: bool = True,
+    ):
         """Yield feature-major tiles of ``block``, centred on ``shift``, with their buffers.
 
         Each item is ``(xt, log_prob, resp, work)``: the centred tile (d, t), its weighted
         log-probabilities (k, t), a responsibility buffer (k, t) and the (k, d, t) work
         buffer holding the whitened residuals (squared if ``squared``), free for the caller
-        once the log-probabilities are computed. The buffers
-        are allocated once per block and reused for every tile (contiguous views of their
-        fronts for a short last tile). float32 blocks are processed in float32 (twice the
-        BLAS speed, half the memory traffic); everything else in float64.
+        once the log-probabilities are computed. Without ``densities`` nothing is whitened
+        (``log_prob`` is None, ``work`` free). The buffers are allocated once per block and
+        reused for every tile (contiguous views of their fronts for a short last tile).
+        float32 blocks are processed in float32 (twice the BLAS speed, half the memory
+        traffic); everything else in float64.
         """
         dtype = np.dtype(np.float32) if block.dtype == np.float32 else np.dtype(np.float64)
         whitener = self._whitener(params, shift, dtype)
@@ -454,7 +464,9 @@ class GaussianMixtureModel:
             m = min(t, n - start)
             xt = scratch(xt_buf, (d, m))
             np.subtract(block[start : start + m].T, shift[:, None], out=xt, casting="same_kind")
-            log_prob = whitener.weighted_log_prob(
-                xt, scratch(work_buf, (k, d, m)), scratch(log_prob_buf, (k, m)), squared
+            log_prob = (
+                whitener.weighted_log_prob(xt, scratch(work_buf, (k, d, m)), scratch(log_prob_buf, (k, m)), squared)
+                if densities
+                else None
             )
             yield xt, log_prob, scratch(resp_buf, (k, m)), scratch(work_buf, (k, d, m))
