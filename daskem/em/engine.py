@@ -384,9 +384,14 @@ def check_stats(stats: Any, n_samples: int, name: str = "X", model: Any = None) 
     """
     if stats.n_nonfinite:
         raise nonfinite_error(stats.n_nonfinite, n_samples, name)
-    if not np.isfinite(stats.loglik):
+    check_log_likelihood(stats.loglik, model)
+
+
+def check_log_likelihood(loglik: float, model: Any = None) -> None:
+    """Raise :class:`NumericalError` with the model's ``numerical_advice`` if ``loglik`` is not finite."""
+    if not np.isfinite(loglik):
         advice = getattr(model, "numerical_advice", "Scale the features.")
-        raise NumericalError(f"The log-likelihood is {stats.loglik!r}: {advice}")
+        raise NumericalError(f"The log-likelihood is {loglik!r}: {advice}")
 
 
 def _apply_rows(model: Any, params: Any, method: str, block: Any) -> Any:

@@ -22,7 +22,7 @@ from sklearn.utils import check_random_state
 
 from daskem.em.engine import (
     block_messages,
-    check_stats,
+    check_log_likelihood,
     compute_stats,
     data_blocks,
     resolve_split_every,
@@ -317,9 +317,12 @@ class _BaseHMM(EMEstimator):
         float
         """
         source, model, blocks = self._sequences(X, lengths)
-        stats = compute_stats(model, self._params(), blocks, resolve_split_every(self.split_every))
-        check_stats(stats, source.n_samples, model=model)
-        return float(stats.loglik)
+        messages = block_messages(model, self._params(), blocks) if model.carry else [None] * len(blocks)
+        parts = self._per_block(source, model.log_likelihood_rows, blocks, messages)
+        with single_threaded_blas():
+            total = float(sum(dask.compute(*parts)))
+        check_log_likelihood(total, model)
+        return total
 
     def predict_proba(self, X: Any, lengths: Any = None) -> Any:
         """State posteriors of every row (forward-backward).

@@ -302,6 +302,14 @@ class HMMModel:
         )
         return np.asarray(gamma)
 
+    def log_likelihood_rows(self, params: Any, block: NDArray[Any], message: HMMMessage | None = None) -> float:
+        """Log-likelihood of the block's rows given what came before (the forward pass alone)."""
+        X, starts = self._finite(block)
+        msg = self._message(block, message)
+        frames, top = self._frames(params, X)
+        log_scale = _kernels().forward_log_scale(params.startprob, params.transmat, frames, starts, msg.alpha_in)
+        return float(log_scale + top.sum())
+
     def viterbi_summary(self, params: Any, block: NDArray[Any]) -> tuple[FloatArray, float]:
         """The block's max-plus transfer matrix and its offset (:func:`hmm_kernels.viterbi_transfer`)."""
         X, starts = self._finite(block)

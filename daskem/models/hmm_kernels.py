@@ -23,6 +23,40 @@ import numpy as np
 from numba import njit
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _forward_row(prev, startprob, transmat, frame, start, out):  # type: ignore[no-untyped-def]
+    """One scaled forward step: ``out`` receives the normalised forward vector of a row
+    (emission ``frame``) after the one whose vector is ``prev``; returns its scale."""
+    k = out.shape[0]
+    c = 0.0
+    for j in range(k):
+        if start:
+            v = startprob[j] * frame[j]
+        else:
+            s = 0.0
+            for i in range(k):
+                s += prev[i] * transmat[i, j]
+            v = s * frame[j]
+        out[j] = v
+        c += v
+    for j in range(k):
+        out[j] /= c
+    return c
+
+
+@njit(nogil=True, cache=True)
+def forward_log_scale(startprob, transmat, frameprob, starts, alpha_in):  # type: ignore[no-untyped-def]
+    """The forward pass alone: ``log_scale`` of :func:`forward_backward` in O(k) memory."""
+    n, k = frameprob.shape
+    prev = alpha_in.copy()
+    cur = np.empty(k)
+    log_scale = 0.0
+    for t in range(n):
+        log_scale += np.log(_forward_row(prev, startprob, transmat, frameprob[t], starts[t], cur))
+        prev, cur = cur, prev
+    return log_scale
+
+
 @njit(nogil=True, cache=True)
 def forward_backward(startprob, transmat, frameprob, starts, alpha_in, beta_out):  # type: ignore[no-untyped-def]
     """Posteriors of one block: ``(gamma, xi_sum, start_sum, log_scale)``.
@@ -46,22 +80,7 @@ def forward_backward(startprob, transmat, frameprob, starts, alpha_in, beta_out)
     start_sum = np.zeros(k)
     log_scale = 0.0
     for t in range(n):
-        c = 0.0
-        if starts[t]:
-            for j in range(k):
-                v = startprob[j] * frameprob[t, j]
-                fwd[t, j] = v
-                c += v
-        else:
-            for j in range(k):
-                s = 0.0
-                for i in range(k):
-                    s += (alpha_in[i] if t == 0 else fwd[t - 1, i]) * transmat[i, j]
-                v = s * frameprob[t, j]
-                fwd[t, j] = v
-                c += v
-        for j in range(k):
-            fwd[t, j] /= c
+        c = _forward_row(alpha_in if t == 0 else fwd[t - 1], startprob, transmat, frameprob[t], starts[t], fwd[t])
         scale[t] = c
         log_scale += np.log(c)
     if n == 0:
