@@ -1122,3 +1122,43 @@ def test_categorical_default_initialisation(categorical_X: np.ndarray) -> None:
     assert np.all(np.diff(history) >= -1e-8 * np.abs(history[1:]))
     assert history[-1] > history[0]
     np.testing.assert_allclose(est.emissionprob_.sum(axis=1), 1.0, rtol=1e-12)
+
+
+# -- parameters set by hand, no fit (hmmlearn's tutorial) -------------------------------------
+
+
+def test_parameters_set_by_hand_score_decode_and_predict_as_hmmlearn() -> None:
+    """hmmlearn's tutorial sets startprob_, transmat_, means_ and covars_ by hand and then
+    samples, scores and decodes without a fit: daskem does the same, with hmmlearn's numbers."""
+    startprob = np.array([0.6, 0.3, 0.1])
+    transmat = np.array([[0.7, 0.2, 0.1], [0.3, 0.5, 0.2], [0.3, 0.3, 0.4]])
+    means = np.array([[0.0, 0.0], [3.0, -3.0], [5.0, 10.0]])
+    covars = np.tile(np.identity(2), (3, 1, 1))
+    ours = GaussianHMM(n_components=3, covariance_type="full")
+    ref = hmmlearn_hmm.GaussianHMM(n_components=3, covariance_type="full")
+    for model in (ours, ref):
+        model.startprob_, model.transmat_, model.means_, model.covars_ = startprob, transmat, means, covars
+    X, _ = ref.sample(300, random_state=np.random.RandomState(4))
+    lengths = [100, 200]
+    assert relative_difference(ours.score(X, lengths), ref.score(X, lengths)) <= 1e-12
+    log_prob, states = ours.decode(X, lengths)
+    ref_log_prob, ref_states = ref.decode(X, lengths)
+    np.testing.assert_array_equal(states, ref_states)
+    assert relative_difference(log_prob, ref_log_prob) <= 1e-12
+    np.testing.assert_allclose(ours.predict_proba(X, lengths), ref.predict_proba(X, lengths), rtol=1e-8, atol=1e-12)
+    with pytest.raises(DataError, match="X has 3 features, but GaussianHMM is expecting 2"):
+        ours.score(np.zeros((5, 3)))
+
+
+def test_categorical_parameters_set_by_hand_score_as_hmmlearn() -> None:
+    emissionprob = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    ours = CategoricalHMM(n_components=2)
+    ref = hmmlearn_hmm.CategoricalHMM(n_components=2)
+    for model in (ours, ref):
+        model.startprob_ = np.array([0.5, 0.5])
+        model.transmat_ = np.array([[0.9, 0.1], [0.2, 0.8]])
+        model.emissionprob_ = emissionprob
+    ref.n_features = 3
+    X = np.random.default_rng(2).integers(0, 3, size=(400, 1))
+    assert relative_difference(ours.score(X, [150, 250]), ref.score(X, [150, 250])) <= 1e-12
+    np.testing.assert_array_equal(ours.predict(X, [150, 250]), ref.predict(X, [150, 250]))

@@ -206,6 +206,10 @@ class _BaseHMM(EMEstimator):
     def _check_data(self, source: DataSource) -> None:
         """Subclass checks of the (unflagged) data."""
 
+    def _n_columns(self) -> int:
+        """The number of columns of X the parameters take."""
+        raise NotImplementedError
+
     # -- fitting ------------------------------------------------------------------------
 
     def fit(
@@ -282,10 +286,12 @@ class _BaseHMM(EMEstimator):
     def _sequences(self, X: Any, lengths: Any) -> tuple[DataSource, HMMModel, list[Any]]:
         self._check_fitted()
         raw = as_source(X)
-        if raw.n_features != self.n_features_in_:
+        # From the parameters, not n_features_in_: as in hmmlearn, parameters set by hand
+        # (without a fit) can score, decode and predict.
+        expected = self._n_columns()
+        if raw.n_features != expected:
             raise DataError(
-                f"X has {raw.n_features} features, but {type(self).__name__} is expecting {self.n_features_in_} "
-                "features as input."
+                f"X has {raw.n_features} features, but {type(self).__name__} is expecting {expected} features as input."
             )
         self._check_data(raw)
         source, carry = sequence_source(raw, lengths)
@@ -646,6 +652,9 @@ class GaussianHMM(_BaseHMM):
     def _params(self) -> GaussianHMMParams:
         return self._model().make_params(self.startprob_, self.transmat_, self.means_, self._covars_)
 
+    def _n_columns(self) -> int:
+        return int(np.shape(self.means_)[1])
+
     @property
     def covars_(self) -> np.ndarray:
         """Full covariance matrices of the states, shape (n_components, n_features, n_features)."""
@@ -812,6 +821,9 @@ class CategoricalHMM(_BaseHMM):
         self.transmat_ = params.transmat
         self.emissionprob_ = params.emissionprob
         self.n_features_ = params.emissionprob.shape[1]
+
+    def _n_columns(self) -> int:
+        return 1
 
     def _params(self) -> CategoricalHMMParams:
         return self._model().params_from_arrays(

@@ -220,7 +220,9 @@ class HMMModel:
         """Emission probabilities scaled by their row maxima, and those maxima's logs."""
         log_b = self._log_emission(params, X)
         top = log_b.max(axis=1) if log_b.shape[0] else np.zeros(0)
-        return np.exp(log_b - top[:, None]), top
+        # A row impossible in every state (top = -inf) gives NaN, reported by the caller.
+        with np.errstate(invalid="ignore"):
+            return np.exp(log_b - top[:, None]), top
 
     def _message(self, block: NDArray[Any], message: HMMMessage | None) -> HMMMessage:
         if message is not None:
