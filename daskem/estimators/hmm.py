@@ -297,11 +297,11 @@ class _BaseHMM(EMEstimator):
         source, carry = sequence_source(raw, lengths)
         return source, self._engine_model(carry), data_blocks(source, cache=False)
 
-    def _per_block(
-        self, source: DataSource, fn: Callable[..., Any], blocks: Sequence[Any], messages: Sequence[Any]
-    ) -> list[Any]:
-        params = dask.delayed(self._params(), pure=True, traverse=False)
-        return [dask.delayed(fn, pure=True)(params, b, m) for b, m in zip(blocks, messages, strict=True)]
+    @staticmethod
+    def _per_block(fn: Callable[..., Any], params: Any, blocks: Sequence[Any], messages: Sequence[Any]) -> list[Any]:
+        """One task ``fn(params, block, message)`` per block."""
+        shared = dask.delayed(params, pure=True, traverse=False)
+        return [dask.delayed(fn, pure=True)(shared, b, m) for b, m in zip(blocks, messages, strict=True)]
 
     @staticmethod
     def _result(source: DataSource, parts: Any) -> Any:
@@ -322,9 +322,10 @@ class _BaseHMM(EMEstimator):
         -------
         float
         """
-        source, model, blocks = self._sequences(X, lengths)
-        messages = block_messages(model, self._params(), blocks) if model.carry else [None] * len(blocks)
-        parts = self._per_block(source, model.log_likelihood_rows, blocks, messages)
+        _, model, blocks = self._sequences(X, lengths)
+        params = self._params()
+        messages = block_messages(model, params, blocks) if model.carry else [None] * len(blocks)
+        parts = self._per_block(model.log_likelihood_rows, params, blocks, messages)
         with single_threaded_blas():
             total = float(sum(dask.compute(*parts)))
         check_log_likelihood(total, model)
@@ -345,7 +346,7 @@ class _BaseHMM(EMEstimator):
         source, model, blocks = self._sequences(X, lengths)
         params = self._params()
         messages = block_messages(model, params, blocks) if model.carry else [None] * len(blocks)
-        parts = self._per_block(source, model.posteriors, blocks, messages)
+        parts = self._per_block(model.posteriors, params, blocks, messages)
         k = self.n_components
         arrays = [
             da.from_delayed(p, shape=(rows, k), dtype=np.float64)
@@ -374,7 +375,7 @@ class _BaseHMM(EMEstimator):
             pdelayed = dask.delayed(params, pure=True, traverse=False)
             summaries = dask.compute(*[dask.delayed(model.viterbi_summary, pure=True)(pdelayed, b) for b in blocks])
             messages, log_prob = model.viterbi_messages(list(summaries))
-        return source, self._per_block(source, model.decode, blocks, messages), log_prob
+        return source, self._per_block(model.decode, params, blocks, messages), log_prob
 
     def decode(self, X: Any, lengths: Any = None, algorithm: str | None = None) -> tuple[float, Any]:
         """The most probable state path (Viterbi) or the most probable state per row (MAP).
