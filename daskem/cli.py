@@ -21,9 +21,11 @@ from rich.table import Table
 
 from daskem.em.init import INIT_METHODS
 from daskem.em.monitor import IterationRecord
+from daskem.em.progress import FitEvent, reporting_progress
 from daskem.errors import DaskemError
 from daskem.io.sources import as_source
 from daskem.models.gaussian import COVARIANCE_TYPES
+from daskem.worker_memory import check_worker_memory, largest_block_bytes, watch_worker_memory
 
 #: Environment for worker processes of the clusters the CLI starts. Distributed sets
 #: MALLOC_TRIM_THRESHOLD_, which freezes glibc's mmap threshold at 128 KiB so every large
@@ -110,8 +112,9 @@ def local_cluster(
 ) -> Any:
     """A ``distributed.LocalCluster`` of worker processes as daskem starts them.
 
-    Workers and dashboard listen on 127.0.0.1 only, the workers get :data:`WORKER_ENVIRON`,
-    and with ``security`` (a ``distributed.security.Security``) everything speaks TLS.
+    Workers and dashboard listen on 127.0.0.1 only, the workers get :data:`WORKER_ENVIRON`
+    and ignore Ctrl-C (:mod:`daskem.workers`: the driver closes them), and with
+    ``security`` (a ``distributed.security.Security``) everything speaks TLS.
     Use it as a context manager; benchmarks and examples share it with the CLI.
     """
     from distributed import LocalCluster
@@ -127,6 +130,7 @@ def local_cluster(
             memory_limit=memory_limit,
             security=security,
             protocol="tls://" if security is not None else None,
+            preload=["daskem.workers"],
         )
 
 
@@ -182,6 +186,41 @@ def cluster_client(choice: ClusterChoice, console: Console) -> Iterator[Any]:
             f"dashboard: {client.dashboard_link}"
         )
         yield client
+
+
+class MemoryLimit(click.ParamType):
+    """A worker memory limit as distributed reads it, checked when the command line is parsed.
+
+    ``auto`` (the machine's memory shared among the workers), a size with a unit
+    (``2GiB``, ``512MiB``, ``4 GB``), a plain byte count, or a fraction in (0, 1] of the
+    machine's memory. Zero, negative and unreadable values are refused with an example;
+    the value is passed on as written, so distributed interprets it as it always does.
+    """
+
+    name = "size"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        from dask.utils import parse_bytes
+
+        text = str(value).strip()
+        if text.lower() == "auto":
+            return "auto"
+        nbytes: float | None
+        try:
+            nbytes = float(text)  # distributed reads a number <= 1 as a share of the machine's memory
+        except ValueError:
+            try:
+                nbytes = parse_bytes(text)
+            except (ValueError, TypeError, OverflowError):
+                nbytes = None
+        if nbytes is None or not np.isfinite(nbytes) or nbytes <= 0:
+            self.fail(
+                f"{value!r} is not a memory size: pass a positive size such as 2GiB or 512MiB, a byte count such "
+                "as 4000000000, or auto (the machine's memory divided among the workers).",
+                param,
+                ctx,
+            )
+        return text
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -274,9 +313,14 @@ PROGRESS_MODES = ("auto", "bar", "lines", "jsonl", "none")
 
 
 class _IterationDisplay:
-    """Progress per EM iteration: a live bar (``bar``), one line per iteration (``lines``),
-    one JSON object per line for batch logs (``jsonl``), or nothing (``none``); ``auto`` is a
-    bar on a terminal and lines otherwise. Lines and JSON go to the console (stderr)."""
+    """Progress of a fit: its phase (initialising: pass i of n, fitting) and every EM iteration.
+
+    A live bar (``bar``), one line per phase change, pass of the initialiser and iteration
+    (``lines``), one JSON object per line for batch logs (``jsonl``), or nothing
+    (``none``); ``auto`` is a bar on a terminal and lines otherwise. Everything goes to
+    the console (stderr). The instance is both the fit's ``callback`` (iteration records)
+    and the listener of :func:`daskem.em.progress.reporting_progress` (:meth:`event`).
+    """
 
     def __init__(self, console: Console, est: Any, mode: str) -> None:
         self.console = console
@@ -285,8 +329,9 @@ class _IterationDisplay:
         self.tol = est.tol
         self.mode = ("bar" if console.is_terminal else "lines") if mode == "auto" else mode
         self.history: dict[int, list[IterationRecord]] = {}
+        self.resumed: int | None = None
         self.progress = Progress(
-            TextColumn("[bold]EM[/bold]"),
+            TextColumn("[bold]{task.fields[phase]}[/bold]"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn(
@@ -297,7 +342,14 @@ class _IterationDisplay:
             console=console,
             disable=self.mode != "bar",
         )
-        self.task = self.progress.add_task("fit", total=est.max_iter, ll="-", change="-", secs="-", eta="-")
+        self.task = self.progress.add_task(
+            "fit", total=est.max_iter, phase="reading data", ll="-", change="-", secs="-", eta="-"
+        )
+
+    @property
+    def records(self) -> int:
+        """Iterations recorded during this fit (0: a finished checkpoint had nothing left to do)."""
+        return sum(len(h) for h in self.history.values())
 
     def __enter__(self) -> _IterationDisplay:
         self.progress.__enter__()
@@ -306,19 +358,44 @@ class _IterationDisplay:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
+    def _say(self, text: str, entry: dict[str, Any]) -> None:
+        if self.mode == "jsonl":
+            self.console.out(json.dumps(entry), highlight=False)
+        elif self.mode in ("bar", "lines"):
+            self.console.print(text, highlight=False, soft_wrap=True)
+
+    def event(self, event: FitEvent) -> None:
+        """Show a phase change, a pass of the initialiser, a resumed run or a note."""
+        if event.phase == "resumed":
+            if self.resumed is None:
+                self.resumed = event.iteration
+                where = "initialisation (iteration 0)" if event.iteration == 0 else f"iteration {event.iteration}"
+                self._say(
+                    f"Resuming the fit checkpointed in {self.checkpoint} after {where}",
+                    {"event": "resumed", "run": event.run, "iteration": event.iteration},
+                )
+            return
+        if event.phase == "note":
+            self._say(event.message, {"event": "note", "run": event.run, "message": event.message})
+            return
+        if event.phase == "fitting" and event.passes:
+            return  # the iteration records show these passes
+        of = f" of at most {event.total}" if event.total is not None else ""
+        label = f"{event.phase}: pass {event.passes}{of}" if event.passes else event.phase
+        if self.mode == "bar":
+            self.progress.update(self.task, phase=label)
+        else:
+            self._say(label, {"event": "phase", "phase": event.phase, "passes": event.passes, "total": event.total})
+
     def __call__(self, record: IterationRecord, params: Any) -> None:
         history = self.history.setdefault(record.run, [])
-        if not history and record.iteration > 1 and self.checkpoint is not None and self.mode != "jsonl":
-            self.console.print(
-                f"Resuming the fit checkpointed in {self.checkpoint} after iteration {record.iteration - 1}",
-                highlight=False,
-            )
         history.append(record)
-        left = remaining_iterations(history, self.tol, self.max_iter)
-        eta = left * record.seconds
+        done = record.converged or record.iteration >= self.max_iter
+        eta = 0.0 if done else remaining_iterations(history, self.tol, self.max_iter) * record.seconds
         if self.mode == "bar":
             self.progress.update(
                 self.task,
+                phase="converged" if record.converged else "fitting",
                 completed=record.iteration,
                 ll=f"{record.log_likelihood:.6f}",
                 change=f"{record.change:.2e}",
@@ -328,7 +405,8 @@ class _IterationDisplay:
         elif self.mode == "lines":
             self.console.print(
                 f"iteration {record.iteration:4d}  log-lik {record.log_likelihood:.6f}  "
-                f"change {record.change:.3e}  {record.seconds:.2f} s  ETA ~{eta:.0f} s",
+                f"change {record.change:.3e}  {record.seconds:.2f} s  ETA ~{eta:.0f} s"
+                + ("  converged" if record.converged else ""),
                 highlight=False,
             )
         elif self.mode == "jsonl":
@@ -341,8 +419,126 @@ class _IterationDisplay:
                 "seconds": record.seconds,
                 "passes": record.passes,
                 "eta_seconds": eta,
+                "converged": record.converged,
             }
             self.console.out(json.dumps(entry), highlight=False)
+
+
+class _SelectionDisplay:
+    """Progress of ``daskem select``, from :class:`daskem.select.SelectionProgress` events.
+
+    One event per phase (the sample, the k-means starts, the final log-likelihood pass)
+    and per EM pass: a live bar (``bar``), one line each (``lines``), one JSON object each
+    for batch logs (``jsonl``), or nothing (``none``); ``auto`` is a bar on a terminal and
+    lines otherwise. Everything goes to the console (stderr).
+
+    Parameters
+    ----------
+    console : rich.console.Console
+        Where to write.
+    mode : str
+        One of :data:`PROGRESS_MODES`.
+    max_iter : int
+        Iterations at most (the bar's length).
+    checkpoint : str, optional
+        The checkpoint location, named when the selection resumes from it.
+    """
+
+    def __init__(self, console: Console, mode: str, max_iter: int, checkpoint: str | None) -> None:
+        self.console = console
+        self.mode = ("bar" if console.is_terminal else "lines") if mode == "auto" else mode
+        self.checkpoint = checkpoint
+        self.resumed = False
+        self.progress = Progress(
+            TextColumn("[bold]select[/bold] {task.fields[phase]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("alive {task.fields[alive]}  best {task.fields[best]}  {task.fields[secs]} s/pass"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=self.mode != "bar",
+        )
+        self.task = self.progress.add_task("select", total=max_iter, phase="starting", alive="-", best="-", secs="-")
+
+    def __enter__(self) -> _SelectionDisplay:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def start(self, n_candidates: int, n_samples: int) -> None:
+        """Say what is about to run (``lines`` only: the bar shows it, JSON lines stay events)."""
+        if self.mode == "lines":
+            self.console.print(
+                f"select: {n_candidates} candidates on {n_samples:,} rows (sample, k-means starts, EM passes, "
+                "final pass)",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    def __call__(self, event: Any) -> None:
+        if event.resumed_from and not self.resumed and self.mode in ("bar", "lines"):
+            self.resumed = True
+            self.console.print(
+                f"Resuming the selection checkpointed in {self.checkpoint} (candidates committed up to iteration "
+                f"{event.resumed_from})",
+                highlight=False,
+                soft_wrap=True,
+            )
+        best = (
+            None
+            if event.best_n_components is None
+            else {
+                "n_components": event.best_n_components,
+                "covariance_type": event.best_covariance_type,
+                "log_likelihood": event.best_log_likelihood,
+                "bic": event.best_bic,
+            }
+        )
+        if self.mode == "jsonl":
+            entry = {
+                "event": event.phase,
+                "pass": event.passes,
+                "iteration": event.iteration,
+                "alive": event.alive,
+                "candidates": event.n_candidates,
+                "best": best,
+                "seconds": event.seconds,
+                "elapsed": event.elapsed,
+                "resumed_from": event.resumed_from,
+            }
+            self.console.out(json.dumps(entry), highlight=False)
+            return
+        best_text = (
+            "-"
+            if best is None
+            else f"k={event.best_n_components} {event.best_covariance_type}  log-lik {event.best_log_likelihood:.6f}"
+            f"  BIC {event.best_bic:.1f}"
+        )
+        if self.mode == "bar":
+            phases = {"sample": "k-means starts", "kmeans": "EM", "em": "EM", "loglik": "done"}
+            self.progress.update(
+                self.task,
+                completed=event.iteration,
+                phase=phases.get(event.phase, event.phase),
+                alive=f"{event.alive}/{event.n_candidates}",
+                best=best_text,
+                secs=f"{event.seconds:.2f}",
+            )
+        elif self.mode == "lines":
+            if event.phase == "sample":
+                text = f"sample    read for the k-means starts in {event.seconds:.2f} s"
+            elif event.phase == "kmeans":
+                text = f"k-means   starts of the {event.n_candidates} candidates computed in {event.seconds:.2f} s"
+            elif event.phase == "em":
+                text = (
+                    f"pass {event.passes:4d}  iteration {event.iteration:4d}  alive {event.alive:3d}/"
+                    f"{event.n_candidates}  best {best_text}  {event.seconds:.2f} s"
+                )
+            else:
+                text = f"final pass: log-likelihoods in {event.seconds:.2f} s; best by BIC {best_text}"
+            self.console.print(text, highlight=False, soft_wrap=True)
 
 
 def cluster_options(func: Any) -> Any:
@@ -376,7 +572,14 @@ def cluster_options(func: Any) -> Any:
         click.option(
             "--threads-per-worker", type=click.IntRange(min=1), default=1, show_default=True, help="Threads per worker."
         ),
-        click.option("--memory-limit", default="2GiB", show_default=True, help="Memory limit of each local worker."),
+        click.option(
+            "--memory-limit",
+            type=MemoryLimit(),
+            default="2GiB",
+            show_default=True,
+            help="Memory limit of each local worker (2GiB, 512MiB, bytes, or auto); checked against what a worker "
+            "needs once the data are opened.",
+        ),
         click.option(
             "--retries",
             type=click.IntRange(min=0),
@@ -391,8 +594,18 @@ def cluster_options(func: Any) -> Any:
         ),
         click.option("--tls-key", type=click.Path(exists=True), default=None, help="Client private key (TLS cluster)."),
         click.option(
-            "--output", "-o", type=click.Path(), default=None, help="Write the fitted model to this Zarr group."
+            "--output",
+            "-o",
+            type=click.Path(),
+            default=None,
+            help="Write the fitted model to this Zarr group (a new path, or an earlier model file with --overwrite).",
         ),
+        click.option(
+            "--overwrite",
+            is_flag=True,
+            help="Replace an earlier daskem model file at --output (nothing else is ever replaced).",
+        ),
+        click.option("--debug", is_flag=True, help="Show the full traceback of an error or interruption."),
         click.option(
             "--progress",
             type=click.Choice(PROGRESS_MODES),
@@ -464,19 +677,71 @@ def _task_failure_message(est: Any, err: BaseException) -> str:
     )
 
 
-def _resume_message(est: Any, err: BaseException, choice: ClusterChoice) -> str:
-    head = f"Lost the connection to the Dask scheduler ({type(err).__name__}: {err})."
-    if est.checkpoint is None:
-        return f"{head} No checkpoint was written: rerun with --checkpoint RUN.zarr to make the fit resumable."
+def _committed(checkpoint: str | None) -> str:
+    """The newest committed iteration of ``checkpoint``, in words."""
     from daskem.checkpoint.checkpoint import Checkpoint
 
-    ckpt = Checkpoint(est.checkpoint)
-    committed = [s.iteration for s in (ckpt.run(r).latest() for r in ckpt.runs()) if s is not None]
-    last = f"the last committed iteration is {max(committed)}" if committed else "no iteration was committed yet"
+    ckpt = Checkpoint(checkpoint) if checkpoint is not None else None
+    if ckpt is None or not ckpt.exists():
+        return "no iteration was committed yet"
+    states = [ckpt.run(r).latest() for r in ckpt.runs()]
+    committed = [s.iteration for s in states if s is not None]
+    if not committed:
+        return "no iteration was committed yet"
+    if max(committed) == 0:
+        return "the initial parameters are committed (iteration 0)"
+    return f"the last committed iteration is {max(committed)}"
+
+
+def _continue_hint(checkpoint: str | None, choice: ClusterChoice, when: str = "") -> str:
+    """Where the fit stands and the command that continues it (``when``: a condition to meet first)."""
+    if checkpoint is None:
+        return "No checkpoint was written: rerun with --checkpoint RUN.zarr to make the fit resumable."
+    lead = f"{when}, continue with" if when else "Continue with"
     return (
-        f"{head} The checkpoint {est.checkpoint} is intact; {last}. Once a scheduler and workers are running "
-        f"again, continue with:\n  daskem resume {est.checkpoint} {choice.describe()}"
+        f"The checkpoint {checkpoint} is intact; {_committed(checkpoint)}. {lead}:\n"
+        f"  daskem resume {checkpoint} {choice.describe()}"
     )
+
+
+def _check_output(output: str, overwrite: bool, data: str, checkpoint: str | None) -> None:
+    """Refuse an --output that would replace the input data, the checkpoint or anything not a model file."""
+    from daskem.checkpoint.store import check_model_destination
+
+    def place(path: str) -> str:
+        return os.path.realpath(path) if "://" not in path else path.rstrip("/")
+
+    target = place(output)
+    for what, path in (("the input data", data), ("the checkpoint", checkpoint)):
+        if path is None:
+            continue
+        other = place(path)
+        if target == other or other.startswith(target + os.sep) or target.startswith(other + os.sep):
+            raise DaskemError(
+                f"--output {output!r} is {what} ({path!r}) or inside it: the model file would replace it. "
+                "Choose another path for --output."
+            )
+    check_model_destination(output, overwrite=overwrite)
+
+
+def _quiet_cluster_logs(debug: bool) -> None:
+    """Keep distributed's own logs (tracebacks of a lost connection or of a cluster closing
+    on Ctrl-C, here and in the local workers) off the terminal.
+
+    The CLI reports what happened in one message; ``--debug`` shows everything.
+    """
+    if debug:
+        return
+    import logging
+
+    import distributed  # noqa: F401  (configures its loggers on import: set the levels after)
+
+    # asyncio: "Task exception was never retrieved" of the client's pending gathers.
+    names = [n for n in logging.root.manager.loggerDict if n.startswith("distributed")]
+    for name in [*names, "distributed", "asyncio"]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    environ = dask.config.get("distributed.nanny.pre-spawn-environ", {})
+    dask.config.set({"distributed.nanny.pre-spawn-environ": {**environ, "DASK_LOGGING__DISTRIBUTED": "critical"}})
 
 
 def _run_fit(
@@ -485,6 +750,8 @@ def _run_fit(
     source: dict[str, Any],
     *,
     output: str | None,
+    overwrite: bool,
+    debug: bool,
     quiet: bool,
     progress: str,
     retries: int,
@@ -496,19 +763,27 @@ def _run_fit(
 
     console = Console(stderr=True)
     choice = ClusterChoice(**cluster)
+    _quiet_cluster_logs(debug)
     start = time.perf_counter()
     client = None
     lost: BaseException | None = None
+    display: _IterationDisplay | None = None
     try:
+        if output:
+            _check_output(output, overwrite, data, est.checkpoint)
         with (
             cluster_client(choice, console) as client,
             _IterationDisplay(console, est, "none" if quiet else progress) as display,
+            reporting_progress(display.event),
             warnings.catch_warnings(),
             dask.annotate(retries=retries) if retries else contextlib.nullcontext(),
+            watch_worker_memory(client),
         ):
             warnings.simplefilter("ignore", ConvergenceWarning)
             try:
-                est.fit(as_source(data, **source), callback=display)
+                data_source = as_source(data, **source)
+                check_worker_memory(client, largest_block_bytes(data_source))
+                est.fit(data_source, callback=display)
             except DaskemError:
                 raise
             except Exception as err:
@@ -518,18 +793,28 @@ def _run_fit(
                 if not _lost_scheduler(err, client):
                     raise click.ClickException(_task_failure_message(est, err)) from err
                 lost = err
+    except KeyboardInterrupt:
+        if debug:
+            console.print_exception()
+        console.print(f"Interrupted. {_continue_hint(est.checkpoint, choice)}", highlight=False, soft_wrap=True)
+        sys.exit(130)
     except DaskemError as err:
+        if debug:
+            console.print_exception()
         raise click.ClickException(str(err)) from None
     except Exception as err:
         if lost is None and not _lost_scheduler(err, None):
             raise
         lost = lost or err
     if lost is not None:
-        raise click.ClickException(_resume_message(est, lost, choice))
+        if debug:
+            console.print_exception()
+        hint = _continue_hint(est.checkpoint, choice, "Once a scheduler and workers are running again")
+        raise click.ClickException(f"Lost the connection to the Dask scheduler ({type(lost).__name__}: {lost}). {hint}")
     elapsed = time.perf_counter() - start
     if output:
-        est.save(output)
-    _print_summary(est, data, output, elapsed)
+        est.save(output, overwrite=overwrite)
+    _print_summary(est, data, output, elapsed, display)
 
 
 @main.command("fit")
@@ -724,6 +1009,13 @@ class _IntRangeList(click.ParamType):
     "--plot", "plot_path", type=click.Path(), default=None, help="Write BIC/AIC per candidate to this PNG/SVG."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON, for scripts.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(),
+    default=None,
+    help="Checkpoint every candidate to this Zarr group after each pass; if it holds this selection, resume it.",
+)
+@click.option("--force-restart", is_flag=True, help="Discard an existing checkpoint and start afresh.")
 @source_options
 @cluster_options
 def select(
@@ -737,12 +1029,16 @@ def select(
     n_init: int,
     plot_path: str | None,
     as_json: bool,
+    checkpoint: str | None,
+    force_restart: bool,
     variable: str | None,
     columns: str | None,
     dataset: str | None,
     chunk_rows: int | None,
     cache: str,
     output: str | None,
+    overwrite: bool,
+    debug: bool,
     quiet: bool,
     progress: str,
     retries: int,
@@ -754,7 +1050,10 @@ def select(
     the same passes over the data: one sample for the k-means starts, the EM iterations
     of all candidates together, and one pass for the final log-likelihoods. Prints each
     candidate's log-likelihood, BIC and AIC and marks the best; --output saves the best
-    by BIC as a model file.
+    by BIC as a model file. Progress (--progress) is shown per phase and per EM pass:
+    candidates still iterating, the best by BIC so far, iteration and seconds. With
+    --checkpoint, the selection survives being killed: run the same command again and
+    it continues from the last committed pass, ending as an uninterrupted run would.
     """
     from daskem.estimators.gaussian_mixture import GaussianMixture
     from daskem.plot import plot_selection
@@ -765,9 +1064,11 @@ def select(
     try:
         with (
             cluster_client(ClusterChoice(**cluster), console),
+            _SelectionDisplay(console, "none" if quiet else progress, max_iter, checkpoint) as display,
             dask.annotate(retries=retries) if retries else contextlib.nullcontext(),
         ):
             source = as_source(data, **_source_kwargs(variable, columns, dataset, chunk_rows))
+            display.start(len(n_components) * len(types), source.n_samples)
             selection = select_mixture(
                 source,
                 n_components,
@@ -778,9 +1079,20 @@ def select(
                 random_state=seed,
                 n_init=n_init,
                 cache=_CACHE_CHOICES[cache],
+                callback=display,
+                checkpoint=checkpoint,
+                overwrite=force_restart,
             )
         if plot_path:
             plot_selection(selection, plot_path)
+    except KeyboardInterrupt:
+        hint = (
+            f"The checkpoint {checkpoint} keeps the committed passes: run the same command again to continue."
+            if checkpoint
+            else "No checkpoint was written: rerun with --checkpoint RUN.zarr to make the selection resumable."
+        )
+        console.print(f"Interrupted. {hint}", highlight=False, soft_wrap=True)
+        sys.exit(130)
     except DaskemError as err:
         raise click.ClickException(str(err)) from None
     rows = [
@@ -833,15 +1145,28 @@ def select(
         est.lower_bound_ = best_bic.log_likelihood / selection.n_samples
         est.lower_bounds_ = [est.lower_bound_]
         est.n_features_in_, est.n_passes_, est.pruned_restarts_ = best_bic.params.means.shape[1], selection.n_passes, []
-        est.save(output)
+        est._n_samples_fit = selection.n_samples
+        # The data's location in the model file, so `daskem plot BEST.zarr` can draw it.
+        est._fit_source = None if source.location is None else {"location": source.location, "options": source.options}
+        est.save(output, overwrite=overwrite)
         click.echo(f"best model (BIC) written to {output}", err=True)
 
 
 @main.command("plot")
 @click.argument("run", type=click.Path(exists=True))
-@click.option("--data", default=None, help="Data to draw under the components (default: the data the fit read).")
 @click.option(
-    "--out", "-o", "prefix", default=None, help="Prefix of the files written (default: RUN without .zarr, then -)."
+    "--data",
+    default=None,
+    help="Data to draw under the components (default: the data the fit read, as recorded in RUN).",
+)
+@click.option(
+    "--out",
+    "-o",
+    "prefix",
+    default=None,
+    help="Write PREFIX-loglik.FMT and PREFIX-components.FMT (no '-' added after a PREFIX ending in '-' or "
+    "'_'); a directory (existing, or ending in '/'): DIR/loglik.FMT and DIR/components.FMT. Default: "
+    "RUN without .zarr as PREFIX.",
 )
 @click.option("--format", "fmt", type=click.Choice(["png", "svg"]), default="png", show_default=True, help="Format.")
 @click.option(
@@ -853,19 +1178,22 @@ def plot(run: str, data: str | None, prefix: str | None, fmt: str, sample: int, 
 
     Writes PREFIX-loglik.FMT (mean log-likelihood per iteration, every run of n_init) and
     PREFIX-components.FMT (a uniform sample of the data over its two leading principal
-    axes, with each component's mean and 1- and 2-sigma covariance ellipses, or the
-    k-means centres).
+    axes, each point in the colour of its component, with each component's mean and 1-
+    and 2-sigma covariance ellipses, or the k-means centres). The data are those the fit
+    read (recorded in RUN) or --data. A fit of in-memory data records none: without
+    --data, the log-likelihood picture is written and the command fails (status 1),
+    naming --data.
     """
     from daskem.checkpoint.checkpoint import Checkpoint, ForeignStoreError
     from daskem.em.init import sample_rows
     from daskem.estimators import load
     from daskem.estimators._base import default_run
-    from daskem.plot import plot_components, plot_history
+    from daskem.plot import picture_paths, plot_components, plot_history
 
     if show and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
         click.echo("No display available (DISPLAY is not set): writing the files only.", err=True)
         show = False
-    prefix = prefix or (run[: -len(".zarr")] if run.endswith(".zarr") else run).rstrip("/") + "-"
+    loglik_path, components_path = picture_paths(run, prefix, fmt)
     try:
         est = load(run)
         checkpoint, meta = Checkpoint(run), None
@@ -878,20 +1206,21 @@ def plot(run: str, data: str | None, prefix: str | None, fmt: str, sample: int, 
                 s.history["log_likelihood"] for s in (checkpoint.run(r).latest() for r in checkpoint.runs()) if s
             ]
             best = default_run(checkpoint)[0]
-            location = data or meta["source"]["location"]
-            options = {} if data else meta["source"].get("options", {})
-        else:
-            histories, best, location, options = [np.asarray(est.lower_bounds_)], 0, data, {}
-        written = [plot_history(histories, best, f"{prefix}loglik.{fmt}", show=show)]
+            stored = meta.get("source") or {}
+        else:  # a model file: its fit record has the source (None for an in-memory fit)
+            histories, best, stored = [np.asarray(est.lower_bounds_)], 0, getattr(est, "_fit_source", None) or {}
+        location = data or stored.get("location")
+        options = {} if data else stored.get("options") or {}
+        click.echo(f"wrote {plot_history(histories, best, loglik_path, show=show)}")
         if location is None:
-            click.echo("No data location (in-memory fit): pass --data to draw the components.", err=True)
-        else:
-            rows = sample_rows(as_source(location, **options), sample, np.random.default_rng(0))
-            written.append(plot_components(est, rows, f"{prefix}components.{fmt}", show=show))
+            raise click.ClickException(
+                f"{run} records no data location (the fit read in-memory data), so {components_path} was not "
+                "written: pass --data DATA (the data the model was fitted to) to draw the components."
+            )
+        rows = sample_rows(as_source(location, **options), sample, np.random.default_rng(0))
+        click.echo(f"wrote {plot_components(est, rows, components_path, show=show)}")
     except DaskemError as err:
         raise click.ClickException(str(err)) from None
-    for path in written:
-        click.echo(f"wrote {path}")
 
 
 @main.command("inspect")
@@ -909,7 +1238,11 @@ def inspect(run: str, as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=2, allow_nan=False, default=str))
         return
     out = Console()
-    model = ", ".join(f"{k}={v}" for k, v in summary["model"].items())
+    specs = summary["model"]
+    if isinstance(specs, list):  # one model per run: the candidates of daskem select
+        model = "; ".join(f"run {r}: " + ", ".join(f"{k}={v}" for k, v in s.items()) for r, s in enumerate(specs))
+    else:
+        model = ", ".join(f"{k}={v}" for k, v in specs.items())
     data = summary["data"]
     out.print(f"[bold]checkpoint[/bold] {run}", highlight=False)
     out.print(f"model      {model}", highlight=False)
@@ -978,7 +1311,7 @@ def checkpoint_summary(checkpoint: Any) -> dict[str, Any]:
     }
 
 
-def _print_summary(est: Any, data: str, output: str | None, elapsed: float) -> None:
+def _print_summary(est: Any, data: str, output: str | None, elapsed: float, display: _IterationDisplay | None) -> None:
     out = Console()
     table = Table(title=f"GaussianMixture ({est.covariance_type}) on {data}", show_lines=False)
     table.add_column("component", justify="right")
@@ -988,11 +1321,20 @@ def _print_summary(est: Any, data: str, output: str | None, elapsed: float) -> N
         head = ", ".join(f"{v:.3f}" for v in m[:4]) + (", ..." if m.shape[0] > 4 else "")
         table.add_row(str(j), f"{w:.4f}", head)
     out.print(table)
-    status = "converged" if est.converged_ else "NOT converged (raise --max-iter or --tol)"
-    out.print(
-        f"{status} after {est.n_iter_} iterations in {elapsed:.1f}s; mean log-likelihood {est.lower_bound_:.6f}",
-        highlight=False,
-    )
+    if display is not None and display.records == 0 and est.checkpoint is not None:
+        ended = "converged" if est.converged_ else "reached max_iter"
+        out.print(
+            f"Nothing left to do: the fit checkpointed in {est.checkpoint} already {ended} after {est.n_iter_} "
+            f"iterations (mean log-likelihood {est.lower_bound_:.6f}). To refine it, run again with a smaller --tol "
+            "or a larger --max-iter; --force-restart starts afresh.",
+            highlight=False,
+        )
+    else:
+        status = "converged" if est.converged_ else "NOT converged (raise --max-iter or --tol)"
+        out.print(
+            f"{status} after {est.n_iter_} iterations in {elapsed:.1f}s; mean log-likelihood {est.lower_bound_:.6f}",
+            highlight=False,
+        )
     if output:
         out.print(f"model written to {output} (load with daskem.load({output!r}))", highlight=False)
 

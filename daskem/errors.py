@@ -35,3 +35,14 @@ class NumericalError(DaskemError):
 
 class StoreError(DaskemError):
     """A Zarr store or model file is missing, malformed or of an unsupported version."""
+
+
+class DestinationExistsError(StoreError, FileExistsError):
+    """Something is already where a model file would be written, and daskem will not replace it.
+
+    It is also ``FileExistsError``, so ``except`` clauses written for file APIs catch it.
+    """
+
+
+class WorkerMemoryError(DaskemError):
+    """The cluster's workers have too little memory to run the fit (see :mod:`daskem.worker_memory`)."""

@@ -11,23 +11,35 @@ passes over the data (:func:`daskem.em.engine.fit_em_restarts` with one model pe
    (a candidate that converges leaves the pass);
 3. one last pass for the log-likelihood of every candidate's final parameters, from
    which ``BIC = -2 log L + p log n`` and ``AIC = -2 log L + 2 p``.
+
+Progress is reported after each phase and each EM pass (:class:`SelectionProgress`,
+``callback=``). With ``checkpoint=``, every candidate is run ``r`` of one engine
+checkpoint (:class:`daskem.checkpoint.Checkpoint`); a selection started again on the
+same location continues from the last committed pass and ends bitwise as an
+uninterrupted one (the k-means starts are committed as every candidate's iteration 0,
+and drawn again, from the stored seed, only when the kill came before that commit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from daskem.checkpoint.checkpoint import Checkpoint, CheckpointMismatchError, UnreadableCheckpointError
 from daskem.em.engine import (
     BatchedModel,
+    EMResult,
+    RestartsResult,
     check_stats,
     compute_stats,
-    counting_passes,
     data_blocks,
     fit_em_restarts,
+    fit_metadata,
     resolve_split_every,
 )
 from daskem.em.init import INIT_SAMPLE_ROWS, sample_rows, weighted_kmeans
@@ -81,7 +93,9 @@ class Selection:
         The candidates with the lowest BIC and AIC.
     n_samples : int
     n_passes : int
-        Passes over the data made in all, shared by every candidate.
+        Passes over the data a selection makes from start to end, shared by every
+        candidate: the sample's, one per EM iteration of the slowest candidate, the final
+        pass (a resumed selection reports the count of an uninterrupted one).
     """
 
     candidates: tuple[Candidate, ...]
@@ -89,6 +103,155 @@ class Selection:
     best_aic: Candidate
     n_samples: int
     n_passes: int
+
+
+#: What :attr:`SelectionProgress.phase` names, in the order a selection goes through them.
+PHASES = ("sample", "kmeans", "em", "loglik")
+
+
+@dataclass(frozen=True)
+class SelectionProgress:
+    """Where a selection stands; ``select_mixture(callback=...)`` gets one after every phase.
+
+    Attributes
+    ----------
+    phase : {"sample", "kmeans", "em", "loglik"}
+        What just ended: the uniform sample for the k-means starts was read
+        (``"sample"``), the k-means starts were computed on it (``"kmeans"``), one EM pass
+        over the data for every candidate still iterating (``"em"``, once per pass), or the
+        last pass, for the final log-likelihoods (``"loglik"``, always the last event). A
+        resumed selection skips the first two when every candidate has a committed
+        iteration.
+    n_candidates : int
+        Candidates in the grid.
+    alive : int
+        Candidates still iterating (neither converged nor at ``max_iter``): all of them
+        before EM, none at ``"loglik"``.
+    passes : int
+        Passes over the data so far, as the EM records count them: the initialisation's,
+        then one per EM pass (a resumed selection counts its checkpointed passes); 0 in
+        the ``"sample"`` and ``"kmeans"`` events, before EM has counted any.
+    iteration : int
+        EM iterations of the candidate furthest along (0 before EM).
+    seconds : float
+        Wall-clock seconds of this phase or pass.
+    elapsed : float
+        Wall-clock seconds since :func:`select_mixture` started (in this process).
+    resumed_from : int
+        Most iterations any candidate read back from the checkpoint (0: nothing resumed).
+    best_n_components : int or None
+        Number of components of the candidate with the lowest BIC so far (None before EM).
+    best_covariance_type : str or None
+        Its covariance type.
+    best_log_likelihood : float or None
+        Its mean log-likelihood per sample: during EM, of the parameters its latest pass
+        evaluated; at ``"loglik"``, of its final parameters.
+    best_bic : float or None
+        Its BIC, from that log-likelihood.
+    """
+
+    phase: str
+    n_candidates: int
+    alive: int
+    passes: int
+    iteration: int
+    seconds: float
+    elapsed: float
+    resumed_from: int = 0
+    best_n_components: int | None = None
+    best_covariance_type: str | None = None
+    best_log_likelihood: float | None = None
+    best_bic: float | None = None
+
+
+SelectionCallback = Callable[[SelectionProgress], None]
+
+
+class _Progress:
+    """Builds the :class:`SelectionProgress` events of one selection and hands them to the callback."""
+
+    def __init__(self, callback: SelectionCallback | None, grid: list[tuple[int, str]], n: int, d: int, max_iter: int):
+        self.callback = callback
+        self.grid = grid
+        self.n = n
+        self.penalties = [n_parameters(k, d, ct) * np.log(n) for k, ct in grid]
+        self.max_iter = max_iter
+        self.start = self.last = time.perf_counter()
+        self.passes = self.iteration = self.resumed_from = 0
+        self.alive = len(grid)
+        self.best: tuple[int | None, str | None, float | None, float | None] = (None, None, None, None)
+
+    def emit(self, phase: str) -> None:
+        now = time.perf_counter()
+        event = SelectionProgress(
+            phase,
+            len(self.grid),
+            self.alive,
+            self.passes,
+            self.iteration,
+            now - self.last,
+            now - self.start,
+            self.resumed_from,
+            *self.best,
+        )
+        self.last = now
+        if self.callback is not None:
+            self.callback(event)
+
+    def em_pass(self, passes: int, results: tuple[EMResult, ...]) -> None:
+        """The engine's ``pass_callback``: one ``"em"`` event per pass."""
+        self.passes = passes
+        self.iteration = max(r.n_iter for r in results)
+        self.resumed_from = max(r.resumed_from for r in results)
+        self.alive = sum(not (r.converged or r.pruned or r.n_iter >= self.max_iter) for r in results)
+        scored = [
+            (-2.0 * r.history[-1].log_likelihood * self.n + penalty, i)
+            for i, (r, penalty) in enumerate(zip(results, self.penalties, strict=True))
+            if r.history
+        ]
+        if scored:
+            bic, i = min(scored)
+            self.best = (*self.grid[i], results[i].history[-1].log_likelihood, bic)
+        self.emit("em")
+
+
+def _passes_made(outcome: RestartsResult) -> int:
+    """Passes an uninterrupted selection makes up to the end of EM: the initialisation's,
+    then one per iteration of the slowest candidate.
+
+    Read from the records, so that a resumed selection reports what an uninterrupted one
+    does (a run whose last commit was cut off by a kill redoes its pass alongside the
+    others' next one, which would otherwise count one pass more).
+    """
+    firsts = [r.history[0].passes for r in outcome.results if r.history]
+    if not firsts:
+        return outcome.n_passes
+    return min(firsts) - 1 + max(r.n_iter for r in outcome.results)
+
+
+#: Root sections of a selection checkpoint that must match to resume it, compared in this
+#: order (the grid and its settings first, so that a changed grid is named as such).
+SELECT_COMPARED = ("select", "data", "config", "model")
+
+
+def _prepare_checkpoint(checkpoint: Checkpoint, meta: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    """Create the selection checkpoint, or check an existing one against ``meta``; the stored root."""
+    if checkpoint.exists() and not overwrite:
+        try:
+            stored = checkpoint.metadata()
+        except UnreadableCheckpointError:
+            stored = None  # prepare() decides: a crash at creation, or damage
+        if stored is not None and "select" not in stored:
+            raise CheckpointMismatchError(
+                f"The checkpoint at {checkpoint.location!r} was written by a fit (daskem fit or an estimator), not "
+                "by a model selection. Choose another checkpoint location, or pass overwrite=True (daskem select "
+                "--force-restart) to start a selection there."
+            )
+    try:
+        return checkpoint.prepare(meta, compare=SELECT_COMPARED, overwrite=overwrite)
+    except CheckpointMismatchError as err:
+        message = str(err).replace("daskem fit --force-restart", "daskem select --force-restart")
+        raise CheckpointMismatchError(message.replace("a new fit there", "a new selection there")) from None
 
 
 def n_parameters(n_components: int, n_features: int, covariance: str) -> int:
@@ -131,10 +294,15 @@ def select_mixture(
     max_iter: int = 100,
     tol: float = 1e-3,
     reg_covar: float = 1e-6,
-    random_state: int = 0,
+    random_state: int | None = 0,
     n_init: int = 3,
     split_every: int | None = None,
     cache: str | bool = "auto",
+    callback: SelectionCallback | None = None,
+    checkpoint: str | os.PathLike[str] | Checkpoint | None = None,
+    checkpoint_every: int = 1,
+    keep_last: int = 2,
+    overwrite: bool = False,
 ) -> Selection:
     """Fit a Gaussian mixture for every grid point in shared passes and score it by BIC/AIC.
 
@@ -148,34 +316,100 @@ def select_mixture(
         Covariance types to try.
     max_iter, tol, reg_covar, split_every, cache
         As for :class:`daskem.GaussianMixture`.
-    random_state : int
-        Seed of the sample and of the k-means starts.
+    random_state : int or None
+        Seed of the sample and of the k-means starts (None: fresh entropy, which a
+        checkpoint stores so that a resumed selection draws the same starts).
     n_init : int
         k-means runs on the sample per number of components; the lowest inertia starts EM.
+    callback : callable, optional
+        Called as ``callback(progress)`` with a :class:`SelectionProgress` after the
+        sample, after the k-means starts, after every EM pass (candidates still
+        iterating, the best by BIC so far, iteration, seconds) and after the final
+        log-likelihood pass.
+    checkpoint : str, os.PathLike or Checkpoint, optional
+        Zarr location (path or fsspec URL) to checkpoint into: candidate ``r`` of the grid
+        (covariance type major, then number of components) is run ``r``, committed after
+        the passes as ``checkpoint_every`` says. If it holds a checkpoint of the same grid
+        (numbers of components, covariance types, ``reg_covar``, ``n_init``,
+        ``random_state``), data and ``split_every``, the selection resumes from the last
+        committed pass and ends bitwise as an uninterrupted one would; a checkpoint of
+        anything else raises :class:`daskem.checkpoint.CheckpointMismatchError` naming the
+        first differing field. The k-means starts are committed as iteration 0 of every
+        candidate. A changed ``max_iter`` or ``tol`` applies from the committed pass on
+        (as for a resumed fit).
+    checkpoint_every : int
+        Commit every ``checkpoint_every`` iterations (and always a candidate's last).
+    keep_last : int
+        Committed iterations kept per candidate.
+    overwrite : bool
+        Discard an existing checkpoint at ``checkpoint`` and start afresh.
 
     Returns
     -------
     Selection
+
+    Raises
+    ------
+    ParameterError
+        The grid is empty or names a bad number of components or covariance type.
+    CheckpointMismatchError
+        ``checkpoint`` holds a checkpoint of another grid, other data or a fit.
     """
     source = as_source(X)
     _check_grid(n_components, covariance_types, source.n_samples)
-    rng = np.random.default_rng(random_state)
+    fan_in = resolve_split_every(split_every)
     grid = [(int(k), ct) for ct in covariance_types for k in n_components]
     models = [GaussianMixtureModel(k, ct, reg_covar) for k, ct in grid]
-    with counting_passes() as count:
+    n, d = source.n_samples, source.n_features
+    # default_rng(int) seeds SeedSequence(int): the same generator as before checkpoints.
+    entropy = int(random_state) if random_state is not None else int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
+    runs = None
+    if checkpoint is not None:
+        location = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint(checkpoint)
+        grid_section = {
+            "n_components": [int(k) for k in n_components],
+            "covariance_types": list(covariance_types),
+            "reg_covar": float(reg_covar),
+            "n_init": int(n_init),
+            "random_state": None if random_state is None else int(random_state),
+            "sample_rows": INIT_SAMPLE_ROWS,
+        }
+        meta = {**fit_metadata(models, source, fan_in), "select": grid_section, "random": {"entropy": entropy}}
+        stored = _prepare_checkpoint(location, meta, overwrite)
+        entropy = int(stored["random"]["entropy"])
+        runs = [location.run(i) for i in range(len(models))]
+    progress = _Progress(callback, grid, n, d, max_iter)
+
+    def starts() -> list[GaussianMixtureParams]:
+        # Called by the engine only when a candidate has nothing committed; seeded, so a
+        # resumed selection recomputes exactly the starts of the interrupted one.
+        rng = np.random.default_rng(entropy)
         sample = sample_rows(source, INIT_SAMPLE_ROWS, rng)
+        progress.emit("sample")
         labels = {k: _kmeans_labels(sample, k, rng, n_init) for k in sorted({k for k, _ in grid})}
-        starts = [
+        params = [
             model.params_from_responsibilities(sample, np.eye(k)[labels[k]])
             for model, (k, _) in zip(models, grid, strict=True)
         ]
-        outcome = fit_em_restarts(
-            models, source, starts, max_iter=max_iter, tol=tol, split_every=split_every, cache=cache
-        )
-        finals = tuple(r.params for r in outcome.results)
-        batched = BatchedModel(models[0], tuple(models))
-        stats = compute_stats(batched, finals, data_blocks(source, cache), resolve_split_every(split_every))
-    n, d = source.n_samples, source.n_features
+        progress.emit("kmeans")
+        return params
+
+    outcome = fit_em_restarts(
+        models,
+        source,
+        starts,
+        max_iter=max_iter,
+        tol=tol,
+        split_every=fan_in,
+        cache=cache,
+        checkpoint=runs,
+        checkpoint_every=checkpoint_every,
+        keep_last=keep_last,
+        pass_callback=progress.em_pass,
+    )
+    finals = tuple(r.params for r in outcome.results)
+    batched = BatchedModel(models[0], tuple(models))
+    stats = compute_stats(batched, finals, data_blocks(source, cache), fan_in)
     candidates = []
     for (k, ct), model, result, s in zip(grid, models, outcome.results, stats, strict=True):
         check_stats(s, n, model=model)
@@ -194,10 +428,17 @@ def select_mixture(
                 result.converged,
             )
         )
+    best_bic = min(candidates, key=lambda c: c.bic)
+    n_passes = _passes_made(outcome) + 1
+    progress.passes, progress.alive = n_passes, 0
+    progress.iteration = max(c.n_iter for c in candidates)
+    progress.resumed_from = max(r.resumed_from for r in outcome.results)
+    progress.best = (best_bic.n_components, best_bic.covariance_type, best_bic.log_likelihood / n, best_bic.bic)
+    progress.emit("loglik")
     return Selection(
         candidates=tuple(candidates),
-        best_bic=min(candidates, key=lambda c: c.bic),
+        best_bic=best_bic,
         best_aic=min(candidates, key=lambda c: c.aic),
         n_samples=n,
-        n_passes=count.passes,
+        n_passes=n_passes,
     )

@@ -151,7 +151,7 @@ def test_resume_is_bitwise_equal_to_uninterrupted(data, oracle, tmp_path, n, no_
     interrupted_fit(data, ckpt, n)
     run = Checkpoint(ckpt).run(0)
     assert run.pointer() == n
-    assert run.iterations() == ([n - 1, n] if n > 1 else [n])
+    assert run.iterations() == [n - 1, n]  # iteration 0 holds the initial parameters
     state = run.latest()
     assert state.iteration == n
     assert not state.finished
@@ -205,12 +205,13 @@ def test_commit_order_iteration_invisible_until_complete_pointer_last(data, orac
         result = fit(data, ckpt, max_iter=4, callback=after)
     assert result.n_iter == 4
     arrays_per_commit = len(PARAM_NAMES) + len(HISTORY_FIELDS)
-    assert len(observed) == 4 * arrays_per_commit
+    # Iteration 0 (the initial parameters) is committed first, then iterations 1..4.
+    assert len(observed) == 5 * arrays_per_commit
     for n, _name, pointer, visible in observed:
-        expected = None if n == 1 else n - 1
+        expected = None if n == 0 else n - 1
         assert (pointer, visible) == (expected, expected)
     assert committed == [(n, n, n) for n in range(1, 5)]
-    assert pointer_moves == [(n, n) for n in range(1, 5)]
+    assert pointer_moves == [(n, n) for n in range(5)]
 
 
 def test_crash_mid_commit_is_invisible_and_resume_matches(data, oracle, tmp_path, monkeypatch, no_warnings):
@@ -601,12 +602,13 @@ def test_keep_last_and_checkpoint_every(data, oracle, tmp_path, every, keep):
         callback=lambda rec, params: kept_after.__setitem__(rec.iteration, run.iterations()),
     )
     for i in range(1, MAX_ITER + 1):
-        committed = [n for n in range(1, i + 1) if n % every == 0 or n == MAX_ITER]
+        committed = [n for n in range(i + 1) if n % every == 0 or n == MAX_ITER]  # 0: the start
         assert kept_after[i] == committed[-keep:], i
     for n in run.iterations():
         state = run.read(n)
         for name in PARAM_NAMES:
-            assert_bitwise(state.params[name], oracle[1][n][name])
+            expected = oracle[1][n][name] if n else make_init(data)().to_arrays()[name]
+            assert_bitwise(state.params[name], expected)
         assert list(state.history["log_likelihood"]) == lls(oracle[0])[:n]
         assert state.finished == (n == MAX_ITER)
 
@@ -614,7 +616,7 @@ def test_keep_last_and_checkpoint_every(data, oracle, tmp_path, every, keep):
 def test_resume_with_checkpoint_every_goes_back_to_last_multiple(data, oracle, tmp_path, no_warnings):
     ckpt = str(tmp_path / "run.zarr")
     interrupted_fit(data, ckpt, 5, checkpoint_every=3)
-    assert Checkpoint(ckpt).run(0).iterations() == [3]
+    assert Checkpoint(ckpt).run(0).iterations() == [0, 3]
     result = fit(data, ckpt, checkpoint_every=3)
     assert result.resumed_from == 3
     assert_same_result(result, oracle[0])

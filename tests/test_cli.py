@@ -23,7 +23,8 @@ PARAM_ATTRS = ("weights_", "means_", "covariances_", "precisions_", "precisions_
 MAKE_DATA = ["--n-samples", "20000", "--n-features", "4", "--n-components", "3", "--seed", "1", "--chunk-rows", "2500"]
 FIT = ["-k", "3", "--workers", "2", "--memory-limit", "1GiB", "--seed", "0", "--max-iter", "50"]
 ITERATION_LINE = re.compile(
-    r"^iteration +(\d+)  log-lik (-?\d+\.\d{6})  change (inf|-?\d\.\d{3}e[+-]\d+)  \d+\.\d{2} s  ETA ~\d+ s$"
+    r"^iteration +(\d+)  log-lik (-?\d+\.\d{6})  change (inf|-?\d\.\d{3}e[+-]\d+)  \d+\.\d{2} s  ETA ~\d+ s"
+    r"(  converged)?$"
 )
 
 
@@ -204,15 +205,23 @@ def test_progress_jsonl_logs_one_object_per_iteration(run, tmp_path):
     result = daskem_cli("fit", run["data"], *FIT, "--workers", "0", "--progress", "jsonl", "-o", model_path)
     assert result.returncode == 0, result.stderr
     model = daskem.load(model_path)
-    entries = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    # The initialiser's passes first (k-means||: 5 sampling passes, 1 weighting pass, at most
+    # 10 Lloyd passes, 1 assignment pass), then one object per iteration.
+    phases = [e for e in events if e["event"] == "phase"]
+    assert phases[0] == {"event": "phase", "phase": "initialising", "passes": 0, "total": 17}
+    assert [e["passes"] for e in phases if e["phase"] == "initialising"][1:] == list(range(1, len(phases) - 1))
+    assert phases[-1] == {"event": "phase", "phase": "fitting", "passes": 0, "total": None}
+    entries = [e for e in events if e["event"] == "iteration"]
+    assert entries[0]["passes"] == len(phases) - 2 + 1  # the init passes, then the first iteration's
     assert [e["iteration"] for e in entries] == list(range(1, model.n_iter_ + 1))
     assert [e["log_likelihood"] for e in entries] == pytest.approx(model.lower_bounds_, rel=1e-15)
     assert entries[0]["change"] is None  # the first change is +inf, which JSON cannot hold
     assert [e["passes"] for e in entries] == sorted({e["passes"] for e in entries})
     assert entries[-1]["passes"] == model.n_passes_
     assert all(e["event"] == "iteration" and e["run"] == 0 and e["eta_seconds"] >= 0 for e in entries)
-    if model.converged_:
-        assert entries[-1]["eta_seconds"] == 0
+    assert [e["converged"] for e in entries] == [False] * (model.n_iter_ - 1) + [model.converged_]
+    assert entries[-1]["eta_seconds"] == 0  # converged, or max_iter reached
 
 
 def test_remaining_iterations_from_the_geometric_rate():

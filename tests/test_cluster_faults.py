@@ -489,6 +489,11 @@ def test_scheduler_sigkill_then_resume(data, processes, tmp_path):
     text = words(fit.stderr)
     assert "Error: Lost the connection to the Dask scheduler" in text
     assert f"The checkpoint {run} is intact; the last committed iteration is {committed}." in text
+    # The message alone, after the iteration lines: no traceback, no log records of distributed.
+    assert "Traceback" not in fit.stderr
+    after = fit.stderr[fit.stderr.index("Error: Lost the connection") :]
+    assert len(after.strip().splitlines()) <= 4, after
+    assert " - distributed." not in fit.stderr
     (command,) = RESUME_COMMAND.findall(fit.stderr)
     assert command == f"daskem resume {run} --scheduler-file {cluster.file}"
 

@@ -33,6 +33,7 @@ older committed iteration, never from a partial one.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 import warnings
@@ -45,11 +46,13 @@ import numpy as np
 import zarr
 from fsspec.implementations.local import LocalFileSystem
 
-from daskem.checkpoint.store import read_float_arrays, write_float_array
+from daskem.checkpoint.store import CHECKPOINT_ATTR_KEY, read_float_arrays, write_float_array
 from daskem.errors import StoreError
 
+logger = logging.getLogger("daskem")
+
 CHECKPOINT_FORMAT = 2
-ROOT_KEY = "daskem_checkpoint"
+ROOT_KEY = CHECKPOINT_ATTR_KEY
 ITERATION_KEY = "daskem_iteration"
 POINTER_KEY = "daskem_pointer"
 HISTORY_FIELDS = ("log_likelihood", "change", "seconds", "passes")
@@ -94,6 +97,13 @@ class CheckpointState:
         Whether the run ended (converged, out of iterations or pruned).
     pruned : bool
         Whether restart pruning stopped the run (it is not resumed).
+    passes : int
+        Passes over the data made by the end of this state, initialisation included
+        (iteration 0, the initial parameters, has no history to hold it).
+    rules : tuple of (int, float, int)
+        The stopping rules the run was fitted under: ``(from_iteration, tol, max_iter)``,
+        one entry per change (a converged fit resumed with a smaller ``tol`` or a larger
+        ``max_iter`` continues under the new rule from the iteration it had reached).
     """
 
     iteration: int
@@ -102,6 +112,8 @@ class CheckpointState:
     converged: bool
     finished: bool
     pruned: bool = False
+    passes: int = 0
+    rules: tuple[tuple[int, float, int], ...] = ()
 
 
 def _digest(value: np.ndarray) -> str:
@@ -238,6 +250,12 @@ class Checkpoint:
                 return self.prepare(meta, compare=compare)
             for section in compare:
                 found = _first_difference(stored.get(section), meta.get(section), section)
+                if found and not self._has_iterations():
+                    # Nothing was fitted yet (a fit that failed before its first iteration,
+                    # e.g. on NaN data): nothing is lost by starting afresh.
+                    logger.info("replacing the checkpoint at %r, which holds no fitted iteration", self.location)
+                    self._remove("")
+                    return self.prepare(meta, compare=compare)
                 if found:
                     field, old, new = found
                     raise CheckpointMismatchError(
@@ -255,6 +273,10 @@ class Checkpoint:
             storage_options=None if self._local else self.storage_options or None,
         )
         return stored
+
+    def _has_iterations(self) -> bool:
+        """Whether any run holds an EM iteration, even a damaged one (iteration 0, the start, does not count)."""
+        return any(i > 0 for r in self.runs() for i in self.run(r).iterations())
 
     def runs(self) -> list[int]:
         """Indices of the runs (initialisations) that have a checkpoint directory."""
@@ -326,6 +348,7 @@ class CheckpointRun:
         history = {f: arrays.pop(f"history_{f}") for f in HISTORY_FIELDS}
         if history["log_likelihood"].shape != (iteration,):
             raise StoreError(f"{where}: history has {history['log_likelihood'].shape[0]} entries, expected {iteration}")
+        recorded = history["passes"]
         return CheckpointState(
             iteration=int(info["iteration"]),
             params=arrays,
@@ -333,6 +356,8 @@ class CheckpointRun:
             converged=bool(info["converged"]),
             finished=bool(info["finished"]),
             pruned=bool(info.get("pruned", False)),
+            passes=int(info.get("passes", recorded[-1] if recorded.size else 0)),
+            rules=tuple((int(i), float(t), int(m)) for i, t, m in info.get("rules", ())),
         )
 
     def latest(self, validate: Callable[[dict[str, np.ndarray]], Any] | None = None) -> CheckpointState | None:
@@ -379,6 +404,8 @@ class CheckpointRun:
             "converged": state.converged,
             "finished": state.finished,
             "pruned": state.pruned,
+            "passes": state.passes,
+            "rules": [list(rule) for rule in state.rules],
             "digests": {name: _digest(value) for name, value in arrays.items()},
         }
         self.checkpoint._group(f"{self.path}/pointer", mode="w").attrs[POINTER_KEY] = {"iteration": state.iteration}

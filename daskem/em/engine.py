@@ -13,7 +13,6 @@ This package is the only code in daskem that builds Dask graphs. One iteration i
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import logging
 import math
@@ -34,6 +33,7 @@ from threadpoolctl import threadpool_limits
 from daskem.checkpoint.checkpoint import Checkpoint, CheckpointRun, CheckpointState
 from daskem.em.accelerate import Squarem, check_accelerate
 from daskem.em.monitor import ConvergenceMonitor, IterationRecord
+from daskem.em.progress import FitEvent, count_pass, counting_passes, notify, phase
 from daskem.errors import DataError, NumericalError
 from daskem.io.sources import MANY_BLOCKS, MIN_BLOCK_ROWS, ChunkSizeWarning, DataSource, as_source, target_block_rows
 from daskem.models.base import Model
@@ -456,34 +456,6 @@ def fit_metadata(model: Any, source: DataSource, split_every: int, **config: Any
     }
 
 
-@dataclass
-class PassCount:
-    """Full passes over the data made inside :func:`counting_passes`."""
-
-    passes: int = 0
-
-
-_PASS_COUNT: contextvars.ContextVar[PassCount | None] = contextvars.ContextVar("daskem_pass_count", default=None)
-
-
-@contextlib.contextmanager
-def counting_passes() -> Iterator[PassCount]:
-    """Count the passes over the data (:func:`compute_stats` calls, row samples) made inside."""
-    count = PassCount()
-    token = _PASS_COUNT.set(count)
-    try:
-        yield count
-    finally:
-        _PASS_COUNT.reset(token)
-
-
-def count_pass() -> None:
-    """Add one pass to the innermost :func:`counting_passes`, if any."""
-    count = _PASS_COUNT.get()
-    if count is not None:
-        count.passes += 1
-
-
 @dataclass(frozen=True)
 class BatchedModel:
     """Several parameter sets evaluated in the same pass over each block.
@@ -558,6 +530,8 @@ class _Run:
         self.params: Any = None  # M(last recorded point): the run's current answer
         self.pruned = False
         self.resumed_from = 0
+        self.resumed_passes = 0
+        self.rules: tuple[tuple[int, float, int], ...] = ((0, monitor.tol, monitor.max_iter),)
         self.started = time.perf_counter()
 
     @property
@@ -569,15 +543,48 @@ class _Run:
         if accelerate == "squarem":
             self.squarem = Squarem(self.model)
 
-    def resume(self, state: CheckpointState, accelerate: str | None) -> None:
+    def resume(self, state: CheckpointState, accelerate: str | None) -> str | None:
+        """Continue from ``state``; return a note when it continues under a new stopping rule."""
         self.params = self.model.params_from_arrays(state.params)
         self.monitor.restore(state.history, state.converged)
         self.pruned = state.pruned
         self.resumed_from = state.iteration
+        self.resumed_passes = state.passes
         self.pending = self.params
         if accelerate == "squarem":
             self.squarem = Squarem(self.model)
-            self.pending = self.squarem.restore(state.params, self.params)
+            if "squarem_state" in state.params:  # iteration 0 has no accelerator state yet
+                self.pending = self.squarem.restore(state.params, self.params)
+        return self._apply_rule(state)
+
+    def _apply_rule(self, state: CheckpointState) -> str | None:
+        """Take this fit's ``tol`` and ``max_iter`` as the rule from the checkpointed iteration on.
+
+        A run that converged under a larger ``tol`` than this fit's is reopened (its next
+        pass decides again, under the new ``tol``; with the likelihood rule and no
+        acceleration its last change decides at once); a run that ran out of iterations
+        continues when ``max_iter`` is now larger. The change is recorded in ``rules``.
+        """
+        tol, max_iter = self.monitor.tol, self.monitor.max_iter
+        self.rules = state.rules or ((0, tol, max_iter),)
+        _, old_tol, old_max = self.rules[-1]
+        if (old_tol, old_max) == (tol, max_iter):
+            return None
+        self.rules = (*self.rules, (state.iteration, tol, max_iter))
+        if self.pruned or not state.finished:
+            return None
+        history = self.monitor.history
+        if state.converged and tol < old_tol:
+            plain = getattr(self.model, "converged", None) is None and self.squarem is None
+            if not (plain and history and abs(history[-1].change) < tol):
+                self.monitor.converged = False
+        if not self.active:
+            return None
+        before = f"converged under tol={old_tol:g}" if state.converged else f"stopped at max_iter={old_max}"
+        return (
+            f"run {self.index}: the fit {before} at iteration {state.iteration} continues under "
+            f"tol={tol:g}, max_iter={max_iter}"
+        )
 
     def advance(self, stats: Any, n_samples: int, passes: int, tol: float) -> IterationRecord | None:
         """Take the statistics of ``pending``; return the new record, or None for a rejected step."""
@@ -613,11 +620,11 @@ class _Run:
             self.pending = result
         return record
 
-    def commit(self, keep_last: int) -> None:
+    def commit(self, keep_last: int, passes: int = 0) -> None:
         if self.run is None:
             return
         arrays = dict(self.params.to_arrays())
-        if self.squarem is not None:
+        if self.squarem is not None and self.squarem.base is not None:
             arrays.update(self.squarem.to_arrays())
         self.run.commit(
             CheckpointState(
@@ -627,6 +634,8 @@ class _Run:
                 self.monitor.converged,
                 not self.active,
                 self.pruned,
+                max(self.monitor.passes, passes),
+                self.rules,
             ),
             keep_last,
         )
@@ -721,6 +730,8 @@ def fit_em_restarts(
     keep_last: int = 2,
     overwrite: bool = False,
     cache: Cache = "auto",
+    max_init_passes: int | None = None,
+    pass_callback: Callable[[int, tuple[EMResult, ...]], None] | None = None,
 ) -> RestartsResult:
     """Fit ``model`` from several initialisations at once, sharing every pass over the data.
 
@@ -752,7 +763,15 @@ def fit_em_restarts(
         Called as ``callback(run_index, record, params)`` after every record of every run.
     checkpoint : str, os.PathLike, Checkpoint or sequence of CheckpointRun, optional
         Where to checkpoint: a location (prepared like :func:`fit_em`'s, run ``r`` for
-        initialisation ``r``) or the runs themselves, one per initialisation.
+        initialisation ``r``) or the runs themselves, one per initialisation. The
+        initial parameters are committed as iteration 0 as soon as they exist.
+    max_init_passes : int, optional
+        The most passes ``inits`` makes, for progress displays
+        (:func:`daskem.em.progress.reporting_progress`: "initialising, pass i of n").
+    pass_callback : callable, optional
+        Called as ``pass_callback(passes, results)`` after every pass over the data, once
+        its records are committed: ``passes`` made so far and every run's
+        :class:`EMResult` so far, in run order (progress of a whole grid of runs).
 
     Returns
     -------
@@ -769,12 +788,18 @@ def fit_em_restarts(
     fan_in = resolve_split_every(split_every)
     init_passes = 0
     starts: Sequence[Any] = ()
+
+    def initialise() -> Sequence[Any]:
+        nonlocal init_passes
+        with phase("initialising", max_init_passes), counting_passes() as count:
+            made = inits() if callable(inits) else inits
+        init_passes = count.passes
+        return made
+
     if callable(inits) and isinstance(checkpoint, str | os.PathLike | Checkpoint):
         # The number of runs to look for in the checkpoint is the number of starts: with a
         # location (not runs) and a callable, the initialiser must run to tell it.
-        with counting_passes() as count:
-            starts = inits()
-        init_passes = count.passes
+        starts = initialise()
     n_runs = len(starts) if starts else None if callable(inits) else len(inits)
     targets = _checkpoint_runs(checkpoint, model, source, fan_in, overwrite, accelerate, n_runs)
     # float32 data run a float32 E-step: allow its rounding before calling a change a decrease.
@@ -782,9 +807,7 @@ def fit_em_restarts(
     run_models = models or (model,) * len(targets)
     states = [t.latest(validate=m.params_from_arrays) for t, m in zip(targets, run_models, strict=False)]
     if not starts and (not states or any(s is None for s in states)):
-        with counting_passes() as count:
-            starts = inits() if callable(inits) else inits
-        init_passes = count.passes
+        starts = initialise()
     n_runs = len(starts) if starts else len(states)
     if models is not None and len(models) != n_runs:
         raise ValueError(f"{len(models)} models were given for {n_runs} initialisations.")
@@ -796,20 +819,30 @@ def fit_em_restarts(
         run = _Run(i, models[i] if models else model, monitor, targets[i] if targets else None)
         state = states[i] if states else None
         if state is not None:
-            run.resume(state, accelerate)
+            note = run.resume(state, accelerate)
             logger.info("run %d: resuming from iteration %d of %r", i, state.iteration, targets[i])
+            notify(FitEvent("resumed", run=i, iteration=state.iteration))
+            if note:
+                logger.info(note)
+                notify(FitEvent("note", message=note, run=i))
         else:
             run.start(starts[i], accelerate)
         runs.append(run)
-    passes = max([init_passes] + [r.monitor.passes for r in runs])
+    passes = max([init_passes] + [max(r.monitor.passes, r.resumed_passes) for r in runs])
+    for run, state in zip(runs, states or [None] * len(runs), strict=True):
+        if state is None:
+            # The initial parameters are committed at once (iteration 0): a fit killed
+            # before its first iteration does not initialise again. (A new stopping rule
+            # is written with the next iteration: a committed one is never rewritten.)
+            run.commit(keep_last, passes)
     pruned: list[int] = [r.index for r in runs if r.pruned]
     blocks: list[Delayed] = []
-    if any(r.active for r in runs):
-        resources = compute_resources()
-        cached = should_cache(source, cache, resources)
-        check_chunking(source, resources, cached=cached)
-        blocks = data_blocks(source, cached, resources)
-    with single_threaded_blas():
+    with phase("fitting"), single_threaded_blas():
+        if any(r.active for r in runs):
+            resources = compute_resources()
+            cached = should_cache(source, cache, resources)
+            check_chunking(source, resources, cached=cached)
+            blocks = data_blocks(source, cached, resources)
         while active := [r for r in runs if r.active]:
             if len(active) == 1:
                 all_stats = (compute_stats(active[0].model, active[0].pending, blocks, fan_in),)
@@ -831,9 +864,11 @@ def fit_em_restarts(
                 record = recorded.get(run.index)
                 due = record is not None and (record.iteration % checkpoint_every == 0 or not run.active)
                 if due or run.index in dropped:
-                    run.commit(keep_last)
+                    run.commit(keep_last, passes)
                 if record is not None and callback is not None:
                     callback(run.index, record, run.params)
+            if pass_callback is not None:
+                pass_callback(passes, tuple(r.result(source.n_samples, passes) for r in runs))
     results = tuple(r.result(source.n_samples, passes) for r in runs)
     best = max(range(len(results)), key=lambda i: (results[i].lower_bound, -i))
     return RestartsResult(best=best, results=results, pruned=tuple(pruned), n_passes=passes)

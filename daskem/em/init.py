@@ -348,6 +348,24 @@ def kmeans_centers(
     return [r.params.centers for r in outcome.results]
 
 
+def max_init_passes(method: str, n_init: int) -> int:
+    """The most passes over the data :func:`initial_params` makes with ``method`` (for progress displays).
+
+    ``"kmeans"``: the k-means|| sampling passes, its weighting pass, the Lloyd passes and
+    the assignment pass; the sampling methods: one row sample per initialisation (a
+    sample counts as a pass when it touches most blocks); ``"random"``: one pass.
+    """
+    bounds = {
+        "kmeans": KMEANS_PARALLEL_ROUNDS + 1 + KMEANS_INIT_ITER + 1,
+        "k-means++": n_init,
+        "random_from_data": n_init,
+        "random": 1,
+    }
+    if method not in bounds:
+        raise ValueError(f"init_params must be one of {list(INIT_METHODS)}; got {method!r}.")
+    return bounds[method]
+
+
 def initial_params(
     model: Any,
     source: DataSource,

@@ -35,6 +35,8 @@ class IterationRecord:
         fit can make more than one pass per record).
     run : int
         The initialisation this record belongs to (fits with several restarts).
+    converged : bool
+        Whether the stopping rule was met at this iteration.
     """
 
     iteration: int
@@ -43,6 +45,7 @@ class IterationRecord:
     seconds: float
     passes: int = 0
     run: int = 0
+    converged: bool = False
 
 
 @dataclass
@@ -79,11 +82,12 @@ class ConvergenceMonitor:
 
     def restore(self, history: dict[str, np.ndarray], converged: bool) -> None:
         """Continue from a checkpointed history (see :meth:`as_arrays`) and its verdict."""
+        rows = list(
+            zip(history["log_likelihood"], history["change"], history["seconds"], history["passes"], strict=True)
+        )
         self.history = [
-            IterationRecord(i + 1, float(ll), float(ch), float(s), int(p), self.run)
-            for i, (ll, ch, s, p) in enumerate(
-                zip(history["log_likelihood"], history["change"], history["seconds"], history["passes"], strict=True)
-            )
+            IterationRecord(i + 1, float(ll), float(ch), float(s), int(p), self.run, converged and i == len(rows) - 1)
+            for i, (ll, ch, s, p) in enumerate(rows)
         ]
         self.converged = converged
 
@@ -119,9 +123,11 @@ class ConvergenceMonitor:
         """
         previous = self.history[-1].log_likelihood if self.history else -math.inf
         change = log_likelihood - previous
-        record = IterationRecord(len(self.history) + 1, log_likelihood, change, seconds, passes, self.run)
-        self.history.append(record)
         self.converged = abs(change) < self.tol if converged is None else bool(converged)
+        record = IterationRecord(
+            len(self.history) + 1, log_likelihood, change, seconds, passes, self.run, self.converged
+        )
+        self.history.append(record)
         if change < -self.decrease_rtol * max(1.0, abs(log_likelihood)):
             warnings.warn(
                 f"Log-likelihood decreased at iteration {record.iteration}: "

@@ -22,7 +22,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
 from daskem.checkpoint.checkpoint import Checkpoint, CheckpointState, ForeignStoreError
-from daskem.checkpoint.store import read_arrays_group, write_arrays_group
+from daskem.checkpoint.store import read_arrays_group, write_model
 from daskem.em.accelerate import ACCELERATIONS
 from daskem.em.engine import (
     COMPARED_SECTIONS,
@@ -61,6 +61,16 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
+
+
+def _source_record(location: Any, options: Any) -> dict[str, Any] | None:
+    """The fit record's ``source``: the data's location and reading options, or None.
+
+    None for data without a location (in-memory arrays), which cannot be reopened.
+    """
+    if location is None:
+        return None
+    return {"location": os.fspath(location), "options": {k: _jsonable(v) for k, v in dict(options or {}).items()}}
 
 
 class EMEstimator(BaseEstimator):
@@ -111,6 +121,10 @@ class EMEstimator(BaseEstimator):
 
     def _set_params_attributes(self, params: Any) -> None:
         raise NotImplementedError
+
+    def _max_init_passes(self, n_init: int) -> int | None:
+        """The most passes the initialisation makes (progress displays); None if unknown."""
+        return None
 
     def _init_config(self) -> dict[str, Any]:
         """What, besides the model, decides the initialisations (checkpoint ``config``)."""
@@ -200,6 +214,7 @@ class EMEstimator(BaseEstimator):
             checkpoint_every=self.checkpoint_every,
             keep_last=self.keep_last,
             cache=self.cache,
+            max_init_passes=0 if warm else self._max_init_passes(n_init),
         )
         self._print_end(outcome)
         best = outcome.results[outcome.best]
@@ -219,6 +234,8 @@ class EMEstimator(BaseEstimator):
         self.pruned_restarts_ = list(outcome.pruned)
         self.n_features_in_ = source.n_features
         self._n_samples_fit = source.n_samples
+        # Where the data came from (None for in-memory data), for `daskem plot MODEL.zarr`.
+        self._fit_source = _source_record(source.location, source.options)
         return outcome
 
     def _checkpoint_metadata(self, model: Any, source: DataSource, n_init: int, entropy: int) -> dict[str, Any]:
@@ -309,20 +326,32 @@ class EMEstimator(BaseEstimator):
             "n_features_in": int(self.n_features_in_),
             "n_passes": int(self.n_passes_),
             "n_samples": int(getattr(self, "_n_samples_fit", 0)),
+            # {"location": path or URL, "options": reading options}, or None (in-memory data).
+            "source": getattr(self, "_fit_source", None),
         }
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
         """Write the fitted model to a Zarr v3 group (arrays + JSON attributes, no pickle).
 
         Parameters
         ----------
         path : str or os.PathLike
-            Location of the group; an existing one is replaced.
+            Location of the group (a path or fsspec URL).
+        overwrite : bool, default False
+            Replace an earlier daskem model file at ``path``. Anything else there (a
+            directory of other files, Zarr data, a checkpoint) is never replaced. The new
+            group is written beside the old one and swapped in, so a crash while saving
+            leaves the earlier model intact.
+
+        Raises
+        ------
+        DestinationExistsError
+            Something is at ``path`` that may not be replaced (it names what).
         """
         from daskem import __version__
 
         self._check_fitted()
-        write_arrays_group(
+        write_model(
             path,
             self._params().to_arrays(),
             {
@@ -331,6 +360,7 @@ class EMEstimator(BaseEstimator):
                 "estimator": self._stored_params(),
                 "fit": self._fit_record(),
             },
+            overwrite=overwrite,
         )
 
     @classmethod
@@ -344,6 +374,7 @@ class EMEstimator(BaseEstimator):
         n_features: int,
         n_passes: int,
         n_samples: int = 0,
+        source: dict[str, Any] | None = None,
     ) -> EMEstimator:
         """A fitted estimator from stored hyperparameters, parameter arrays and fit record."""
         est = cls(**params)
@@ -356,6 +387,7 @@ class EMEstimator(BaseEstimator):
         est.n_passes_ = n_passes
         est.pruned_restarts_ = []
         est._n_samples_fit = n_samples
+        est._fit_source = source
         est._restored()
         return est
 
@@ -458,6 +490,9 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
             n_features=int(fit["n_features_in"]),
             n_passes=int(fit["n_passes"]),
             n_samples=int(fit.get("n_samples", 0)),
+            source=_source_record(fit["source"].get("location"), fit["source"].get("options"))
+            if isinstance(fit.get("source"), dict)
+            else None,
         )
     estimator = meta.get("estimator")
     if not isinstance(estimator, dict):
@@ -487,4 +522,5 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
         n_features=int(meta["data"]["shape"][1]) - cls._ADDED_COLUMNS,
         n_passes=int(state.history["passes"][-1]) if state.iteration else 0,
         n_samples=int(meta["data"]["shape"][0]),
+        source=_source_record(meta["source"].get("location"), meta["source"].get("options")),
     )

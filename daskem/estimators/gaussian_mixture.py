@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from daskem.em.engine import resolve_split_every
-from daskem.em.init import INIT_METHODS, initial_params
+from daskem.em.init import INIT_METHODS, initial_params, max_init_passes
 from daskem.em.monitor import IterationRecord
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import DensityScores, EMEstimator
@@ -262,6 +262,11 @@ class GaussianMixture(DensityScores, EMEstimator):
 
     def _init_config(self) -> dict[str, Any]:
         return {"init_params": self.init_params}
+
+    def _max_init_passes(self, n_init: int) -> int | None:
+        if all(given is not None for given in self._inits):
+            return 0
+        return max_init_passes(self.init_params, n_init)
 
     def _initial_params(
         self, model: GaussianMixtureModel, source: DataSource, rngs: list[np.random.Generator]

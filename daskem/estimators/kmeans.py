@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
 from daskem.em.engine import compute_stats, data_blocks, resolve_split_every
-from daskem.em.init import INIT_SAMPLE_ROWS, kmeans_parallel, kmeans_plusplus, sample_rows
+from daskem.em.init import INIT_SAMPLE_ROWS, KMEANS_PARALLEL_ROUNDS, kmeans_parallel, kmeans_plusplus, sample_rows
 from daskem.em.monitor import IterationRecord
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import EMEstimator
@@ -234,6 +234,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
 
     def _init_config(self) -> dict[str, Any]:
         return {"init": self.init if isinstance(self.init, str) else "array"}
+
+    def _max_init_passes(self, n_init: int) -> int | None:
+        if not isinstance(self.init, str):
+            return 0
+        return KMEANS_PARALLEL_ROUNDS + 1 if self.init == "k-means||" else n_init
 
     def _initial_params(self, model: KMeansModel, source: DataSource, rngs: list[np.random.Generator]) -> list[Any]:
         return shared_reference(self._initial_centers(model, source, rngs))
