@@ -22,7 +22,7 @@ from rich.table import Table
 from daskem.em.init import INIT_METHODS
 from daskem.em.monitor import IterationRecord
 from daskem.em.progress import FitEvent, reporting_progress
-from daskem.errors import DaskemError
+from daskem.errors import DaskemError, DestinationExistsError
 from daskem.io.sources import as_source
 from daskem.models.gaussian import COVARIANCE_TYPES
 from daskem.worker_memory import check_worker_memory, largest_block_bytes, watch_worker_memory
@@ -246,7 +246,15 @@ def main() -> None:
     "--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="Element type."
 )
 @click.option("--compress/--no-compress", default=False, show_default=True, help="Compress chunks with zstd.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing array at OUT.")
+@click.option(
+    "--separation",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=4.0,
+    show_default=True,
+    help="Spread of the true means (noise scale ~1): small values give overlapping components, "
+    "whose fit takes tens of iterations.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an array written earlier by make-data at OUT.")
 def make_data(
     out: str,
     n_samples: int,
@@ -256,6 +264,7 @@ def make_data(
     chunk_rows: int,
     dtype: str,
     compress: bool,
+    separation: float,
     overwrite: bool,
 ) -> None:
     """Write a synthetic Gaussian-mixture dataset to the Zarr v3 array OUT.
@@ -280,7 +289,10 @@ def make_data(
             dtype=dtype,
             compress=compress,
             overwrite=overwrite,
+            separation=separation,
         )
+    except DestinationExistsError as err:
+        raise click.ClickException(str(err)) from None
     except (FileExistsError, ContainsArrayError, ContainsGroupError):
         raise click.ClickException(f"{out!r} already exists; pass --overwrite to replace it.") from None
     except (ValueError, DaskemError) as err:
@@ -343,7 +355,7 @@ class _IterationDisplay:
             disable=self.mode != "bar",
         )
         self.task = self.progress.add_task(
-            "fit", total=est.max_iter, phase="reading data", ll="-", change="-", secs="-", eta="-"
+            "fit", total=est.max_iter, phase="starting", ll="-", change="-", secs="-", eta="-"
         )
 
     @property
@@ -934,14 +946,24 @@ def fit(
 @main.command("resume")
 @click.argument("run", type=click.Path())
 @click.option("--data", default=None, help="Read the data from here instead of the location stored in RUN.")
-@click.option("--max-iter", type=click.IntRange(min=0), default=None, help="Override the stored max_iter.")
+@click.option(
+    "--max-iter", type=click.IntRange(min=0), default=None, help="Override the stored max_iter (HMMs: n_iter)."
+)
+@click.option(
+    "--tol",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Override the stored tol: a fit that converged under a larger tol continues under this one.",
+)
 @cluster_options
-def resume(run: str, data: str | None, max_iter: int | None, **cluster: Any) -> None:
+def resume(run: str, data: str | None, max_iter: int | None, tol: float | None, **cluster: Any) -> None:
     """Continue the fit checkpointed in RUN with the settings stored in it.
 
     The model, its hyperparameters and the data location come from the checkpoint; where
     the fit runs (--scheduler, --workers, ...) is chosen here. The fit continues from the
-    newest committed iteration and ends exactly as an uninterrupted fit would have.
+    newest committed iteration and ends exactly as an uninterrupted fit would have. With
+    a smaller --tol or a larger --max-iter than the checkpoint's, a finished fit continues
+    under the new stopping rule (recorded in the checkpoint).
     """
     from daskem.checkpoint.checkpoint import Checkpoint
     from daskem.estimators._base import estimator_class
@@ -958,7 +980,9 @@ def resume(run: str, data: str | None, max_iter: int | None, **cluster: Any) -> 
                 f"{run!r} was fitted on in-memory data, which has no location to read again. Pass --data with "
                 "a Zarr copy of the same data, or resume from Python with the same array."
             )
-        params = {**estimator["params"], **({"max_iter": max_iter} if max_iter is not None else {})}
+        params = dict(estimator["params"])
+        iterations = "max_iter" if "max_iter" in params else "n_iter"  # hmmlearn's name in the HMMs
+        params.update({k: v for k, v in ((iterations, max_iter), ("tol", tol)) if v is not None})
         est = estimator_class(estimator["kind"], repr(run))(**params, checkpoint=run)
     except DaskemError as err:
         raise click.ClickException(str(err)) from None

@@ -19,6 +19,37 @@ from daskem.errors import DaskemError
 PLOT_SAMPLE_ROWS = 5_000
 
 
+def picture_paths(run: str, prefix: str | None, fmt: str) -> tuple[str, str]:
+    """The files ``daskem plot`` writes: the log-likelihood picture and the components picture.
+
+    Parameters
+    ----------
+    run : str
+        The checkpoint or model file drawn.
+    prefix : str or None
+        ``-o``: a directory (an existing one, or any path ending in ``/``) receives
+        ``loglik.FMT`` and ``components.FMT``; any other prefix gives
+        ``PREFIX-loglik.FMT`` and ``PREFIX-components.FMT`` (no ``-`` is added after a
+        prefix that ends in ``-`` or ``_``). None: ``RUN-loglik.FMT`` and
+        ``RUN-components.FMT`` beside ``RUN``, without its ``.zarr``.
+    fmt : str
+        The file extension (``png``, ``svg``).
+
+    Returns
+    -------
+    (str, str)
+        The log-likelihood file and the components file.
+    """
+    if prefix is None:  # beside RUN (never inside it, even where RUN has no .zarr suffix)
+        stripped = run.rstrip("/" + os.sep) or run
+        base = stripped[: -len(".zarr")] if stripped.endswith(".zarr") else stripped
+        return f"{base}-loglik.{fmt}", f"{base}-components.{fmt}"
+    if prefix.endswith(("/", os.sep)) or os.path.isdir(prefix):
+        return os.path.join(prefix, f"loglik.{fmt}"), os.path.join(prefix, f"components.{fmt}")
+    joined = prefix if prefix.endswith(("-", "_")) else prefix + "-"
+    return f"{joined}loglik.{fmt}", f"{joined}components.{fmt}"
+
+
 def _pyplot(show: bool) -> Any:
     try:
         import matplotlib
@@ -58,9 +89,29 @@ def full_covariances(covariance_type: str, covariances: np.ndarray, k: int, d: i
 
 
 def plot_history(histories: Sequence[np.ndarray], best: int, path: str, *, show: bool = False) -> str:
-    """Plot the mean log-likelihood per iteration of every run (the kept one bold) to ``path``."""
-    plt = _pyplot(show)
+    """Plot the mean log-likelihood per iteration of every run (the kept one bold).
+
+    Parameters
+    ----------
+    histories : sequence of ndarray
+        The mean log-likelihood per iteration of each run.
+    best : int
+        Index of the kept run (drawn bold, with markers).
+    path : str
+        File to write; its extension picks the format (PNG, SVG, ...).
+    show : bool, default False
+        Also open the figure in a window.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    plt = _pyplot(show)  # first: without matplotlib, its message
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations: no 1.5
     for index, history in enumerate(histories):
         iterations = np.arange(1, len(history) + 1)
         kept = index == best
@@ -92,24 +143,66 @@ def plot_history(histories: Sequence[np.ndarray], best: int, path: str, *, show:
     return _finish(plt, fig, path, show)
 
 
+def component_colours(k: int) -> np.ndarray:
+    """The RGBA colour of each of ``k`` components: matplotlib's ``tab10``, repeating after 10.
+
+    Component ``j``'s points, ellipses and mean share ``component_colours(k)[j]``.
+
+    Parameters
+    ----------
+    k : int
+        Number of components.
+
+    Returns
+    -------
+    ndarray of shape (k, 4)
+        RGBA values in [0, 1].
+    """
+    from matplotlib import colormaps
+
+    return np.asarray(colormaps["tab10"](np.arange(k) % 10), dtype=np.float64).reshape(k, 4)
+
+
 def plot_components(est: Any, sample: np.ndarray, path: str, *, show: bool = False) -> str:
     """Plot a data sample and the fitted components over their 2-D principal projection.
 
-    Mixtures: each component's mean and its 1- and 2-sigma ellipses (the covariance
-    projected on the plane); k-means: the centres, points coloured by cluster.
+    Each point takes the colour of the component it is assigned to (``est.predict``),
+    the same colour as that component's mean (a filled cross) and, for mixtures, its 1-
+    and 2-sigma ellipses (the covariance projected on the plane); k-means: the centres.
+
+    Parameters
+    ----------
+    est : GaussianMixture, KMeans or another fitted estimator with ``predict``
+        With ``means_`` and ``covariance_type`` (ellipses drawn) or ``cluster_centers_``.
+    sample : ndarray of shape (n_rows, n_features)
+        The data rows to draw.
+    path : str
+        File to write; its extension picks the format (PNG, SVG, ...).
+    show : bool, default False
+        Also open the figure in a window.
+
+    Returns
+    -------
+    str
+        ``path``.
     """
+    plt = _pyplot(show)  # first: without matplotlib, its message
     from matplotlib.patches import Ellipse
 
-    plt = _pyplot(show)
     centre, basis = projection(sample)
     points = (sample - centre) @ basis
     fig, ax = plt.subplots(figsize=(6.5, 6))
-    if hasattr(est, "means_"):
-        labels = est.predict(sample)
-        means = (est.means_ - centre) @ basis
-        k, d = est.means_.shape
-        covariances = full_covariances(est.covariance_type, est.covariances_, k, d)
-        ax.scatter(points[:, 0], points[:, 1], c=labels, s=4, cmap="tab10", alpha=0.35, linewidths=0)
+    labels = np.asarray(est.predict(sample), dtype=np.intp)
+    mixture = hasattr(est, "means_")
+    centres = np.asarray(est.means_ if mixture else est.cluster_centers_)
+    k = centres.shape[0]
+    colours = component_colours(k)
+    # Explicit colours, not a colormap over the labels: a colormap would be normalised to
+    # the labels present, so component j's points would not take component j's colour.
+    ax.scatter(points[:, 0], points[:, 1], color=colours[labels], s=4, alpha=0.35, linewidths=0, gid="points")
+    projected = (centres - centre) @ basis
+    if mixture:
+        covariances = full_covariances(est.covariance_type, est.covariances_, k, centres.shape[1])
         for j in range(k):
             plane = basis.T @ covariances[j] @ basis
             values, vectors = np.linalg.eigh(plane)
@@ -118,27 +211,35 @@ def plot_components(est: Any, sample: np.ndarray, path: str, *, show: bool = Fal
                 width, height = 2.0 * sigma * np.sqrt(np.maximum(values[::-1], 0.0))
                 ax.add_patch(
                     Ellipse(
-                        (means[j, 0], means[j, 1]),
+                        (projected[j, 0], projected[j, 1]),
                         width,
                         height,
                         angle=angle,
                         fill=False,
-                        color=plt.cm.tab10(j % 10),
+                        color=colours[j],
                         linewidth=2.0 / sigma,
+                        gid=f"ellipse-{j}-{sigma:g}sigma",
                     )
                 )
-        ax.scatter(means[:, 0], means[:, 1], c="black", marker="x", s=60, label="means")
         title = f"{type(est).__name__} ({est.covariance_type}), {k} components"
     else:
-        labels = est.predict(sample)
-        centres = (est.cluster_centers_ - centre) @ basis
-        ax.scatter(points[:, 0], points[:, 1], c=labels, s=4, cmap="tab10", alpha=0.35, linewidths=0)
-        ax.scatter(centres[:, 0], centres[:, 1], c="black", marker="x", s=60, label="centres")
-        title = f"{type(est).__name__}, {est.cluster_centers_.shape[0]} clusters"
+        title = f"{type(est).__name__}, {k} clusters"
+    ax.scatter(
+        projected[:, 0],
+        projected[:, 1],
+        color=colours,
+        edgecolors="black",
+        linewidths=0.8,
+        marker="X",
+        s=90,
+        label="means" if mixture else "centres",
+        gid="means",
+    )
     axes = "features 1 and 2" if sample.shape[1] <= 2 else "first two principal axes of the sample"
     ax.set_title(f"{title}\n{sample.shape[0]:,} sampled rows, {axes}", fontsize="medium")
     ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(fontsize="small", loc="best")
+    legend = ax.legend(fontsize="small", loc="best")
+    legend.legend_handles[0].set_facecolor("white")  # the key stands for every component's mean
     return _finish(plt, fig, path, show)
 
 

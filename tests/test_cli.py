@@ -209,11 +209,13 @@ def test_progress_jsonl_logs_one_object_per_iteration(run, tmp_path):
     # The initialiser's passes first (k-means||: 5 sampling passes, 1 weighting pass, at most
     # 10 Lloyd passes, 1 assignment pass), then one object per iteration.
     phases = [e for e in events if e["event"] == "phase"]
-    assert phases[0] == {"event": "phase", "phase": "initialising", "passes": 0, "total": 17}
-    assert [e["passes"] for e in phases if e["phase"] == "initialising"][1:] == list(range(1, len(phases) - 1))
+    assert phases[0] == {"event": "phase", "phase": "reading", "passes": 0, "total": None}
+    assert phases[1] == {"event": "phase", "phase": "initialising", "passes": 0, "total": 17}
+    init = [e["passes"] for e in phases if e["phase"] == "initialising"][1:]
+    assert init == list(range(1, len(phases) - 2))
     assert phases[-1] == {"event": "phase", "phase": "fitting", "passes": 0, "total": None}
     entries = [e for e in events if e["event"] == "iteration"]
-    assert entries[0]["passes"] == len(phases) - 2 + 1  # the init passes, then the first iteration's
+    assert entries[0]["passes"] == len(init) + 1  # the init passes, then the first iteration's
     assert [e["iteration"] for e in entries] == list(range(1, model.n_iter_ + 1))
     assert [e["log_likelihood"] for e in entries] == pytest.approx(model.lower_bounds_, rel=1e-15)
     assert entries[0]["change"] is None  # the first change is +inf, which JSON cannot hold

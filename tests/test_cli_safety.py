@@ -401,3 +401,15 @@ def test_ctrl_c_prints_one_line_closes_the_cluster_and_exits_130(data, tmp_path)
             break
         time.sleep(0.5)
     assert not alive
+
+
+def test_resume_command_takes_a_new_tol(data, tmp_path):
+    run, model, reference = tmp_path / "run.zarr", tmp_path / "m.zarr", tmp_path / "reference.zarr"
+    _ok(daskem_cli("fit", data, *FIT, "--tol", "1e-7", "-o", reference))
+    _ok(daskem_cli("fit", data, *FIT, "--tol", "1e-2", "--checkpoint", run))
+    stopped = daskem.load(run).n_iter_
+    result = _ok(daskem_cli("resume", run, "--tol", "1e-7", "--workers", "0", "-o", model))
+    assert f"the fit converged under tol=0.01 at iteration {stopped} continues under tol=1e-07" in _words(
+        result.stderr
+    )
+    _same_model(daskem.load(model), daskem.load(reference))

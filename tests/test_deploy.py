@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -186,6 +187,72 @@ def test_local_run_sh_fits_on_scheduler_and_workers_and_cleans_up(tmp_path, mark
 
     assert not (work / "scheduler.json").exists()
     assert_no_processes_left(marker)
+
+
+def readme_commands(path: Path) -> list[str]:
+    """The lines of the ```bash blocks of a README, without comments (one command a line)."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", path.read_text(), flags=re.MULTILINE | re.DOTALL)
+    commands = []
+    for block in blocks:
+        for line in block.splitlines():
+            command = re.sub(r"\s+#.*$", "", line).strip()
+            if command and not command.startswith("#"):
+                assert not command.endswith("\\"), f"continued lines are not run here: {line}"
+                commands.append(command)
+    return commands
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="checks for leftover processes through /proc")
+def test_local_readme_commands_run_as_printed(tmp_path, marker):
+    """Every command of deploy/local/README.md, as printed, from a fresh checkout whose
+    .venv was made as the main README makes it, with nothing of it on PATH."""
+    commands = readme_commands(DEPLOY / "local" / "README.md")
+    make_venv = "python3 -m venv .venv && .venv/bin/pip install -e ."
+    assert commands[0] == make_venv
+    assert "python3 -m venv .venv && .venv/bin/pip install" in (ROOT / "README.md").read_text()
+    clone = tmp_path / "clone"
+    (clone / "deploy").mkdir(parents=True)
+    shutil.copytree(DEPLOY / "local", clone / "deploy" / "local")
+    # The first command, without installing again: this environment is the checkout's .venv.
+    (clone / ".venv").symlink_to(BIN.parent, target_is_directory=True)
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and not (Path(p) / "dask").exists()]
+    path = [p for p in path if not (Path(p) / "daskem").exists()]
+    env = {k: v for k, v in os.environ.items() if k not in ("DASKEM", "DASK", "DATA", "WORK_DIR", "VIRTUAL_ENV")}
+    env |= {
+        "PATH": os.pathsep.join(path),
+        # Small defaults through the documented variables (flags in the commands win).
+        "N_SAMPLES": "20000",
+        "N_FEATURES": "4",
+        "CHUNK_ROWS": "5000",
+        "MAX_ITER": "5",
+        "STARTUP_TIMEOUT": "90",
+        MARKER_VAR: marker,
+    }
+    assert subprocess.run(["bash", "-c", "command -v daskem dask"], env=env, capture_output=True).returncode != 0
+    outputs = []
+    for command in commands[1:]:
+        # Each run.sh starts a scheduler and workers: seconds on an idle machine, more under load.
+        run = ["bash", "-c", command]
+        result = subprocess.run(run, cwd=clone, env=env, text=True, capture_output=True, timeout=240)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, f"{command}\n{output}"
+        assert "run.sh:" not in output, f"{command}\n{output}"
+        outputs.append(output)
+    assert_no_processes_left(marker)
+
+    first = daskem.load(clone / "daskem-local" / "model.zarr")
+    assert (first.n_components, first.covariance_type) == (4, "full")
+    assert 1 <= first.n_iter_ <= 5  # MAX_ITER
+    diag = daskem.load(clone / "daskem-local" / "diag-model.zarr")
+    assert (diag.n_components, diag.covariance_type) == (4, "diag")
+    assert diag.means_.shape == (4, 4)
+    np.testing.assert_array_equal(daskem.load(clone / "daskem-local" / "diag-run.zarr").means_, diag.means_)
+    mine = daskem.load(clone / "daskem-my" / "model.zarr")
+    assert mine.means_.shape == (8, 4)
+    assert mine.converged_
+    assert outputs[-1].startswith("checkpoint daskem-local/run.zarr")  # the last command: daskem inspect
+    assert re.search(rf"run 0 +{first.n_iter_} iterations", outputs[-1]), outputs[-1]
 
 
 def test_local_run_sh_syntax_help_and_bad_options(tmp_path):

@@ -6,15 +6,23 @@ reproducible, so the parameters are compared with ``np.array_equal``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 
+import dask
+import dask.array as da
 import numpy as np
 import pytest
 import zarr
 
 import daskem
-from daskem import GaussianMixture
+from daskem import FactorAnalysis, GaussianHMM, GaussianMixture, KMeans
 from daskem.em.engine import current_client
+from daskem.estimators.hmm import sequence_source
+from daskem.io import as_source
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +39,8 @@ def data(tmp_path_factory, request):
     seed = request.getfixturevalue("seed")
     path = str(tmp_path_factory.mktemp("distributed") / "X.zarr")
     daskem.testing.write_mixture_zarr(path, N_SAMPLES, N_FEATURES, N_COMPONENTS, seed=seed, chunk_rows=CHUNK_ROWS)
-    return {"numpy": np.asarray(zarr.open_array(path, mode="r")[...]), "zarr": path}
+    # "dask": an array the user built, with dask's default (a shared array-handle task).
+    return {"numpy": np.asarray(zarr.open_array(path, mode="r")[...]), "zarr": path, "dask": da.from_zarr(path)}
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +109,109 @@ def test_predict_on_cluster_equals_local(client, data, local_fits, local_predict
         lazy = getattr(gm, method)(data["zarr"])
         assert np.array_equal(client.compute(lazy).result(), local_predictions[method]), method
     assert gm.score(data["zarr"]) == local_predictions["score"]
+
+
+# -- one key, one task: no "Detected different `run_spec`" from the scheduler -------------
+
+RUN_SPEC = "Detected different `run_spec`"
+HMM_LENGTHS = [1000] * 8 + [192]  # 8192 rows; sequences cross the 512-row Zarr chunks
+ESTIMATORS = {
+    "gmm": (_estimator, ("weights_", "means_", "covariances_")),
+    "kmeans": (lambda: KMeans(N_COMPONENTS, random_state=0, split_every=4), ("cluster_centers_", "inertia_")),
+    "hmm": (
+        lambda: GaussianHMM(N_COMPONENTS, random_state=0, n_iter=5, split_every=4),
+        ("startprob_", "transmat_", "means_", "covars_"),
+    ),
+    "fa": (
+        lambda: FactorAnalysis(2, random_state=0, max_iter=200, split_every=4),
+        ("components_", "mean_", "noise_variance_"),
+    ),
+}
+
+
+def _fit(name, X):
+    est = ESTIMATORS[name][0]()
+    return est.fit(X, HMM_LENGTHS) if name == "hmm" else est.fit(X)
+
+
+@pytest.fixture(scope="module")
+def local_estimator_fits(data):
+    """Every estimator fitted on Dask's local threads (requested before any client exists)."""
+    assert current_client() is None
+    return {(name, kind): _fit(name, X) for name in ESTIMATORS for kind, X in data.items()}
+
+
+def _start_recording(dask_scheduler=None):
+    # The scheduler reports a key submitted twice with different tasks by logging (its
+    # `distributed.scheduler` logger, which does not propagate to the root logger), not
+    # with `warnings`: record its WARNING records where it runs.
+    class Recorder(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    recorder = Recorder()
+    logging.getLogger("distributed.scheduler").addHandler(recorder)
+    dask_scheduler._daskem_test_recorder = recorder
+
+
+def _stop_recording(dask_scheduler=None):
+    recorder = dask_scheduler.__dict__.pop("_daskem_test_recorder")
+    logging.getLogger("distributed.scheduler").removeHandler(recorder)
+    return recorder.messages
+
+
+@contextlib.contextmanager
+def scheduler_warnings(client) -> Iterator[list[str]]:
+    """The messages the scheduler logs at WARNING or above meanwhile (filled on exit)."""
+    messages: list[str] = []
+    client.run_on_scheduler(_start_recording)
+    try:
+        yield messages
+    finally:
+        messages.extend(client.run_on_scheduler(_stop_recording))
+
+
+def _identity(*args):
+    return args
+
+
+def test_scheduler_warnings_catch_a_key_collision(client):
+    # The recorder sees the warning when one key is given two different tasks.
+    held = client.persist(dask.delayed(_identity)(dask.delayed(_identity)(1, dask_key_name="a"), dask_key_name="k"))
+    other = dask.delayed(_identity)(dask.delayed(_identity)(2, dask_key_name="b"), dask_key_name="k")
+    with scheduler_warnings(client) as logged:
+        client.compute(other).result()
+    del held
+    assert any(RUN_SPEC in m and "'k'" in m for m in logged), logged
+
+
+@pytest.mark.parametrize("kind", ["numpy", "zarr", "dask"])
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_cluster_fits_submit_one_task_per_key(client, data, local_estimator_fits, name, kind):
+    # A cached fit persists its blocks; its initialisation (one sampled row, the first rows)
+    # reads the same source meanwhile: the block keys must stand for the same tasks.
+    with warnings.catch_warnings(record=True) as caught, scheduler_warnings(client) as logged:
+        warnings.simplefilter("always")
+        remote = _fit(name, data[kind])
+    assert not [m for m in logged if RUN_SPEC in m], logged
+    assert not [w for w in caught if RUN_SPEC in str(w.message)]
+    local = local_estimator_fits[name, kind]
+    for attr in ESTIMATORS[name][1]:
+        assert np.array_equal(getattr(remote, attr), getattr(local, attr)), attr
+
+
+def test_start_flag_column_has_the_same_keys_every_time(data):
+    # Built again (fit, then score or predict), the start-flag column must give the same
+    # keys the same dependencies: no randomly named intermediate task under a fixed key.
+    raw = as_source(data["zarr"])
+    graphs = [dict(sequence_source(raw, HMM_LENGTHS)[0].array.__dask_graph__()) for _ in range(2)]
+    assert graphs[0].keys() == graphs[1].keys()
+    for key in graphs[0]:
+        assert dask.core.get_dependencies(graphs[0], key) == dask.core.get_dependencies(graphs[1], key), key
 
 
 def test_client_fixture_leaves_the_local_scheduler(cluster):

@@ -400,13 +400,6 @@ def test_save_load_every_covariance_type(blobs, tmp_path, covariance_type):
     assert np.array_equal(loaded.predict(blobs), gm.predict(blobs))
 
 
-def test_save_replaces_existing_model(fits, tmp_path, blobs):
-    path = tmp_path / "m.zarr"
-    GaussianMixture(2, random_state=0).fit(blobs).save(path)
-    fits["numpy"].save(path)
-    assert np.array_equal(daskem.load(path).means_, fits["numpy"].means_)
-
-
 def test_model_group_has_no_pickle(saved):
     group = zarr.open_group(str(saved), mode="r")
     arrays = dict(group.arrays())

@@ -8,9 +8,11 @@ import click
 import matplotlib.image
 import numpy as np
 import pytest
+import zarr
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
 import daskem
+from daskem.checkpoint.store import read_arrays_group
 from daskem.cli import main
 from daskem.models.gaussian import covariance_type
 from daskem.select import n_parameters, select_mixture
@@ -155,17 +157,136 @@ def test_cli_plot_writes_pictures(checkpoint, tmp_path, fmt):
             assert text.count("<path") > 10
 
 
-def test_cli_plot_of_a_model_file_needs_data_for_components(checkpoint, store, tmp_path):
+def test_cli_plot_of_a_model_file_draws_the_data_the_fit_read(store, tmp_path):
+    # `daskem fit DATA --output M.zarr` records where the data are; `daskem plot M.zarr`
+    # draws both pictures from there, also after the model is loaded and saved again.
+    model, again = tmp_path / "model.zarr", tmp_path / "again.zarr"
+    fit = daskem_cli("fit", store, "-k", "3", "--workers", "0", "--max-iter", "5", "--output", model, "-q")
+    assert fit.returncode == 0, fit.stderr
+    _arrays, info = read_arrays_group(model)
+    assert info["fit"]["source"] == {"location": str(store), "options": {}}
+    daskem.load(model).save(again)
+    assert read_arrays_group(again)[1]["fit"]["source"] == info["fit"]["source"]
+    for path in (model, again):
+        result = daskem_cli("plot", path, "--sample", "1000")
+        assert result.returncode == 0, result.stderr
+        files = [tmp_path / f"{path.stem}-loglik.png", tmp_path / f"{path.stem}-components.png"]
+        assert result.stdout.split() == [w for f in files for w in ("wrote", str(f))]
+        for file in files:
+            assert_not_blank(file)
+
+
+def test_cli_plot_of_an_in_memory_fit_fails_naming_data(store, tmp_path):
+    X = np.asarray(zarr.open_array(str(store), mode="r")[:])
     model = tmp_path / "model.zarr"
-    daskem.load(checkpoint).save(model)
-    alone = daskem_cli("plot", model, "-o", tmp_path / "a-")
-    assert alone.returncode == 0, alone.stderr
-    assert "pass --data to draw the components" in alone.stderr
+    daskem.GaussianMixture(3, random_state=0, max_iter=5).fit(X).save(model)
+    assert read_arrays_group(model)[1]["fit"]["source"] is None
+    alone = daskem_cli("plot", model, "-o", tmp_path / "a")
+    # The picture that can be drawn is written, then the command fails and names --data.
+    assert alone.returncode == 1, alone.stderr
+    assert alone.stdout.split() == ["wrote", str(tmp_path / "a-loglik.png")]
+    assert "records no data location" in alone.stderr
+    assert "pass --data DATA" in alone.stderr
     assert_not_blank(tmp_path / "a-loglik.png")
     assert not (tmp_path / "a-components.png").exists()
-    with_data = daskem_cli("plot", model, "--data", store, "-o", tmp_path / "b-")
+    with_data = daskem_cli("plot", model, "--data", store, "-o", tmp_path / "b", "--sample", "1000")
     assert with_data.returncode == 0, with_data.stderr
     assert_not_blank(tmp_path / "b-components.png")
+
+
+def test_cli_plot_output_prefix_and_directory(checkpoint, tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "existing").mkdir()
+    cases = [
+        (str(tmp_path / "x" / "run"), ["x/run-loglik.png", "x/run-components.png"]),
+        (str(tmp_path / "new") + "/", ["new/loglik.png", "new/components.png"]),
+        (str(tmp_path / "existing"), ["existing/loglik.png", "existing/components.png"]),
+    ]
+    for prefix, names in cases:
+        result = daskem_cli("plot", checkpoint, "-o", prefix, "--sample", "500")
+        assert result.returncode == 0, result.stderr
+        files = [tmp_path / name for name in names]
+        assert result.stdout.split() == [w for f in files for w in ("wrote", str(f))]
+        for file in files:
+            assert_not_blank(file)
+    assert not (tmp_path / "x" / "runloglik.png").exists()
+    assert not (tmp_path / "existingloglik.png").exists()
+
+
+def test_picture_paths_defaults_beside_run():
+    from daskem.plot import picture_paths
+
+    assert picture_paths("out/run.zarr", None, "svg") == ("out/run-loglik.svg", "out/run-components.svg")
+    assert picture_paths("out/run.zarr/", None, "png") == ("out/run-loglik.png", "out/run-components.png")
+    assert picture_paths("out/run.zarr", "figs/fit_", "png") == ("figs/fit_loglik.png", "figs/fit_components.png")
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures daskem.plot draws, after they are saved (the axes of each, in order)."""
+    import daskem.plot
+
+    figures = []
+    finish = daskem.plot._finish
+
+    def keep(plt, fig, path, show):
+        out = finish(plt, fig, path, show)
+        figures.append(fig)
+        return out
+
+    monkeypatch.setattr(daskem.plot, "_finish", keep)
+    return figures
+
+
+def rgb(colours):
+    return np.round(np.asarray(colours, dtype=float)[..., :3], 6)
+
+
+@pytest.mark.parametrize("kind", ["gmm", "kmeans"])
+def test_plot_components_colours_each_component_alike(data, drawn, tmp_path, kind):
+    from daskem.plot import component_colours, plot_components
+
+    X = data.compute()[:3000]
+    est = daskem.GaussianMixture(TRUE_K, random_state=0) if kind == "gmm" else daskem.KMeans(TRUE_K, random_state=0)
+    est.fit(X)
+    plot_components(est, X, str(tmp_path / "c.png"))
+    (fig,) = drawn
+    (ax,) = fig.axes
+    labels = est.predict(X)
+    assert len(set(labels.tolist())) == TRUE_K
+    expected = rgb(component_colours(TRUE_K))
+    assert len({tuple(c) for c in expected}) == TRUE_K  # distinct colours
+    points, means = ax.collections
+    # Every point has its component's colour; so has the component's mean marker ...
+    assert np.array_equal(rgb(points.get_facecolors()), expected[labels])
+    assert np.array_equal(rgb(means.get_facecolors()), expected)
+    # ... and, for a mixture, both of its ellipses.
+    if kind == "gmm":
+        assert len(ax.patches) == 2 * TRUE_K
+        for j in range(TRUE_K):
+            for patch in ax.patches[2 * j : 2 * j + 2]:
+                assert np.array_equal(rgb(patch.get_edgecolor()), expected[j])
+                assert np.allclose(patch.center, ((est.means_[j] - X.mean(axis=0)) @ _basis(X))[:2])
+    else:
+        assert not ax.patches
+
+
+def _basis(X):
+    from daskem.plot import projection
+
+    return projection(X)[1]
+
+
+def test_plot_history_ticks_are_whole_iterations(drawn, tmp_path):
+    from daskem.plot import plot_history
+
+    plot_history([np.array([-3.0, -2.5, -2.4]), np.array([-3.2, -2.9])], 0, str(tmp_path / "h.png"))
+    (fig,) = drawn
+    ticks = fig.axes[0].get_xticks()
+    assert len(ticks) >= 2
+    assert np.array_equal(ticks, np.round(ticks))
+    low, high = fig.axes[0].get_xlim()
+    assert {1, 2, 3} <= {int(t) for t in ticks if low <= t <= high}
 
 
 def test_every_command_and_option_has_help():

@@ -24,6 +24,7 @@ class FitEvent:
     Attributes
     ----------
     phase : str
+        ``"reading"`` (the estimator opens the data and reads its fingerprint),
         ``"initialising"`` (passes of the initialiser), ``"fitting"`` (EM iterations),
         ``"resumed"`` (a run continues from checkpointed iteration ``iteration``) or
         ``"note"`` (a message about the fit, e.g. a resumed run continuing under a new

@@ -34,6 +34,7 @@ from daskem.em.engine import (
     single_threaded_blas,
 )
 from daskem.em.monitor import IterationRecord
+from daskem.em.progress import FitEvent, notify
 from daskem.errors import DataError, NotFittedError, ParameterError, StoreError
 from daskem.estimators._validation import check_int, check_option, check_random_state_param, check_real
 from daskem.io.sources import DataSource, as_source
@@ -180,6 +181,8 @@ class EMEstimator(BaseEstimator):
         ``converged_``, ``n_iter_``, ``lower_bound_``, ``lower_bounds_``, ``n_passes_``,
         ``pruned_restarts_`` and ``n_features_in_`` are filled in.
         """
+        # Checkpoint metadata reads a fingerprint of the data (sampled blocks): say so.
+        notify(FitEvent("reading"))
         entropy = _entropy(self.random_state)
         checkpoint = None
         if self.checkpoint is not None:

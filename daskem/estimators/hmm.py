@@ -121,10 +121,14 @@ def sequence_source(source: DataSource, lengths: Any) -> tuple[DataSource, bool]
         array = array.rechunk({0: _aligned_chunks(sizes, max_rows)})
     starts = np.cumsum(np.concatenate([[0], sizes[:-1]]))[sizes > 0] if sizes.size else np.zeros(0, np.int64)
     d = source.n_features
+    # The blocks as delayed objects, not array.blocks[i]: a dask array passed to a delayed
+    # function is finalized under a random key, so every call would give the same piece
+    # key another dependency (distributed: "Detected different `run_spec`").
+    blocks = array.to_delayed().ravel()
     pieces, lo = [], 0
     for i, rows in enumerate(array.chunks[0]):
         local = starts[(starts >= lo) & (starts < lo + rows)] - lo
-        piece = dask.delayed(_add_start_flags, pure=True)(array.blocks[i], local)
+        piece = dask.delayed(_add_start_flags, pure=True)(blocks[i], local)
         pieces.append(da.from_delayed(piece, shape=(rows, d + 1), dtype=array.dtype))
         lo += rows
     flagged = da.concatenate(pieces, axis=0) if pieces else da.zeros((0, d + 1), dtype=array.dtype)

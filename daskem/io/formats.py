@@ -143,7 +143,8 @@ def read_hdf5(location: str, dataset: str | None, chunk_rows: int) -> da.Array:
     if dataset is None:
         raise DataError(f"{location!r} is an HDF5 file: name the dataset, dataset='/x' (daskem fit --dataset /x).")
     rows = HDF5Rows(location, dataset)
-    return da.from_array(rows, chunks=(chunk_rows, *rows.shape[1:]), lock=True)
+    # Inlined (see daskem.io.sources.zarr_dask): every block's task is the same in every graph.
+    return da.from_array(rows, chunks=(chunk_rows, *rows.shape[1:]), lock=True, inline_array=True)
 
 
 def xarray_data(obj: Any, variable: str | None, where: str) -> Any:
@@ -165,7 +166,8 @@ def open_netcdf(location: str, variable: str | None) -> Any:
     """A variable of a NetCDF file, opened lazily with xarray (dask chunks)."""
     xr = _require("xarray", "NetCDF")
     try:
-        dataset = xr.open_dataset(location, chunks={})
+        # Inlined (see daskem.io.sources.zarr_dask): every block's task is the same in every graph.
+        dataset = xr.open_dataset(location, chunks={}, inline_array=True)
     except FileNotFoundError:
         raise DataError(f"No NetCDF file at {location!r}.") from None
     return xarray_data(dataset, variable, repr(location))

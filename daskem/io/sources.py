@@ -83,13 +83,20 @@ def zarr_dask(arr: zarr.Array) -> da.Array:
     More than :data:`MANY_BLOCKS` stored chunks under :data:`MIN_BLOCK_ROWS` rows would make one task per chunk and
     leave Dask's per-task overhead dominant; a task then reads a whole multiple of them
     (one Zarr read of a contiguous row range). Reads that fail raise :class:`StoreError`.
+
+    The (small, picklable) array handle is inlined in every block's task, so a block's
+    task has no dependency and is the same in every graph. With a separate
+    ``original-`` key, Dask fuses it into a block that is the only one a graph reads
+    (one sampled row, the first rows), renaming that block's key to an alias: the same
+    key with another dependency than in the graph of all blocks that a cached fit keeps
+    persisted, which distributed reports ("Detected different `run_spec`").
     """
     rows = int(arr.chunks[0]) if arr.ndim else 1
     chunks: Any = arr.chunks
     if arr.ndim == 2 and 0 < rows < MIN_BLOCK_ROWS and arr.shape[0] > MANY_BLOCKS * rows:
         chunks = (rows * max(1, target_block_rows(arr.shape[0], arr.shape[1]) // rows), arr.shape[1])
     name = "from-zarr-" + dask.base.tokenize(str(arr.store_path), arr.shape, arr.dtype.str, chunks)
-    return da.from_array(_CheckedZarr(arr), chunks=chunks, name=name, asarray=False, fancy=False)
+    return da.from_array(_CheckedZarr(arr), chunks=chunks, name=name, asarray=False, fancy=False, inline_array=True)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,25 @@ def make_mixture_array(
     return da.concatenate(blocks, axis=0), spec
 
 
+def _check_replaceable(path: str | os.PathLike[str]) -> None:
+    """Refuse to overwrite anything but an array written by :func:`write_mixture_zarr`."""
+    from daskem.checkpoint.store import existing_content
+    from daskem.errors import DestinationExistsError
+
+    found = existing_content(path)
+    if found is None:
+        return
+    try:
+        truth = zarr.open_array(store=os.fspath(path), mode="r").attrs.get("daskem_truth")
+    except Exception:
+        truth = None
+    if truth is None:
+        raise DestinationExistsError(
+            f"{os.fspath(path)!r} holds {found[1]}, not a dataset written by daskem make-data; it is never "
+            "replaced. Choose another path."
+        )
+
+
 def write_mixture_zarr(
     path: str | os.PathLike[str],
     n_samples: int,
@@ -120,14 +139,22 @@ def write_mixture_zarr(
     dtype: Any = np.float64,
     compress: bool = False,
     overwrite: bool = False,
+    separation: float = 4.0,
 ) -> MixtureSpec:
     """Write a synthetic mixture to a Zarr v3 array, block by block, in parallel.
 
     The true parameters are stored in the array's attributes under ``"daskem_truth"``.
     Random floats do not compress (zstd ratio ~1.03), so the default writes
-    uncompressed chunks, which read about twice as fast.
+    uncompressed chunks, which read about twice as fast. ``overwrite`` replaces only an
+    array written here before (one with ``"daskem_truth"``): anything else at ``path``
+    raises :class:`~daskem.errors.DestinationExistsError` (a ``FileExistsError``) naming
+    it. ``separation`` is the spread of the true means (see :func:`mixture_spec`).
     """
-    X, spec = make_mixture_array(n_samples, n_features, n_components, seed=seed, chunk_rows=chunk_rows, dtype=dtype)
+    if overwrite:
+        _check_replaceable(path)
+    X, spec = make_mixture_array(
+        n_samples, n_features, n_components, seed=seed, chunk_rows=chunk_rows, dtype=dtype, separation=separation
+    )
     target = zarr.create_array(
         store=os.fspath(path),
         shape=X.shape,

@@ -35,8 +35,11 @@ Options (each has an environment variable; flags win):
   -o, --output PATH        fitted model (Zarr group)      (OUTPUT, default WORK_DIR/model.zarr)
   -h, --help               this help
 
-Commands: DASKEM (default `daskem`) and DASK (default `dask`), e.g.
+Commands: DASKEM and DASK name them (word-split), e.g.
   DASKEM=.venv/bin/daskem DASK=.venv/bin/dask deploy/local/run.sh -n 4
+Unset, `daskem` is the one on PATH, else the checkout's .venv/bin/daskem (the
+environment the main README creates), and `dask` is the one beside that daskem, else
+the one on PATH.
 STARTUP_TIMEOUT (seconds, default 60) bounds the wait for the scheduler and workers.
 EOF
 }
@@ -55,9 +58,8 @@ SEED=${SEED:-0}
 CHECKPOINT=${CHECKPOINT:-}
 OUTPUT=${OUTPUT:-}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-60}
-# Overridable commands; word-split so that e.g. DASK="python -m distributed.cli.dask" works.
-read -r -a DASKEM_CMD <<<"${DASKEM:-daskem}"
-read -r -a DASK_CMD <<<"${DASK:-dask}"
+# The checkout this script belongs to (deploy/local/run.sh): its .venv is a fallback.
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 die() {
     echo "run.sh: $*" >&2
@@ -92,6 +94,31 @@ done
 
 [[ $N_WORKERS =~ ^[1-9][0-9]*$ ]] || die "the number of workers must be a positive integer, got '$N_WORKERS'"
 [[ $STARTUP_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "STARTUP_TIMEOUT must be a positive integer, got '$STARTUP_TIMEOUT'"
+
+# The commands: DASKEM / DASK when set (word-split, so that e.g.
+# DASK="python -m distributed.cli.dask" works); else daskem on PATH, else the checkout's
+# .venv; dask from the same environment as daskem, else from PATH.
+daskem_path=""
+if [[ -n ${DASKEM:-} ]]; then
+    read -r -a DASKEM_CMD <<<"$DASKEM"
+    [[ ${DASKEM_CMD[0]} == */* ]] && daskem_path=${DASKEM_CMD[0]}
+elif daskem_path=$(command -v daskem); then
+    DASKEM_CMD=("$daskem_path")
+elif [[ -x $REPO_DIR/.venv/bin/daskem ]]; then
+    daskem_path=$REPO_DIR/.venv/bin/daskem
+    DASKEM_CMD=("$daskem_path")
+else
+    die "no daskem command: not on PATH and no $REPO_DIR/.venv/bin/daskem. Create the environment (python3 -m venv .venv && .venv/bin/pip install -e .) or set DASKEM (see --help)"
+fi
+if [[ -n ${DASK:-} ]]; then
+    read -r -a DASK_CMD <<<"$DASK"
+elif [[ -n $daskem_path && -x $(dirname "$daskem_path")/dask ]]; then
+    DASK_CMD=("$(dirname "$daskem_path")/dask")
+elif command -v dask >/dev/null; then
+    DASK_CMD=(dask)
+else
+    die "no dask command beside ${DASKEM_CMD[0]} or on PATH; set DASK (see --help)"
+fi
 
 mkdir -p "$WORK_DIR/logs"
 WORK_DIR=$(cd "$WORK_DIR" && pwd) # absolute: the scheduler file and logs are named in messages
@@ -197,7 +224,10 @@ wait "$FIT_PID" || fit_status=$?
 FIT_PID=""
 if ((fit_status == 0)); then
     echo "Model written to $OUTPUT; checkpoint $CHECKPOINT"
+elif ((fit_status == 130 || fit_status == 143)); then
+    echo "run.sh: daskem fit was interrupted; run the same command again to resume from $CHECKPOINT" >&2
 else
-    echo "run.sh: daskem fit failed with status $fit_status; run again to resume from $CHECKPOINT" >&2
+    echo "run.sh: daskem fit failed with status $fit_status: see its message above. Once its cause is" \
+        "fixed, the same command resumes from $CHECKPOINT (committed iterations are kept)" >&2
 fi
 exit "$fit_status"
