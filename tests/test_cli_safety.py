@@ -409,7 +409,35 @@ def test_resume_command_takes_a_new_tol(data, tmp_path):
     _ok(daskem_cli("fit", data, *FIT, "--tol", "1e-2", "--checkpoint", run))
     stopped = daskem.load(run).n_iter_
     result = _ok(daskem_cli("resume", run, "--tol", "1e-7", "--workers", "0", "-o", model))
-    assert f"the fit converged under tol=0.01 at iteration {stopped} continues under tol=1e-07" in _words(
-        result.stderr
-    )
+    assert f"the fit converged under tol=0.01 at iteration {stopped} continues under tol=1e-07" in _words(result.stderr)
     _same_model(daskem.load(model), daskem.load(reference))
+
+
+# -- make-data -------------------------------------------------------------------------------
+
+
+def test_make_data_overwrite_replaces_only_its_own_arrays(tmp_path):
+    user = _user_files(tmp_path / "results")
+    before = _tree_bytes(user)
+    _refused(
+        daskem_cli("make-data", user, "--n-samples", "100", "--overwrite"),
+        "not a dataset written by daskem make-data; it is never replaced",
+    )
+    assert _tree_bytes(user) == before
+    made = tmp_path / "made.zarr"
+    _ok(daskem_cli("make-data", made, "--n-samples", "100", "--n-features", "2", "--seed", "1"))
+    _ok(daskem_cli("make-data", made, "--n-samples", "50", "--n-features", "2", "--seed", "1", "--overwrite"))
+    assert zarr.open_array(str(made), mode="r").shape == (50, 2)
+
+
+def test_make_data_separation_scales_the_true_means(tmp_path):
+    paths = {}
+    for separation in ("4", "0.5"):
+        paths[separation] = tmp_path / f"sep-{separation}.zarr"
+        args = ["--n-samples", "100", "--n-features", "3", "--n-components", "4", "--seed", "2"]
+        _ok(daskem_cli("make-data", paths[separation], *args, "--separation", separation))
+    means = {k: np.asarray(zarr.open_array(str(p), mode="r").attrs["daskem_truth"]["means"]) for k, p in paths.items()}
+    np.testing.assert_allclose(means["0.5"], means["4"] * 0.5 / 4.0, rtol=1e-12)  # 4.0 is the default
+    bad = daskem_cli("make-data", tmp_path / "x.zarr", "--separation", "0")
+    assert bad.returncode == 2
+    assert "0" in bad.stderr and "--separation" in bad.stderr
