@@ -736,24 +736,45 @@ def _check_output(output: str, overwrite: bool, data: str, checkpoint: str | Non
     check_model_destination(output, overwrite=overwrite)
 
 
-def _quiet_cluster_logs(debug: bool) -> None:
-    """Keep distributed's own logs (tracebacks of a lost connection or of a cluster closing
-    on Ctrl-C, here and in the local workers) off the terminal.
+#: The dask config variable that sets the log level of distributed in worker processes.
+_WORKER_LOG_LEVEL = "DASK_LOGGING__DISTRIBUTED"
 
-    The CLI reports what happened in one message; ``--debug`` shows everything.
+
+@contextlib.contextmanager
+def _quiet_cluster_logs(debug: bool) -> Iterator[None]:
+    """Keep distributed's own logs (tracebacks of a lost connection or of a cluster closing
+    on Ctrl-C, here and in the local workers) off the terminal while the block runs.
+
+    The CLI reports what happened in one message; ``--debug`` shows everything. The
+    levels and the workers' environment are restored afterwards (the command may run
+    in-process, e.g. under ``click.testing.CliRunner``).
     """
     if debug:
+        yield
         return
     import logging
 
     import distributed  # noqa: F401  (configures its loggers on import: set the levels after)
 
-    # asyncio: "Task exception was never retrieved" of the client's pending gathers.
     names = [n for n in logging.root.manager.loggerDict if n.startswith("distributed")]
-    for name in [*names, "distributed", "asyncio"]:
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    # asyncio: "Task exception was never retrieved" of the client's pending gathers.
+    loggers = [logging.getLogger(name) for name in {*names, "distributed", "asyncio"}]
+    levels = [logger.level for logger in loggers]
     environ = dask.config.get("distributed.nanny.pre-spawn-environ", {})
-    dask.config.set({"distributed.nanny.pre-spawn-environ": {**environ, "DASK_LOGGING__DISTRIBUTED": "critical"}})
+    # The nanny sets its pre-spawn environment in this process too (os.environ.update).
+    before = os.environ.get(_WORKER_LOG_LEVEL)
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": {**environ, _WORKER_LOG_LEVEL: "critical"}}):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+        if before is None:
+            os.environ.pop(_WORKER_LOG_LEVEL, None)
+        else:
+            os.environ[_WORKER_LOG_LEVEL] = before
 
 
 def _run_fit(
@@ -775,7 +796,6 @@ def _run_fit(
 
     console = Console(stderr=True)
     choice = ClusterChoice(**cluster)
-    _quiet_cluster_logs(debug)
     start = time.perf_counter()
     client = None
     lost: BaseException | None = None
@@ -784,6 +804,7 @@ def _run_fit(
         if output:
             _check_output(output, overwrite, data, est.checkpoint)
         with (
+            _quiet_cluster_logs(debug),
             cluster_client(choice, console) as client,
             _IterationDisplay(console, est, "none" if quiet else progress) as display,
             reporting_progress(display.event),
@@ -1086,12 +1107,17 @@ def select(
     console = Console(stderr=True)
     types = [t.strip() for t in covariance_type.split(",") if t.strip()]
     try:
+        if output:
+            _check_output(output, overwrite, data, checkpoint)
         with (
-            cluster_client(ClusterChoice(**cluster), console),
+            _quiet_cluster_logs(debug),
+            cluster_client(ClusterChoice(**cluster), console) as client,
             _SelectionDisplay(console, "none" if quiet else progress, max_iter, checkpoint) as display,
             dask.annotate(retries=retries) if retries else contextlib.nullcontext(),
+            watch_worker_memory(client),
         ):
             source = as_source(data, **_source_kwargs(variable, columns, dataset, chunk_rows))
+            check_worker_memory(client, largest_block_bytes(source))
             display.start(len(n_components) * len(types), source.n_samples)
             selection = select_mixture(
                 source,
@@ -1110,6 +1136,8 @@ def select(
         if plot_path:
             plot_selection(selection, plot_path)
     except KeyboardInterrupt:
+        if debug:
+            console.print_exception()
         hint = (
             f"The checkpoint {checkpoint} keeps the committed passes: run the same command again to continue."
             if checkpoint
@@ -1118,6 +1146,8 @@ def select(
         console.print(f"Interrupted. {hint}", highlight=False, soft_wrap=True)
         sys.exit(130)
     except DaskemError as err:
+        if debug:
+            console.print_exception()
         raise click.ClickException(str(err)) from None
     rows = [
         {

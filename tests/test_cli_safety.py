@@ -440,4 +440,23 @@ def test_make_data_separation_scales_the_true_means(tmp_path):
     np.testing.assert_allclose(means["0.5"], means["4"] * 0.5 / 4.0, rtol=1e-12)  # 4.0 is the default
     bad = daskem_cli("make-data", tmp_path / "x.zarr", "--separation", "0")
     assert bad.returncode == 2
-    assert "0" in bad.stderr and "--separation" in bad.stderr
+    assert "--separation" in bad.stderr
+    assert "0 is not in the range x>0" in bad.stderr.replace("\x27", "")
+
+
+def test_an_in_process_command_leaves_logging_and_environment_as_it_found_them(data, tmp_path):
+    """The CLI quiets distributed while it runs; in-process (CliRunner) it must restore it."""
+    import logging
+
+    from click.testing import CliRunner
+
+    from daskem.cli import main
+
+    levels = {name: logging.getLogger(name).level for name in ("distributed", "distributed.scheduler", "asyncio")}
+    environ = dict(os.environ)
+    result = CliRunner().invoke(main, ["fit", str(data), *FIT, "--max-iter", "2", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert {name: logging.getLogger(name).level for name in levels} == levels
+    # (distributed's nanny exports its own pre-spawn environment into this process too;
+    # the log level daskem adds to it must not stay: later clusters would log nothing.)
+    assert os.environ.get("DASK_LOGGING__DISTRIBUTED") == environ.get("DASK_LOGGING__DISTRIBUTED")

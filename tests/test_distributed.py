@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Iterator
 
 import dask
-import dask.array as da
 import numpy as np
 import pytest
 import zarr
@@ -39,8 +38,7 @@ def data(tmp_path_factory, request):
     seed = request.getfixturevalue("seed")
     path = str(tmp_path_factory.mktemp("distributed") / "X.zarr")
     daskem.testing.write_mixture_zarr(path, N_SAMPLES, N_FEATURES, N_COMPONENTS, seed=seed, chunk_rows=CHUNK_ROWS)
-    # "dask": an array the user built, with dask's default (a shared array-handle task).
-    return {"numpy": np.asarray(zarr.open_array(path, mode="r")[...]), "zarr": path, "dask": da.from_zarr(path)}
+    return {"numpy": np.asarray(zarr.open_array(path, mode="r")[...]), "zarr": path}
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +187,7 @@ def test_scheduler_warnings_catch_a_key_collision(client):
     assert any(RUN_SPEC in m and "'k'" in m for m in logged), logged
 
 
-@pytest.mark.parametrize("kind", ["numpy", "zarr", "dask"])
+@pytest.mark.parametrize("kind", ["numpy", "zarr"])
 @pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_cluster_fits_submit_one_task_per_key(client, data, local_estimator_fits, name, kind):
     # A cached fit persists its blocks; its initialisation (one sampled row, the first rows)

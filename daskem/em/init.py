@@ -64,10 +64,7 @@ def sample_rows(source: DataSource, size: int, rng: np.random.Generator) -> np.n
     """
     n = source.n_samples
     index = np.arange(n) if size >= n else np.sort(rng.choice(n, size=size, replace=False))
-    # Unoptimised: graph optimisation would fuse the read of a block with the array handle
-    # it shares with the other blocks, a new task under the key of the block that a cached
-    # fit may hold persisted (distributed's "Detected different run_spec").
-    rows = np.asarray(source.array[index].compute(optimize_graph=False), dtype=np.float64)
+    rows = np.asarray(source.array[index].compute(), dtype=np.float64)
     bounds = np.cumsum(source.array.chunks[0])
     if 2 * np.unique(np.searchsorted(bounds, index, side="right")).size > len(bounds):
         count_pass()
@@ -422,8 +419,7 @@ def initial_params(
     if method == "random":
         blocks = data_blocks(source)
         seeds = [np.random.SeedSequence(int(rng.integers(2**63))).spawn(len(blocks)) for rng in rngs]
-        first = source.array[: min(1024, source.n_samples)].mean(axis=0)
-        shift = np.asarray(first.compute(optimize_graph=False), dtype=np.float64)  # as in sample_rows
+        shift = np.asarray(source.array[: min(1024, source.n_samples)].mean(axis=0).compute(), dtype=np.float64)
         per_block = [(tuple(s[i] for s in seeds),) for i in range(len(blocks))]
         stats = compute_stats(batched, shift, blocks, fan_in, block_fn=_random_block_stats, block_args=per_block)
         return [model.m_step(s, None) for s in _checked(stats, source, model)]
