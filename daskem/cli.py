@@ -746,8 +746,10 @@ def _quiet_cluster_logs(debug: bool) -> Iterator[None]:
     on Ctrl-C, here and in the local workers) off the terminal while the block runs.
 
     The CLI reports what happened in one message; ``--debug`` shows everything. The
-    levels and the workers' environment are restored afterwards (the command may run
-    in-process, e.g. under ``click.testing.CliRunner``).
+    loggers stay quiet after the block (a lost connection is still logged while the
+    process exits); the workers' log level, which distributed's nanny also exports into
+    this process's environment, is removed again, so that clusters started later (e.g.
+    by a command run in-process under ``click.testing.CliRunner``) log normally.
     """
     if debug:
         yield
@@ -758,19 +760,15 @@ def _quiet_cluster_logs(debug: bool) -> Iterator[None]:
 
     names = [n for n in logging.root.manager.loggerDict if n.startswith("distributed")]
     # asyncio: "Task exception was never retrieved" of the client's pending gathers.
-    loggers = [logging.getLogger(name) for name in {*names, "distributed", "asyncio"}]
-    levels = [logger.level for logger in loggers]
+    for name in {*names, "distributed", "asyncio"}:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     environ = dask.config.get("distributed.nanny.pre-spawn-environ", {})
     # The nanny sets its pre-spawn environment in this process too (os.environ.update).
     before = os.environ.get(_WORKER_LOG_LEVEL)
     try:
-        for logger in loggers:
-            logger.setLevel(logging.CRITICAL)
         with dask.config.set({"distributed.nanny.pre-spawn-environ": {**environ, _WORKER_LOG_LEVEL: "critical"}}):
             yield
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
         if before is None:
             os.environ.pop(_WORKER_LOG_LEVEL, None)
         else:

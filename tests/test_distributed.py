@@ -152,13 +152,19 @@ def _start_recording(dask_scheduler=None):
             self.messages.append(record.getMessage())
 
     recorder = Recorder()
-    logging.getLogger("distributed.scheduler").addHandler(recorder)
+    logger = logging.getLogger("distributed.scheduler")
+    # A daskem command run in this process (CliRunner) quiets distributed's loggers.
+    recorder.level_before = logger.level
+    logger.setLevel(logging.WARNING)
+    logger.addHandler(recorder)
     dask_scheduler._daskem_test_recorder = recorder
 
 
 def _stop_recording(dask_scheduler=None):
     recorder = dask_scheduler.__dict__.pop("_daskem_test_recorder")
-    logging.getLogger("distributed.scheduler").removeHandler(recorder)
+    logger = logging.getLogger("distributed.scheduler")
+    logger.removeHandler(recorder)
+    logger.setLevel(recorder.level_before)
     return recorder.messages
 
 
