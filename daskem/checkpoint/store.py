@@ -65,9 +65,13 @@ def write_arrays_group(
     arrays: dict[str, np.ndarray],
     attrs: dict[str, Any],
     *,
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> None:
-    """Write ``arrays`` and JSON ``attrs`` as a Zarr v3 group at ``location``."""
+    """Write ``arrays`` and JSON ``attrs`` as a Zarr v3 group at ``location``.
+
+    With ``overwrite=False`` (the default) an existing node at ``location`` is an error;
+    :func:`write_model` is the safe way to replace a model file.
+    """
     group = zarr.open_group(store=os.fspath(location), mode="w" if overwrite else "w-", zarr_format=3)
     for name, value in arrays.items():
         write_float_array(group, name, value)
@@ -214,7 +218,7 @@ def write_model(
     if local:
         os.makedirs(parent or "/", exist_ok=True)
     try:
-        write_arrays_group(staging if local else fs.unstrip_protocol(staging), arrays, attrs, overwrite=False)
+        write_arrays_group(staging if local else fs.unstrip_protocol(staging), arrays, attrs)
         if local and not (os.path.isdir(root) and os.listdir(root)):
             os.replace(staging, root)  # nothing there, or an empty directory
         elif not local and not fs.exists(root):
