@@ -1,26 +1,85 @@
-"""daskem: Expectation-Maximization on data larger than memory, with Dask and Zarr."""
+"""daskem: Expectation-Maximization on data larger than memory, with Dask and Zarr.
 
-from importlib.metadata import PackageNotFoundError, version
+The public names are imported lazily (PEP 562): ``import daskem`` imports neither dask,
+distributed, numba nor matplotlib; ``from daskem import GaussianMixture`` imports the
+estimators (and Dask) on first use.
+"""
 
-from daskem.em import EMResult, RestartsResult, fit_em, fit_em_restarts, initial_params
-from daskem.errors import DaskemError, DataError, NotFittedError, NumericalError, ParameterError, StoreError
-from daskem.estimators import (
-    PPCA,
-    CategoricalHMM,
-    FactorAnalysis,
-    GaussianHMM,
-    GaussianMixture,
-    KMeans,
-    lengths_from_ids,
-    load,
-)
-from daskem.io import as_source
-from daskem.models import GaussianMixtureModel, GaussianMixtureParams, KMeansModel, KMeansParams
+from __future__ import annotations
 
-try:
-    __version__ = version("daskem")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from daskem.em import EMResult, RestartsResult, fit_em, fit_em_restarts, initial_params
+    from daskem.errors import DaskemError, DataError, NotFittedError, NumericalError, ParameterError, StoreError
+    from daskem.estimators import (
+        PPCA,
+        CategoricalHMM,
+        FactorAnalysis,
+        GaussianHMM,
+        GaussianMixture,
+        KMeans,
+        lengths_from_ids,
+        load,
+    )
+    from daskem.io import as_source
+    from daskem.models import GaussianMixtureModel, GaussianMixtureParams, KMeansModel, KMeansParams
+
+    __version__: str
+
+# public name -> the module that defines it (imported on first access)
+_LAZY: dict[str, str] = {
+    "EMResult": "daskem.em",
+    "RestartsResult": "daskem.em",
+    "fit_em": "daskem.em",
+    "fit_em_restarts": "daskem.em",
+    "initial_params": "daskem.em",
+    "DaskemError": "daskem.errors",
+    "DataError": "daskem.errors",
+    "NotFittedError": "daskem.errors",
+    "NumericalError": "daskem.errors",
+    "ParameterError": "daskem.errors",
+    "StoreError": "daskem.errors",
+    "PPCA": "daskem.estimators",
+    "CategoricalHMM": "daskem.estimators",
+    "FactorAnalysis": "daskem.estimators",
+    "GaussianHMM": "daskem.estimators",
+    "GaussianMixture": "daskem.estimators",
+    "KMeans": "daskem.estimators",
+    "lengths_from_ids": "daskem.estimators",
+    "load": "daskem.estimators",
+    "as_source": "daskem.io",
+    "GaussianMixtureModel": "daskem.models",
+    "GaussianMixtureParams": "daskem.models",
+    "KMeansModel": "daskem.models",
+    "KMeansParams": "daskem.models",
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("daskem")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value: Any = _version()
+    elif name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "CategoricalHMM",

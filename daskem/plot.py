@@ -1,4 +1,9 @@
-"""Pictures of fits: the log-likelihood per iteration and the components over the data.
+"""Pictures of fits: the log-likelihood per iteration, and each model's own figures.
+
+:data:`FIGURES` names the figures a model's registry entry can ask ``daskem plot`` for:
+``components`` (mixtures, k-means: the data and the components), ``loadings`` and
+``latent`` (PPCA, factor analysis), ``transitions`` and ``states`` (hidden Markov
+models). Every model also gets :func:`plot_history`.
 
 matplotlib is imported only here and only when a picture is drawn (``pip install
 daskem[plot]``); the figures are written with the non-interactive Agg backend unless a
@@ -8,19 +13,17 @@ window is asked for.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from daskem.errors import DaskemError
 
-#: Rows of the data drawn under the components.
-PLOT_SAMPLE_ROWS = 5_000
 
-
-def picture_paths(run: str, prefix: str | None, fmt: str) -> tuple[str, str]:
-    """The files ``daskem plot`` writes: the log-likelihood picture and the components picture.
+def picture_paths(run: str, prefix: str | None, fmt: str, names: Sequence[str]) -> list[str]:
+    """The files ``daskem plot`` writes, one per figure name.
 
     Parameters
     ----------
@@ -28,26 +31,27 @@ def picture_paths(run: str, prefix: str | None, fmt: str) -> tuple[str, str]:
         The checkpoint or model file drawn.
     prefix : str or None
         ``-o``: a directory (an existing one, or any path ending in ``/``) receives
-        ``loglik.FMT`` and ``components.FMT``; any other prefix gives
-        ``PREFIX-loglik.FMT`` and ``PREFIX-components.FMT`` (no ``-`` is added after a
-        prefix that ends in ``-`` or ``_``). None: ``RUN-loglik.FMT`` and
-        ``RUN-components.FMT`` beside ``RUN``, without its ``.zarr``.
+        ``NAME.FMT`` for every name; any other prefix gives ``PREFIX-NAME.FMT`` (no ``-``
+        is added after a prefix that ends in ``-`` or ``_``). None: ``RUN-NAME.FMT``
+        beside ``RUN``, without its ``.zarr``.
     fmt : str
         The file extension (``png``, ``svg``).
+    names : sequence of str
+        The figures (``loglik``, then the model's own: ``components``, ...).
 
     Returns
     -------
-    (str, str)
-        The log-likelihood file and the components file.
+    list of str
+        One file per name, in order.
     """
     if prefix is None:  # beside RUN (never inside it, even where RUN has no .zarr suffix)
         stripped = run.rstrip("/" + os.sep) or run
         base = stripped[: -len(".zarr")] if stripped.endswith(".zarr") else stripped
-        return f"{base}-loglik.{fmt}", f"{base}-components.{fmt}"
+        return [f"{base}-{name}.{fmt}" for name in names]
     if prefix.endswith(("/", os.sep)) or os.path.isdir(prefix):
-        return os.path.join(prefix, f"loglik.{fmt}"), os.path.join(prefix, f"components.{fmt}")
+        return [os.path.join(prefix, f"{name}.{fmt}") for name in names]
     joined = prefix if prefix.endswith(("-", "_")) else prefix + "-"
-    return f"{joined}loglik.{fmt}", f"{joined}components.{fmt}"
+    return [f"{joined}{name}.{fmt}" for name in names]
 
 
 def _pyplot(show: bool) -> Any:
@@ -88,7 +92,14 @@ def full_covariances(covariance_type: str, covariances: np.ndarray, k: int, d: i
     return np.stack([np.eye(d) * c for c in covariances])
 
 
-def plot_history(histories: Sequence[np.ndarray], best: int, path: str, *, show: bool = False) -> str:
+def plot_history(
+    histories: Sequence[np.ndarray],
+    best: int,
+    path: str,
+    *,
+    objective: str = "mean log-likelihood",
+    show: bool = False,
+) -> str:
     """Plot the mean log-likelihood per iteration of every run (the kept one bold).
 
     Parameters
@@ -99,6 +110,8 @@ def plot_history(histories: Sequence[np.ndarray], best: int, path: str, *, show:
         Index of the kept run (drawn bold, with markers).
     path : str
         File to write; its extension picks the format (PNG, SVG, ...).
+    objective : str, default "mean log-likelihood"
+        What the histories hold (the y axis): the model's per-sample ``lower_bound_``.
     show : bool, default False
         Also open the figure in a window.
 
@@ -134,7 +147,7 @@ def plot_history(histories: Sequence[np.ndarray], best: int, path: str, *, show:
         ax.set_ylim(low - margin, high + margin)
         ax.set_title("EM convergence (first iterations below the axis are cut off)", fontsize="medium")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("mean log-likelihood per sample")
+    ax.set_ylabel(objective)
     if not ax.get_title():
         ax.set_title("EM convergence")
     ax.grid(True, alpha=0.3)
@@ -261,8 +274,216 @@ def plot_selection(selection: Any, path: str, *, show: bool = False) -> str:
     return _finish(plt, fig, path, show)
 
 
-def _finish(plt: Any, fig: Any, path: str, show: bool) -> str:
-    fig.tight_layout()
+def plot_loadings(est: Any, path: str, *, show: bool = False) -> str:
+    """Plot the loading matrix ``components_`` of PPCA or factor analysis as a heat map.
+
+    One row per latent factor, one column per feature, on a symmetric blue-red scale
+    (white is 0), each cell annotated where there are few enough.
+
+    Parameters
+    ----------
+    est : PPCA or FactorAnalysis
+        Fitted.
+    path : str
+        File to write; its extension picks the format (PNG, SVG, ...).
+    show : bool, default False
+        Also open the figure in a window.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    plt = _pyplot(show)
+    loadings = np.asarray(est.components_, dtype=np.float64)
+    q, d = loadings.shape
+    fig, ax = plt.subplots(figsize=(max(4.5, min(0.5 * d + 2.5, 14.0)), max(2.5, min(0.5 * q + 1.8, 10.0))))
+    scale = float(np.abs(loadings).max()) or 1.0
+    image = ax.imshow(loadings, cmap="RdBu_r", vmin=-scale, vmax=scale, aspect="auto", interpolation="nearest")
+    if q * d <= 200:
+        for (i, j), value in np.ndenumerate(loadings):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="x-small")
+    ax.set_xlabel("feature")
+    ax.set_ylabel("factor")
+    ax.set_xticks(range(d) if d <= 30 else [])
+    ax.set_yticks(range(q) if q <= 30 else [])
+    fig.colorbar(image, ax=ax, label="loading")
+    ax.set_title(f"{type(est).__name__}: loadings of {q} factor(s) on {d} feature(s)", fontsize="medium")
+    return _finish(plt, fig, path, show)
+
+
+def plot_latent(est: Any, sample: np.ndarray, path: str, *, show: bool = False) -> str:
+    """Plot a data sample in the latent space of PPCA or factor analysis (``transform``).
+
+    The first two latent factors as a scatter plot; a histogram of the factor for a
+    one-factor model.
+
+    Parameters
+    ----------
+    est : PPCA or FactorAnalysis
+        Fitted.
+    sample : ndarray of shape (n_rows, n_features)
+        The data rows to draw.
+    path : str
+        File to write; its extension picks the format (PNG, SVG, ...).
+    show : bool, default False
+        Also open the figure in a window.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    plt = _pyplot(show)
+    latent = np.asarray(est.transform(sample), dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(6.5, 6) if latent.shape[1] > 1 else (7, 4.5))
+    if latent.shape[1] > 1:
+        ax.scatter(latent[:, 0], latent[:, 1], s=5, alpha=0.4, linewidths=0, gid="latent")
+        ax.set_xlabel("factor 0")
+        ax.set_ylabel("factor 1")
+        ax.set_aspect("equal", adjustable="datalim")
+    else:
+        ax.hist(latent[:, 0], bins=50, gid="latent")
+        ax.set_xlabel("factor 0")
+        ax.set_ylabel("rows")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"{type(est).__name__}: {sample.shape[0]:,} sampled rows in the latent space", fontsize="medium")
+    return _finish(plt, fig, path, show)
+
+
+def plot_transitions(est: Any, path: str, *, show: bool = False) -> str:
+    """Plot a hidden Markov model's start and transition probabilities as heat maps.
+
+    Parameters
+    ----------
+    est : GaussianHMM or CategoricalHMM
+        Fitted.
+    path : str
+        File to write; its extension picks the format (PNG, SVG, ...).
+    show : bool, default False
+        Also open the figure in a window.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    plt = _pyplot(show)
+    transmat = np.asarray(est.transmat_, dtype=np.float64)
+    startprob = np.asarray(est.startprob_, dtype=np.float64)[None, :]
+    k = transmat.shape[0]
+    size = max(4.0, min(0.6 * k + 2.5, 12.0))
+    fig, (top, ax) = plt.subplots(
+        2, 1, figsize=(size + 1.0, size + 1.0), gridspec_kw={"height_ratios": [1, max(k, 1)]}, sharex=True
+    )
+    for axis, values in ((top, startprob), (ax, transmat)):
+        image = axis.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+        if k <= 12:
+            for (i, j), value in np.ndenumerate(values):
+                colour = "black" if value > 0.6 else "white"
+                axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="x-small", color=colour)
+    top.set_yticks([0], labels=["start"])
+    top.set_title(f"{type(est).__name__}: start and transition probabilities", fontsize="medium")
+    ax.set_xlabel("to state")
+    ax.set_ylabel("from state")
+    ax.set_xticks(range(k) if k <= 30 else [])
+    ax.set_yticks(range(k) if k <= 30 else [])
+    fig.colorbar(image, ax=[top, ax], label="probability")
+    return _finish(plt, fig, path, show, tight=False)
+
+
+def plot_states(est: Any, rows: Rows, path: str, *, show: bool = False) -> str:
+    """Plot the most probable states of consecutive rows under a hidden Markov model.
+
+    Top: the first feature of every row (for categorical emissions, the symbol), each
+    point in the colour of its decoded state; bottom: the state sequence. Sequence
+    boundaries are dashed vertical lines.
+
+    Parameters
+    ----------
+    est : GaussianHMM or CategoricalHMM
+        Fitted; ``predict(rows.values, rows.lengths)`` decodes the rows.
+    rows : Rows
+        Consecutive rows from the start of the data, with their sequence lengths.
+    path : str
+        File to write; its extension picks the format (PNG, SVG, ...).
+    show : bool, default False
+        Also open the figure in a window.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    plt = _pyplot(show)
+    states = np.asarray(est.predict(rows.values, rows.lengths), dtype=np.intp)
+    k = int(np.shape(est.transmat_)[0])
+    colours = component_colours(k)
+    t = np.arange(rows.values.shape[0])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    top.scatter(t, rows.values[:, 0], color=colours[states], s=6, linewidths=0, gid="rows")
+    top.set_ylabel("feature 0")
+    bottom.step(t, states, where="mid", color="black", linewidth=1.0)
+    bottom.scatter(t, states, color=colours[states], s=4, linewidths=0, gid="states")
+    bottom.set_ylabel("state")
+    bottom.set_yticks(range(k) if k <= 12 else [])
+    bottom.set_xlabel("row")
+    if rows.lengths is not None:
+        for start in np.cumsum(rows.lengths)[:-1]:
+            for axis in (top, bottom):
+                axis.axvline(start - 0.5, color="grey", linestyle="--", linewidth=0.6)
+    top.set_title(
+        f"{type(est).__name__}: decoded states of the first {t.size:,} rows ({est.algorithm})", fontsize="medium"
+    )
+    return _finish(plt, fig, path, show)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Data rows a figure draws.
+
+    Attributes
+    ----------
+    values : ndarray of shape (n_rows, n_features)
+    lengths : ndarray of int, optional
+        The lengths of the sequences the rows form (sequence models), else None.
+    """
+
+    values: np.ndarray
+    lengths: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure ``daskem plot`` draws for the models that name it (``ModelEntry.figures``).
+
+    Attributes
+    ----------
+    data : {None, "sample", "head"}
+        The rows it draws: none, a uniform sample, or the first rows in order with their
+        sequence lengths.
+    draw : callable
+        ``draw(estimator, rows, path, show) -> path``; ``rows`` is a :class:`Rows`, or
+        None when ``data`` is None.
+    """
+
+    data: Literal["sample", "head"] | None
+    draw: Callable[[Any, Any, str, bool], str]
+
+
+#: Every figure a model can name in its registry entry, by name (its files are PREFIX-NAME.FMT).
+FIGURES: dict[str, Figure] = {
+    "components": Figure("sample", lambda est, rows, path, show: plot_components(est, rows.values, path, show=show)),
+    "loadings": Figure(None, lambda est, rows, path, show: plot_loadings(est, path, show=show)),
+    "latent": Figure("sample", lambda est, rows, path, show: plot_latent(est, rows.values, path, show=show)),
+    "transitions": Figure(None, lambda est, rows, path, show: plot_transitions(est, path, show=show)),
+    "states": Figure("head", lambda est, rows, path, show: plot_states(est, rows, path, show=show)),
+}
+
+
+def _finish(plt: Any, fig: Any, path: str, show: bool, *, tight: bool = True) -> str:
+    if tight:  # a colorbar shared by several axes is placed by matplotlib, not by tight_layout
+        fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
     if show:

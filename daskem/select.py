@@ -1,7 +1,7 @@
 """Model selection by BIC / AIC over a grid of Gaussian mixtures, in shared passes.
 
 Every candidate (number of components x covariance type) is fitted by EM in the same
-passes over the data (:func:`daskem.em.engine.fit_em_restarts` with one model per run):
+passes over the data (:func:`daskem.em.driver.fit_em_restarts` with one model per run):
 
 1. one uniform sample of at most :data:`daskem.em.init.INIT_SAMPLE_ROWS` rows, on which
    each number of components gets the best of ``n_init`` k-means (k-means++ seeds and
@@ -30,19 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from daskem.checkpoint.checkpoint import Checkpoint, CheckpointMismatchError, UnreadableCheckpointError
-from daskem.em.engine import (
-    BatchedModel,
-    EMResult,
-    RestartsResult,
-    check_stats,
-    compute_stats,
-    data_blocks,
-    fit_em_restarts,
-    fit_metadata,
-    resolve_split_every,
-)
+from daskem.checkpoint.checkpoint import Checkpoint, CheckpointMismatchError, UnreadableCheckpointError, fit_metadata
+from daskem.em.checks import check_stats
+from daskem.em.driver import fit_em_restarts
 from daskem.em.init import INIT_SAMPLE_ROWS, sample_rows, weighted_kmeans
+from daskem.em.runs import BatchedModel, EMResult, RestartsResult
+from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import ParameterError
 from daskem.io.sources import as_source
 from daskem.models.gaussian import COVARIANCE_TYPES, covariance_type
@@ -68,6 +61,8 @@ class Candidate:
         Information criteria (lower is better).
     n_iter : int
     converged : bool
+    history : tuple of float
+        Mean log-likelihood per sample at every EM iteration (``lower_bounds_``).
     """
 
     n_components: int
@@ -79,6 +74,7 @@ class Candidate:
     aic: float
     n_iter: int
     converged: bool
+    history: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -358,6 +354,7 @@ def select_mixture(
     source = as_source(X)
     _check_grid(n_components, covariance_types, source.n_samples)
     fan_in = resolve_split_every(split_every)
+    session = FitSession(source, cache=cache, split_every=fan_in)  # every pass reads through it
     grid = [(int(k), ct) for ct in covariance_types for k in n_components]
     models = [GaussianMixtureModel(k, ct, reg_covar) for k, ct in grid]
     n, d = source.n_samples, source.n_features
@@ -384,7 +381,7 @@ def select_mixture(
         # Called by the engine only when a candidate has nothing committed; seeded, so a
         # resumed selection recomputes exactly the starts of the interrupted one.
         rng = np.random.default_rng(entropy)
-        sample = sample_rows(source, INIT_SAMPLE_ROWS, rng)
+        sample = sample_rows(session, INIT_SAMPLE_ROWS, rng)
         progress.emit("sample")
         labels = {k: _kmeans_labels(sample, k, rng, n_init) for k in sorted({k for k, _ in grid})}
         params = [
@@ -396,12 +393,10 @@ def select_mixture(
 
     outcome = fit_em_restarts(
         models,
-        source,
+        session,
         starts,
         max_iter=max_iter,
         tol=tol,
-        split_every=fan_in,
-        cache=cache,
         checkpoint=runs,
         checkpoint_every=checkpoint_every,
         keep_last=keep_last,
@@ -409,7 +404,7 @@ def select_mixture(
     )
     finals = tuple(r.params for r in outcome.results)
     batched = BatchedModel(models[0], tuple(models))
-    stats = compute_stats(batched, finals, data_blocks(source, cache), fan_in)
+    stats = session.stats(batched, finals)
     candidates = []
     for (k, ct), model, result, s in zip(grid, models, outcome.results, stats, strict=True):
         check_stats(s, n, model=model)
@@ -426,6 +421,7 @@ def select_mixture(
                 -2.0 * loglik + 2.0 * p,
                 result.n_iter,
                 result.converged,
+                tuple(record.log_likelihood for record in result.history),
             )
         )
     best_bic = min(candidates, key=lambda c: c.bic)

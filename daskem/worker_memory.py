@@ -88,13 +88,14 @@ def load_e_step_code() -> int:
 
     import daskem  # noqa: F401
     from daskem.models import gaussian_kernels, kmeans_kernels  # noqa: F401
+    from daskem.models.gaussian import COVARIANCE_TYPES
     from daskem.models.gmm import GaussianMixtureModel
     from daskem.models.kmeans import KMeansModel, KMeansParams
 
     block = np.random.default_rng(0).normal(size=(64, 2))
     resp = np.zeros((64, 2))
     resp[::2, 0] = resp[1::2, 1] = 1.0
-    for covariance_type in ("full", "tied", "diag", "spherical"):
+    for covariance_type in COVARIANCE_TYPES:
         model = GaussianMixtureModel(2, covariance_type=covariance_type)
         model.e_step(model.params_from_responsibilities(block, resp), block)
     KMeansModel(2).e_step(KMeansParams.from_centers(block[:2]), block)

@@ -21,6 +21,11 @@ cluster
 client
     A ``distributed.Client`` to ``cluster``, closed after the test, so that other tests run
     on Dask's local scheduler again.
+
+Hypothesis runs derandomised in CI (``CI`` set, as ``.ci/run`` runs the suite): the
+``ci`` profile, a fixed sequence of examples, so that a CI run is reproducible and a
+failure is not a matter of luck. Elsewhere the default profile explores freely; select
+the CI one with ``--hypothesis-profile=ci``.
 """
 
 from __future__ import annotations
@@ -30,10 +35,17 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from daskem.testing import MixtureSpec, make_mixture_array, write_mixture_zarr
 
 SEED = int(os.environ.get("DASKEM_TEST_SEED", "0"))
+
+# Registered and loaded here, before the test modules build their own settings on top of
+# the loaded profile.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 BLOBS_SHAPE = (2000, 3)
 BLOBS_COMPONENTS = 3

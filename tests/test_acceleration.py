@@ -41,7 +41,7 @@ from daskem import (
     load,
 )
 from daskem.checkpoint import Checkpoint, CheckpointMismatchError
-from daskem.em import counting_passes, initial_params
+from daskem.em import FitSession, counting_passes, initial_params
 from daskem.em.monitor import LikelihoodDecreaseWarning
 from daskem.models.gmm import GaussianMixtureParams
 
@@ -180,19 +180,23 @@ def test_restarts_callable_inits_count_their_passes(restart_data):
     source = as_source(restart_data)
     with counting_passes() as count:
         starts = initial_params(model, source, "random", spawned_rngs(5, 3))
-    assert count.passes == 1  # "random" draws responsibilities for every row in one shared pass
+    # "random" reads its centring shift from the first 1,024 rows (here every block: a pass),
+    # then draws responsibilities for every row in one shared pass.
+    assert count.passes == 2
+    # An initialiser reading the data through the fit's session: its passes count in the fit's.
+    session = FitSession(restart_data)
     outcome = fit_em_restarts(
         model,
-        restart_data,
-        lambda: initial_params(model, source, "random", spawned_rngs(5, 3)),
+        session,
+        lambda: initial_params(model, session, "random", spawned_rngs(5, 3)),
         max_iter=15,
         tol=1e-6,
     )
     given = fit_em_restarts(model, restart_data, starts, max_iter=15, tol=1e-6)
     for mine, other in zip(outcome.results, given.results, strict=True):
         assert_same_result(mine, other, passes=False)
-        assert [rec.passes for rec in mine.history] == [1 + i for i in range(1, mine.n_iter + 1)]
-    assert outcome.n_passes == 1 + max(r.n_iter for r in outcome.results)
+        assert [rec.passes for rec in mine.history] == [2 + i for i in range(1, mine.n_iter + 1)]
+    assert outcome.n_passes == 2 + max(r.n_iter for r in outcome.results)
     assert given.n_passes == max(r.n_iter for r in given.results)
 
 

@@ -30,11 +30,11 @@ import zarr
 from sklearn.exceptions import ConvergenceWarning
 
 import daskem
-import daskem.em.engine as engine
 from daskem import GaussianMixture, GaussianMixtureModel, StoreError, as_source, fit_em, initial_params
 from daskem.checkpoint import Checkpoint, CheckpointMismatchError, CorruptCheckpointWarning
 from daskem.checkpoint import checkpoint as checkpoint_module
 from daskem.checkpoint.checkpoint import HISTORY_FIELDS
+from daskem.em.session import FitSession
 from daskem.testing import write_mixture_zarr
 
 N_SAMPLES, N_FEATURES, K = 4000, 3, 3
@@ -631,8 +631,8 @@ def test_resume_after_finished_fit_makes_no_data_pass(data, oracle, tmp_path, mo
     def no_pass(*args, **kwargs):
         raise AssertionError("a finished checkpoint must not read the data again")
 
-    monkeypatch.setattr(engine, "compute_stats", no_pass)
-    monkeypatch.setattr(engine, "data_blocks", no_pass)
+    monkeypatch.setattr(FitSession, "stats", no_pass)
+    monkeypatch.setattr(FitSession, "blocks", no_pass)
     called = []
     result = fit(data, ckpt, callback=lambda rec, params: called.append(rec))
     assert called == []
@@ -651,7 +651,7 @@ def test_converged_fit_resumes_as_converged(data, tmp_path, no_warnings, monkeyp
     assert state.converged
     assert state.finished
     assert state.iteration == expected.n_iter
-    monkeypatch.setattr(engine, "compute_stats", None)
+    monkeypatch.setattr(FitSession, "stats", None)
     again = fit(data, ckpt, max_iter=100, tol=1e-3)
     assert again.resumed_from == expected.n_iter
     assert_same_result(again, expected)
@@ -811,7 +811,7 @@ def test_load_iteration_and_corrupt_newest(data, tmp_path):
 LOAD_SCRIPT = """
 import json, sys
 import daskem
-from daskem.em.engine import current_client
+from daskem.em.session import current_client
 ATTRS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 out = {}
 for key, kw in [("latest", {}), ("iteration", {"iteration": int(sys.argv[2])})]:

@@ -1,4 +1,4 @@
-"""The ``daskem`` command end to end, in subprocesses (the fit starts its own LocalCluster)."""
+"""The ``daskem`` command end to end, in this process (Click's runner; the fit starts its own LocalCluster)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import daskem
 from daskem.cli import remaining_iterations
 from daskem.em.monitor import IterationRecord
 from daskem.testing import make_mixture_array
-from daskem.testing.cli import run_cli as daskem_cli
+from daskem.testing.cli import invoke_cli as daskem_cli
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""``daskem fit --checkpoint``, ``daskem resume`` and ``daskem inspect`` end to end, in subprocesses.
+"""``daskem fit --checkpoint``, ``daskem resume`` and ``daskem inspect`` end to end, in this process (Click's runner).
 
 Every fit runs with ``--workers 0`` (local threads, no cluster) so that the module stays
 fast; ``tests/test_cli.py`` covers the local cluster. Resumed fits are compared bitwise
@@ -20,7 +20,7 @@ import zarr
 import daskem
 from daskem.checkpoint import Checkpoint
 from daskem.testing import write_mixture_zarr
-from daskem.testing.cli import run_cli as daskem_cli
+from daskem.testing.cli import invoke_cli as daskem_cli
 
 pytestmark = pytest.mark.slow
 

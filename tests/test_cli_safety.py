@@ -3,7 +3,8 @@
 The data-loss cases check the user's files byte for byte afterwards. Fits run with
 ``--workers 0`` (threads) unless the cluster is what is tested; the Ctrl-C test starts a
 local cluster of worker processes and sends SIGINT to the whole process group, as a
-terminal does.
+terminal does. Commands run in this process (Click's runner) unless the process itself is
+what is tested (Ctrl-C, a kill while saving).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from daskem.checkpoint import Checkpoint
 from daskem.checkpoint import store as store_module
 from daskem.errors import DataError, DestinationExistsError
 from daskem.testing import write_mixture_zarr
-from daskem.testing.cli import run_cli as daskem_cli
+from daskem.testing.cli import invoke_cli as daskem_cli
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,9 @@ so wherever and however their tasks ran, the parameters are compared bitwise wit
 7. The LocalCluster of the CLI listens on 127.0.0.1 only.
 
 All processes are started in their own session and killed (SIGKILL to the process
-group) by the ``processes`` fixture's finaliser, whatever the outcome of the test.
+group) by the ``processes`` fixture's finaliser, whatever the outcome of the test. The
+``daskem`` command runs as a subprocess where its process is what is tested (kills, its
+sockets) and in this process (Click's runner) elsewhere.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from daskem.checkpoint.checkpoint import WRITE_DELAY_ENV
 from daskem.estimators.gaussian_mixture import GaussianMixture
 from daskem.models.gmm import GaussianMixtureModel
 from daskem.testing import write_mixture_zarr
+from daskem.testing.cli import invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -380,20 +383,23 @@ def fit_args(d: dict, *extra) -> list[str]:
 # -- 1. end to end on an external cluster -----------------------------------------------------
 
 
-def test_fit_on_an_external_cluster_equals_the_local_fit(data, processes, tmp_path):
+def test_fit_on_an_external_cluster_equals_the_local_fit(data, processes, tmp_path, monkeypatch):
     cluster = DaskCluster(processes).start(2)
     address = cluster.address
     assert address.startswith("tcp://127.0.0.1:")
     small = data["small"]
 
-    by_file = ok(run_daskem(*fit_args(small, "--scheduler-file", cluster.file, "-o", tmp_path / "a.zarr")))
+    # The command runs in this process (Click's runner): the cluster is what is tested here.
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    by_file = ok(invoke_cli(*fit_args(small, "--scheduler-file", cluster.file, "-o", tmp_path / "a.zarr")))
     assert f"Connected to {address}" in words(by_file.stderr)
     assert iterations_in(by_file.stderr) == list(range(1, small["max_iter"] + 1))
     assert_same_model(tmp_path / "a.zarr", small["oracle"], small["max_iter"])
 
     # No --scheduler or --scheduler-file: the address comes from the environment, and no
     # LocalCluster is started although --workers defaults to 2.
-    by_env = ok(run_daskem(*fit_args(small, "-o", tmp_path / "b.zarr"), DASK_SCHEDULER_ADDRESS=address))
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)
+    by_env = ok(invoke_cli(*fit_args(small, "-o", tmp_path / "b.zarr")))
     assert f"Connected to {address}" in words(by_env.stderr)
     assert "Local cluster" not in by_env.stderr
     assert_same_model(tmp_path / "b.zarr", small["oracle"], small["max_iter"])
@@ -705,7 +711,7 @@ def test_cli_reports_a_failed_task_as_a_task_failure(data, cluster, flaky, monke
 
 def test_tls_local_cluster_fit_equals_the_local_fit(data, tmp_path):
     small = data["small"]
-    result = ok(run_daskem(*fit_args(small, "--tls", "--workers", "2", "--memory-limit", "1GiB", "-o", tmp_path / "m")))
+    result = ok(invoke_cli(*fit_args(small, "--tls", "--workers", "2", "--memory-limit", "1GiB", "-o", tmp_path / "m")))
     assert "Local cluster (TLS): 2 worker process(es)" in words(result.stderr)
     assert_same_model(tmp_path / "m", small["oracle"], small["max_iter"])
 
@@ -769,7 +775,7 @@ def test_tls_cluster_accepts_clients_with_its_certificates(tls_cluster):
 
 def test_cli_without_tls_files_is_refused_by_a_tls_scheduler(data, tls_cluster):
     cluster, _ = tls_cluster
-    result = run_daskem(*fit_args(data["small"], "--scheduler", cluster.scheduler_address), timeout=120)
+    result = invoke_cli(*fit_args(data["small"], "--scheduler", cluster.scheduler_address))
     assert result.returncode == 1
     assert iterations_in(result.stderr) == []
     assert f"{cluster.scheduler_address} is a TLS scheduler: pass --tls-ca-file, --tls-cert and --tls-key." in words(
@@ -777,13 +783,15 @@ def test_cli_without_tls_files_is_refused_by_a_tls_scheduler(data, tls_cluster):
     )
     assert "Traceback" not in result.stderr
     # --tls means temporary keys for a local cluster: refused for an existing scheduler.
-    refused = run_daskem(*fit_args(data["small"], "--scheduler", cluster.scheduler_address, "--tls"), timeout=120)
+    refused = invoke_cli(*fit_args(data["small"], "--scheduler", cluster.scheduler_address, "--tls"))
     assert refused.returncode == 1
     assert "for an existing scheduler pass its --tls-ca-file, --tls-cert and --tls-key instead" in words(refused.stderr)
 
 
-def test_cli_reports_an_unreachable_scheduler(data):
-    result = run_daskem(*fit_args(data["small"], "--scheduler", "tcp://127.0.0.1:9"), timeout=120)
+def test_cli_reports_an_unreachable_scheduler(data, monkeypatch):
+    # distributed retries a refused connection until the timeout: 30 s, 2 s here.
+    monkeypatch.setattr("daskem.cli.cluster.CONNECT_TIMEOUT_SECONDS", 2.0)
+    result = invoke_cli(*fit_args(data["small"], "--scheduler", "tcp://127.0.0.1:9"))
     assert result.returncode == 1
     assert "Could not connect to the Dask scheduler at tcp://127.0.0.1:9" in words(result.stderr)
     assert "Traceback" not in result.stderr
@@ -802,7 +810,7 @@ def test_cli_with_tls_files_fits_on_a_tls_scheduler(data, tls_cluster, tmp_path)
         files[option] = path
     small = data["small"]
     tls = [str(x) for pair in files.items() for x in pair]
-    result = ok(run_daskem(*fit_args(small, "--scheduler", cluster.scheduler_address, *tls, "-o", tmp_path / "m")))
+    result = ok(invoke_cli(*fit_args(small, "--scheduler", cluster.scheduler_address, *tls, "-o", tmp_path / "m")))
     assert f"Connected to {cluster.scheduler_address}" in words(result.stderr)
     assert_same_model(tmp_path / "m", small["oracle"], small["max_iter"])
 

@@ -13,13 +13,14 @@ import warnings
 from collections.abc import Iterator
 
 import dask
+import dask.array as da
 import numpy as np
 import pytest
 import zarr
 
 import daskem
 from daskem import FactorAnalysis, GaussianHMM, GaussianMixture, KMeans
-from daskem.em.engine import current_client
+from daskem.em.session import current_client
 from daskem.estimators.hmm import sequence_source
 from daskem.io import as_source
 
@@ -208,11 +209,38 @@ def test_cluster_fits_submit_one_task_per_key(client, data, local_estimator_fits
         assert np.array_equal(getattr(remote, attr), getattr(local, attr)), attr
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_zarr_array_with_a_shared_handle_fits_without_a_key_collision(client, data, monkeypatch, cache):
+    # da.from_zarr keeps the Zarr handle as one key that every block depends on
+    # (inline_array=False). k-means|| starts from one sampled row per run: taken from the
+    # fit's blocks (persisted, when cached), not from a graph that fuses the handle into
+    # one block's task under the persisted block's key. The blocks are persisted once, or
+    # never (cache=False).
+    from distributed import Client
+
+    persisted: list[int] = []
+    persist = Client.persist
+
+    def counting(self, collections, *args, **kwargs):
+        persisted.append(len(collections))
+        return persist(self, collections, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "persist", counting)
+    with warnings.catch_warnings(record=True) as caught, scheduler_warnings(client) as logged:
+        warnings.simplefilter("always")
+        est = GaussianMixture(N_COMPONENTS, n_init=2, random_state=0, split_every=4, cache=cache)
+        est.fit(da.from_zarr(data["zarr"]))
+    assert not [m for m in logged if RUN_SPEC in m], logged
+    assert not [w for w in caught if RUN_SPEC in str(w.message)]
+    assert persisted == ([N_SAMPLES // CHUNK_ROWS] if cache else [])
+    assert est.converged_
+
+
 def test_start_flag_column_has_the_same_keys_every_time(data):
     # Built again (fit, then score or predict), the start-flag column must give the same
     # keys the same dependencies: no randomly named intermediate task under a fixed key.
     raw = as_source(data["zarr"])
-    graphs = [dict(sequence_source(raw, HMM_LENGTHS)[0].array.__dask_graph__()) for _ in range(2)]
+    graphs = [dict(sequence_source(as_source(raw, lengths=HMM_LENGTHS))[0].array.__dask_graph__()) for _ in range(2)]
     assert graphs[0].keys() == graphs[1].keys()
     for key in graphs[0]:
         assert dask.core.get_dependencies(graphs[0], key) == dask.core.get_dependencies(graphs[1], key), key

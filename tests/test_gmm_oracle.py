@@ -21,7 +21,7 @@ from dask.utils import key_split
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
 import daskem
-from daskem.em import data_blocks, sample_rows, stats_graph
+from daskem.em import FitSession, sample_rows, stats_graph
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
 from daskem.testing import make_mixture_array
 from daskem.testing.contract import relative_difference
@@ -193,7 +193,7 @@ def _holds(node: Any, target: object) -> bool:
 def test_reduction_fan_in_never_exceeds_split_every(X: np.ndarray, split_every: int) -> None:
     model = GaussianMixtureModel(K, "diag")
     params = model.params_from_responsibilities(X, np.eye(K)[np.arange(N) % K])
-    blocks = data_blocks(daskem.as_source(chunked(X, 60)))
+    blocks = FitSession(chunked(X, 60)).blocks()
     assert len(blocks) == 20
     graph = stats_graph(model, params, blocks, split_every)
     dsk = dict(graph.__dask_graph__())

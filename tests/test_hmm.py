@@ -717,7 +717,7 @@ def source_estimator(**kwargs: Any) -> GaussianHMM:
 @pytest.fixture(scope="module")
 def source_fits(gaussian_X: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> dict[str, GaussianHMM]:
     """The default fit (k-means|| means, data covariance) from NumPy, dask and Zarr on disk."""
-    from daskem.em.engine import current_client
+    from daskem.em.session import current_client
 
     assert current_client() is None  # local threads (requested before any client exists)
     path = str(tmp_path_factory.mktemp("hmm") / "X.zarr")
@@ -769,7 +769,7 @@ def test_numpy_fit_equals_dask_fit_from_the_same_start(gaussian_X: np.ndarray, c
 def test_distributed_fit_equals_threaded_fit(
     source_fits: dict[str, GaussianHMM], gaussian_X: np.ndarray, client: Any
 ) -> None:
-    from daskem.em.engine import current_client
+    from daskem.em.session import current_client
 
     assert current_client() is client
     X = da.from_array(gaussian_X, chunks=(SOURCE_CHUNKS, D))

@@ -29,7 +29,7 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import daskem
-from daskem.em.engine import counting_passes, data_blocks, fit_em
+from daskem.em import FitSession, counting_passes, fit_em
 from daskem.em.init import kmeans_parallel, kmeans_plusplus, weighted_kmeans
 from daskem.errors import DataError, ParameterError
 from daskem.io import as_source
@@ -188,7 +188,7 @@ def test_passes_are_init_plus_iterations_plus_final(X: np.ndarray, init: np.ndar
     assert array_init.n_passes_ == array_init.n_iter_ + 1  # no pass for the given centres, one for inertia_
     source = as_source(chunked(X))
     with counting_passes() as count:
-        kmeans_parallel(source, data_blocks(source), K, [np.random.default_rng(0)])
+        kmeans_parallel(source, K, [np.random.default_rng(0)])
     parallel = daskem.KMeans(K, init="k-means||", random_state=0).fit(chunked(X))
     assert parallel.n_passes_ == count.passes + parallel.n_iter_ + 1
 
@@ -330,27 +330,26 @@ def test_kmeans_parallel_final_inertia_close_to_kmeans_plusplus(blobs_20k: np.nd
 
 
 def test_kmeans_parallel_passes(blobs_20k: np.ndarray) -> None:
-    source = as_source(da.from_array(blobs_20k, chunks=(2500, 5)))
-    blocks = data_blocks(source)
+    source = FitSession(da.from_array(blobs_20k, chunks=(2500, 5)))
     with counting_passes() as count:
-        (alone,) = kmeans_parallel(source, blocks, 8, [np.random.default_rng(7)])
+        (alone,) = kmeans_parallel(source, 8, [np.random.default_rng(7)])
     assert count.passes <= 8
     assert count.passes == 6  # 5 oversampling rounds + 1 weighting pass
     assert alone.shape == (8, 5)
     assert np.unique(alone, axis=0).shape[0] == 8
     with counting_passes() as batched_count:
-        batched = kmeans_parallel(source, blocks, 8, [np.random.default_rng(s) for s in (3, 7, 11)])
+        batched = kmeans_parallel(source, 8, [np.random.default_rng(s) for s in (3, 7, 11)])
     assert batched_count.passes == count.passes
     assert np.array_equal(batched[1], alone)
     for seed, centres in zip((3, 11), (batched[0], batched[2]), strict=True):
-        (single,) = kmeans_parallel(source, blocks, 8, [np.random.default_rng(seed)])
+        (single,) = kmeans_parallel(source, 8, [np.random.default_rng(seed)])
         assert np.array_equal(centres, single)
 
 
 def test_kmeans_parallel_rounds_parameter(blobs_20k: np.ndarray) -> None:
     source = as_source(da.from_array(blobs_20k, chunks=(5000, 5)))
     with counting_passes() as count:
-        kmeans_parallel(source, data_blocks(source), 8, [np.random.default_rng(0)], rounds=2)
+        kmeans_parallel(source, 8, [np.random.default_rng(0)], rounds=2)
     assert count.passes == 3
 
 
@@ -358,7 +357,7 @@ def test_kmeans_parallel_stops_once_every_row_is_a_candidate() -> None:
     X = np.random.default_rng(0).normal(size=(12, 2))
     source = as_source(da.from_array(X, chunks=(5, 2)))
     with counting_passes() as count:
-        (centres,) = kmeans_parallel(source, data_blocks(source), 3, [np.random.default_rng(0)])
+        (centres,) = kmeans_parallel(source, 3, [np.random.default_rng(0)])
     assert count.passes < 6
     assert centres.shape == (3, 2)
 
@@ -674,7 +673,7 @@ def _distributed_estimator() -> daskem.KMeans:
 @pytest.fixture(scope="module")
 def local_fit(X: np.ndarray, weights: np.ndarray) -> daskem.KMeans:
     """A fit on Dask's local threads (module-scoped: set up before any client exists)."""
-    from daskem.em.engine import current_client
+    from daskem.em.session import current_client
 
     assert current_client() is None
     return _distributed_estimator().fit(chunked(X, 600), sample_weight=weights)
@@ -684,7 +683,7 @@ def local_fit(X: np.ndarray, weights: np.ndarray) -> daskem.KMeans:
 def test_distributed_fit_equals_local_fit_bitwise(
     local_fit: daskem.KMeans, client: Any, X: np.ndarray, weights: np.ndarray
 ) -> None:
-    from daskem.em.engine import current_client
+    from daskem.em.session import current_client
 
     assert current_client() is client
     remote = _distributed_estimator().fit(chunked(X, 600), sample_weight=weights)

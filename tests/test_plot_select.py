@@ -17,7 +17,7 @@ from daskem.cli import main
 from daskem.models.gaussian import covariance_type
 from daskem.select import n_parameters, select_mixture
 from daskem.testing import make_mixture_array, write_mixture_zarr
-from daskem.testing.cli import run_cli as daskem_cli
+from daskem.testing.cli import invoke_cli as daskem_cli
 
 TRUE_K = 4
 
@@ -216,9 +216,12 @@ def test_cli_plot_output_prefix_and_directory(checkpoint, tmp_path):
 def test_picture_paths_defaults_beside_run():
     from daskem.plot import picture_paths
 
-    assert picture_paths("out/run.zarr", None, "svg") == ("out/run-loglik.svg", "out/run-components.svg")
-    assert picture_paths("out/run.zarr/", None, "png") == ("out/run-loglik.png", "out/run-components.png")
-    assert picture_paths("out/run.zarr", "figs/fit_", "png") == ("figs/fit_loglik.png", "figs/fit_components.png")
+    names = ["loglik", "components"]
+    assert picture_paths("out/run.zarr", None, "svg", names) == ["out/run-loglik.svg", "out/run-components.svg"]
+    assert picture_paths("out/run.zarr/", None, "png", names) == ["out/run-loglik.png", "out/run-components.png"]
+    prefixed = ["figs/fit_loglik.png", "figs/fit_components.png"]
+    assert picture_paths("out/run.zarr", "figs/fit_", "png", names) == prefixed
+    assert picture_paths("out/run.zarr", "figs/", "png", ["states"]) == ["figs/states.png"]
 
 
 @pytest.fixture

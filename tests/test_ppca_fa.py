@@ -28,7 +28,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import daskem
-from daskem.em.engine import current_client, fit_em
+from daskem.em import current_client, fit_em
 from daskem.errors import DataError, ParameterError
 from daskem.models import FactorAnalysisModel, FactorAnalysisParams, PPCAModel, PPCAParams
 from daskem.testing import ModelContract

@@ -28,7 +28,7 @@ from daskem.checkpoint.checkpoint import WRITE_DELAY_ENV
 from daskem.cli import main
 from daskem.select import PHASES, select_mixture
 from daskem.testing import make_mixture_array, write_mixture_zarr
-from daskem.testing.cli import run_cli as daskem_cli
+from daskem.testing.cli import invoke_cli as daskem_cli
 
 KS, TYPES = [1, 2, 3], ["full", "diag"]
 
@@ -312,14 +312,7 @@ def test_cli_select_killed_and_run_again_prints_the_uninterrupted_table(store, u
     states = [checkpoint.run(r).latest() for r in checkpoint.runs()]
     assert len(states) == 8
     assert not all(s is not None and s.finished for s in states), "killed after the selection had ended"
-    again = subprocess.run(
-        [*command[:-3], "--progress", "lines", "--checkpoint", str(ckpt)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "COLUMNS": "400"},
-    )
+    again = daskem_cli(*command[3:-3], "--progress", "lines", "--checkpoint", ckpt)  # in this process
     assert again.returncode == 0, again.stderr
     assert f"Resuming the selection checkpointed in {ckpt}" in again.stderr
     assert "sample    read for" not in again.stderr

@@ -26,11 +26,11 @@ from sklearn.exceptions import ConvergenceWarning
 
 import daskem
 from daskem import DataError, GaussianMixture, GaussianMixtureModel, as_source, fit_em
-from daskem.em.engine import ComputeResources, check_chunking, should_cache
 from daskem.em.monitor import LikelihoodDecreaseWarning
+from daskem.em.session import ComputeResources, check_chunking, should_cache
 from daskem.io.sources import ChunkSizeWarning, DataSource
 from daskem.testing import make_mixture_array
-from daskem.testing.cli import run_cli as daskem_cli
+from daskem.testing.cli import invoke_cli as daskem_cli
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),

@@ -78,6 +78,44 @@ class CorruptCheckpointWarning(UserWarning):
     """A checkpointed iteration was unreadable or failed verification and was skipped."""
 
 
+#: Root sections that must match for a fit to resume from a checkpoint.
+COMPARED_SECTIONS = ("model", "data", "config")
+
+
+def fit_metadata(model: Any, source: Any, split_every: int, **config: Any) -> dict[str, Any]:
+    """The root attributes of a checkpoint of a fit (the ``daskem_checkpoint`` document).
+
+    Parameters
+    ----------
+    model : Model or sequence of Model
+        The model (its ``spec()``), or one per run (a model-selection grid).
+    source : DataSource
+        The data: their fingerprint (layout and a digest of sampled blocks), location,
+        kind and reading options.
+    split_every : int
+        The reduction fan-in (part of the fit's configuration: it decides the rounding).
+    **config
+        More of the fit's configuration (initialisation, restarts, acceleration).
+
+    Returns
+    -------
+    dict
+        JSON-able sections ``daskem_version``, ``model``, ``data``, ``source`` and
+        ``config``; :data:`COMPARED_SECTIONS` must match for a fit to resume.
+    """
+    from daskem import __version__
+
+    data = source.fingerprint()
+    location = data.pop("location")
+    return {
+        "daskem_version": __version__,
+        "model": [m.spec() for m in model] if isinstance(model, list | tuple) else model.spec(),
+        "data": data,
+        "source": {"location": location, "kind": source.kind, "options": source.options},
+        "config": {"split_every": split_every, **config},
+    }
+
+
 @dataclass(frozen=True)
 class CheckpointState:
     """The state of an EM run after ``iteration`` iterations.

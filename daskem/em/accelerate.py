@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from daskem.errors import ParameterError
+from daskem.models.base import VectorForm
 
 ACCELERATIONS = (None, "squarem")
 
@@ -44,7 +45,7 @@ def check_accelerate(model: Any, accelerate: str | None) -> None:
     """Raise a clear error if ``accelerate`` is unknown or the model lacks the vector form."""
     if accelerate not in ACCELERATIONS:
         raise ParameterError(f"accelerate must be None or 'squarem'; got {accelerate!r}.")
-    if accelerate == "squarem" and not (hasattr(model, "to_vector") and hasattr(model, "from_vector")):
+    if accelerate == "squarem" and not isinstance(model, VectorForm):
         raise ParameterError(
             f"accelerate='squarem' needs the model's vector form (to_vector/from_vector), which "
             f"{type(model).__name__} does not provide. Use accelerate=None."

@@ -18,7 +18,8 @@ responsibilities (``params_from_responsibilities`` / ``stats_from_responsibiliti
     depend on scheduling).
 
 Several initialisations (``n_init``) are computed together: every pass over the data
-serves all of them.
+serves all of them. Every read goes through the fit's
+:class:`daskem.em.session.FitSession` (its cached or streamed blocks, its pass count).
 """
 
 from __future__ import annotations
@@ -28,20 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from dask.delayed import Delayed
 
-from daskem.em.engine import (
-    BatchedModel,
-    check_stats,
-    compute_stats,
-    count_pass,
-    data_blocks,
-    fit_em_restarts,
-    nonfinite_error,
-    resolve_split_every,
-)
+from daskem.em.checks import check_stats, nonfinite_error
+from daskem.em.driver import fit_em_restarts
+from daskem.em.runs import BatchedModel
+from daskem.em.session import Cache, FitSession, as_session
 from daskem.errors import NumericalError
-from daskem.io.sources import DataSource
 from daskem.models.kmeans import KMeansModel, KMeansParams, rounding_bound, shared_reference
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -56,18 +49,18 @@ INIT_SAMPLE_ROWS = 100_000
 KMEANS_INIT_ITER = 10
 
 
-def sample_rows(source: DataSource, size: int, rng: np.random.Generator) -> np.ndarray:
+def sample_rows(data: Any, size: int, rng: np.random.Generator) -> np.ndarray:
     """A uniform random sample of ``size`` distinct rows, in data order, as NumPy.
 
-    Only the sampled rows are held in memory; only the blocks holding them are read (a
-    sample touching more than half of the blocks counts as a pass over the data).
+    Only the sampled rows are held in memory; only the blocks holding them are read, from
+    the session's blocks (:meth:`daskem.em.session.FitSession.rows`: persisted blocks are
+    not read again; a sample touching more than half of the blocks counts as a pass).
+    ``data`` is a :class:`daskem.em.session.FitSession`, or data to read once, uncached.
     """
-    n = source.n_samples
+    session = data if isinstance(data, FitSession) else FitSession(data, cache=False)
+    n = session.source.n_samples
     index = np.arange(n) if size >= n else np.sort(rng.choice(n, size=size, replace=False))
-    rows = np.asarray(source.array[index].compute(), dtype=np.float64)
-    bounds = np.cumsum(source.array.chunks[0])
-    if 2 * np.unique(np.searchsorted(bounds, index, side="right")).size > len(bounds):
-        count_pass()
+    rows = np.asarray(session.rows(index), dtype=np.float64)
     bad = int(rows.size - np.count_nonzero(np.isfinite(rows)))
     if bad:
         raise nonfinite_error(bad, rows.shape[0], where=" of the initialisation sample")
@@ -231,8 +224,7 @@ KMEANS_PARALLEL_OVERSAMPLING = 2.0
 
 
 def kmeans_parallel(
-    source: DataSource,
-    blocks: Sequence[Delayed],
+    data: Any,
     n_clusters: int,
     rngs: Sequence[np.random.Generator],
     *,
@@ -254,10 +246,9 @@ def kmeans_parallel(
 
     Parameters
     ----------
-    source : DataSource
-        The data (with the sample weights as last column when ``weighted``).
-    blocks : sequence of Delayed
-        Its row blocks (:func:`daskem.em.engine.data_blocks`).
+    data : FitSession, DataSource or array-like
+        The fit's session (:class:`daskem.em.session.FitSession`), or data to open one on
+        (with the sample weights as last column when ``weighted``).
     n_clusters : int
         Centres per run.
     rngs : sequence of numpy.random.Generator
@@ -269,28 +260,29 @@ def kmeans_parallel(
     oversampling : float
         Rows sampled per round per cluster.
     split_every : int, optional
-        Reduction fan-in.
+        Reduction fan-in (of a session opened here).
 
     Returns
     -------
     list of ndarray of shape (n_clusters, n_features)
     """
+    session = as_session(data, split_every=split_every)
     model = KMeansModel(n_clusters, weighted)
-    fan_in = resolve_split_every(split_every)
-    d = source.n_features - int(weighted)
-    candidates = [sample_rows(source, 1, rng)[:, :d] for rng in rngs]
+    d = session.source.n_features - int(weighted)
+    candidates = [sample_rows(session, 1, rng)[:, :d] for rng in rngs]
     reducer = _Oversample(max(1, int(np.ceil(oversampling * n_clusters))))
+    n_blocks = len(session.blocks())
     for _ in range(rounds):
-        seeds = [np.random.SeedSequence(int(rng.integers(2**63))).spawn(len(blocks)) for rng in rngs]
+        seeds = [np.random.SeedSequence(int(rng.integers(2**63))).spawn(n_blocks) for rng in rngs]
         runs = tuple((model, c) for c in candidates)
-        per_block = [(tuple(s[i] for s in seeds),) for i in range(len(blocks))]
-        sampled = compute_stats(reducer, runs, blocks, fan_in, block_fn=_oversample_block, block_args=per_block)
+        per_block = [(tuple(s[i] for s in seeds),) for i in range(n_blocks)]
+        sampled = session.stats(reducer, runs, block_fn=_oversample_block, block_args=per_block)
         if sampled[0][2]:
-            raise nonfinite_error(sampled[0][2], source.n_samples)
+            raise nonfinite_error(sampled[0][2], session.source.n_samples)
         if all(rows.shape[0] == 0 for _, rows, _ in sampled):
             break  # every row is a candidate already
         candidates = [np.concatenate([c, rows[:, 1:]]) for c, (_, rows, _) in zip(candidates, sampled, strict=True)]
-    counts = compute_stats(_Counts(), tuple((model, c) for c in candidates), blocks, fan_in, block_fn=_count_block)
+    counts = session.stats(_Counts(), tuple((model, c) for c in candidates), block_fn=_count_block)
     return [weighted_kmeans(c, w, n_clusters, rng) for c, w, rng in zip(candidates, counts, rngs, strict=True)]
 
 
@@ -316,35 +308,29 @@ def _hard_block_stats(batched: BatchedModel, centers: tuple[np.ndarray, ...], bl
     return tuple(out)
 
 
-def _checked(stats: Sequence[Any], source: DataSource, model: Any) -> Sequence[Any]:
+def _checked(stats: Sequence[Any], session: FitSession, model: Any) -> Sequence[Any]:
     for s in stats:
-        check_stats(s, source.n_samples, model=model)
+        check_stats(s, session.source.n_samples, model=model)
     return stats
 
 
 def kmeans_centers(
-    source: DataSource,
+    data: Any,
     n_clusters: int,
     rngs: Sequence[np.random.Generator],
     *,
     max_iter: int = KMEANS_INIT_ITER,
     split_every: int | None = None,
-    blocks: Sequence[Delayed] | None = None,
 ) -> list[np.ndarray]:
     """k-means centres for each generator: k-means|| then up to ``max_iter`` Lloyd passes.
 
     Never loads the data: every step is a pass over the blocks shared by all runs.
+    ``data`` is the fit's :class:`daskem.em.session.FitSession`, or data to open one on
+    (with ``split_every``).
     """
-    blocks = data_blocks(source) if blocks is None else blocks
-    starts = kmeans_parallel(source, blocks, n_clusters, rngs, split_every=split_every)
-    outcome = fit_em_restarts(
-        KMeansModel(n_clusters),
-        source,
-        shared_reference(starts),
-        max_iter=max_iter,
-        tol=1e-4,
-        split_every=split_every,
-    )
+    session = as_session(data, split_every=split_every)
+    starts = kmeans_parallel(session, n_clusters, rngs)
+    outcome = fit_em_restarts(KMeansModel(n_clusters), session, shared_reference(starts), max_iter=max_iter, tol=1e-4)
     return [r.params.centers for r in outcome.results]
 
 
@@ -368,12 +354,13 @@ def max_init_passes(method: str, n_init: int) -> int:
 
 def initial_params(
     model: Any,
-    source: DataSource,
+    data: Any,
     method: str,
     rngs: Sequence[np.random.Generator],
     *,
     split_every: int | None = None,
     sample_size: int = INIT_SAMPLE_ROWS,
+    cache: Cache = "auto",
 ) -> list[Any]:
     """Initial parameters of ``model`` by one of :data:`INIT_METHODS`, one set per generator.
 
@@ -384,43 +371,46 @@ def initial_params(
     model : Model
         A model with ``params_from_responsibilities`` and ``stats_from_responsibilities``
         (mixtures).
-    source : DataSource
-        The data.
+    data : FitSession, DataSource or array-like
+        The fit's session (:class:`daskem.em.session.FitSession`), or data to open one on
+        (with ``split_every`` and ``cache``).
     method : str
         One of :data:`INIT_METHODS`.
     rngs : sequence of numpy.random.Generator
         One source of randomness per initialisation.
     split_every : int, optional
-        Reduction fan-in of the passes.
+        Reduction fan-in of the passes (of a session opened here).
     sample_size : int
         Row sample bound of ``"k-means++"``.
+    cache : {"auto", True, False}
+        Cache policy of a session opened here (see :func:`daskem.em.session.should_cache`).
 
     Returns
     -------
     list of Params
         One per generator.
     """
+    if method not in INIT_METHODS:
+        raise ValueError(f"init_params must be one of {list(INIT_METHODS)}; got {method!r}.")
+    session = as_session(data, cache=cache, split_every=split_every)
     k = model.n_components
-    fan_in = resolve_split_every(split_every)
     batched = BatchedModel(model)
     if method == "kmeans":
-        blocks = data_blocks(source)
-        centers = kmeans_centers(source, k, rngs, split_every=split_every, blocks=blocks)
-        stats = compute_stats(batched, tuple(centers), blocks, fan_in, block_fn=_hard_block_stats)
-        return [model.m_step(s, None) for s in _checked(stats, source, model)]
+        centers = kmeans_centers(session, k, rngs)
+        stats = session.stats(batched, tuple(centers), block_fn=_hard_block_stats)
+        return [model.m_step(s, None) for s in _checked(stats, session, model)]
     if method == "k-means++":
         out = []
         for rng in rngs:
-            sample = sample_rows(source, sample_size, rng)
+            sample = sample_rows(session, sample_size, rng)
             out.append(model.params_from_responsibilities(sample[kmeans_plusplus(sample, k, rng)], np.eye(k)))
         return out
     if method == "random_from_data":
-        return [model.params_from_responsibilities(sample_rows(source, k, rng), np.eye(k)) for rng in rngs]
-    if method == "random":
-        blocks = data_blocks(source)
-        seeds = [np.random.SeedSequence(int(rng.integers(2**63))).spawn(len(blocks)) for rng in rngs]
-        shift = np.asarray(source.array[: min(1024, source.n_samples)].mean(axis=0).compute(), dtype=np.float64)
-        per_block = [(tuple(s[i] for s in seeds),) for i in range(len(blocks))]
-        stats = compute_stats(batched, shift, blocks, fan_in, block_fn=_random_block_stats, block_args=per_block)
-        return [model.m_step(s, None) for s in _checked(stats, source, model)]
-    raise ValueError(f"init_params must be one of {list(INIT_METHODS)}; got {method!r}.")
+        return [model.params_from_responsibilities(sample_rows(session, k, rng), np.eye(k)) for rng in rngs]
+    n_blocks = len(session.blocks())
+    seeds = [np.random.SeedSequence(int(rng.integers(2**63))).spawn(n_blocks) for rng in rngs]
+    first = np.arange(min(1024, session.source.n_samples))
+    shift = np.asarray(session.rows(first, reduce=lambda rows: rows.mean(axis=0)), dtype=np.float64)
+    per_block = [(tuple(s[i] for s in seeds),) for i in range(n_blocks)]
+    stats = session.stats(batched, shift, block_fn=_random_block_stats, block_args=per_block)
+    return [model.m_step(s, None) for s in _checked(stats, session, model)]

@@ -1,9 +1,11 @@
 """What a fit is doing, pass by pass: pass counting and phase events for progress displays.
 
-Every full pass over the data calls :func:`count_pass`. Inside :func:`counting_passes`
-the pass is counted (``n_passes_``); inside :func:`reporting_progress` a listener (the
-command line's display) also hears a :class:`FitEvent` for it, labelled with the phase
-the outermost fit is in: ``"initialising"`` (pass i of at most n) or ``"fitting"``.
+Every full pass over the data a :class:`daskem.em.session.FitSession` makes (the
+session's own count is ``n_passes_``) calls :func:`count_pass`. Inside
+:func:`counting_passes` the pass is counted too (whatever session made it); inside
+:func:`reporting_progress` a listener (the command line's display) also hears a
+:class:`FitEvent` for it, labelled with the phase the outermost fit is in:
+``"initialising"`` (pass i of at most n) or ``"fitting"``.
 Both are context variables, so nothing is threaded through the estimators, the engine
 and the initialisers, and nested fits (the k-means iterations of an initialisation)
 count towards the phase of the fit that started them.
@@ -73,7 +75,7 @@ _PHASE: contextvars.ContextVar[_Phase | None] = contextvars.ContextVar("daskem_p
 
 @contextlib.contextmanager
 def counting_passes() -> Iterator[PassCount]:
-    """Count the passes over the data (:func:`compute_stats` calls, row samples) made inside."""
+    """Count the passes over the data made inside, by any :class:`daskem.em.session.FitSession`."""
     count = PassCount()
     token = _PASS_COUNT.set(count)
     try:

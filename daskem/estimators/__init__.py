@@ -1,6 +1,6 @@
 """scikit-learn style estimators on top of the EM engine."""
 
-from daskem.estimators._base import EMEstimator, load
+from daskem.estimators._base import EMEstimator, load, restore
 from daskem.estimators.factor import PPCA, FactorAnalysis
 from daskem.estimators.gaussian_mixture import GaussianMixture
 from daskem.estimators.hmm import CategoricalHMM, GaussianHMM, lengths_from_ids
@@ -16,4 +16,5 @@ __all__ = [
     "PPCA",
     "lengths_from_ids",
     "load",
+    "restore",
 ]

@@ -3,8 +3,9 @@
 A subclass provides the model (``_model``), its initialisations (``_initial_params``),
 the translation between parameters and fitted attributes (``_params`` /
 ``_set_params_attributes``), and its hyperparameter checks; :class:`EMEstimator` runs the
-fit through :func:`daskem.em.engine.fit_em_restarts` (all ``n_init`` initialisations
-in the same passes over the data), checkpoints it, and saves and loads it.
+fit through :func:`daskem.em.driver.fit_em_restarts` (all ``n_init`` initialisations
+in the same passes over the data, every read through one
+:class:`daskem.em.session.FitSession`), checkpoints it, and saves and loads it.
 """
 
 from __future__ import annotations
@@ -21,20 +22,20 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from daskem.checkpoint.checkpoint import Checkpoint, CheckpointState, ForeignStoreError
+from daskem.checkpoint.checkpoint import (
+    COMPARED_SECTIONS,
+    Checkpoint,
+    CheckpointState,
+    ForeignStoreError,
+    fit_metadata,
+)
 from daskem.checkpoint.store import read_arrays_group, write_model
 from daskem.em.accelerate import ACCELERATIONS
-from daskem.em.engine import (
-    COMPARED_SECTIONS,
-    RestartsResult,
-    fit_em_restarts,
-    fit_metadata,
-    map_rows,
-    resolve_split_every,
-    single_threaded_blas,
-)
+from daskem.em.driver import fit_em_restarts
 from daskem.em.monitor import IterationRecord
 from daskem.em.progress import FitEvent, notify
+from daskem.em.runs import RestartsResult
+from daskem.em.session import FitSession
 from daskem.errors import DataError, NotFittedError, ParameterError, StoreError
 from daskem.estimators._validation import check_int, check_option, check_random_state_param, check_real
 from daskem.io.sources import DataSource, as_source
@@ -114,7 +115,7 @@ class EMEstimator(BaseEstimator):
     def _model(self) -> Any:
         raise NotImplementedError
 
-    def _initial_params(self, model: Any, source: DataSource, rngs: list[np.random.Generator]) -> list[Any]:
+    def _initial_params(self, model: Any, session: FitSession, rngs: list[np.random.Generator]) -> list[Any]:
         raise NotImplementedError
 
     def _params(self) -> Any:
@@ -172,15 +173,23 @@ class EMEstimator(BaseEstimator):
 
     # -- fitting ------------------------------------------------------------------------------
 
+    def _session(self, source: DataSource) -> FitSession:
+        """The session of a fit on ``source``: this estimator's ``cache`` and ``split_every``."""
+        return FitSession(source, cache=self.cache, split_every=self.split_every)
+
     def _fit_restarts(
-        self, model: Any, source: DataSource, n_init: int, warm: bool, callback: Callback | None
+        self, model: Any, data: DataSource | FitSession, n_init: int, warm: bool, callback: Callback | None
     ) -> RestartsResult:
         """Run the ``n_init`` fits in shared passes, checkpointed; set the fit attributes.
 
-        Returns the outcome; the best run's parameters are set as attributes and
-        ``converged_``, ``n_iter_``, ``lower_bound_``, ``lower_bounds_``, ``n_passes_``,
+        ``data`` is the data, or the fit's session (:meth:`_session`) when the estimator
+        reads the data after the fit too (its passes then add to ``n_passes_``). Returns
+        the outcome; the best run's parameters are set as attributes and ``converged_``,
+        ``n_iter_``, ``lower_bound_``, ``lower_bounds_``, ``n_passes_``,
         ``pruned_restarts_`` and ``n_features_in_`` are filled in.
         """
+        session = data if isinstance(data, FitSession) else self._session(data)
+        source = session.source
         # Checkpoint metadata reads a fingerprint of the data (sampled blocks): say so.
         notify(FitEvent("reading"))
         entropy = _entropy(self.random_state)
@@ -188,7 +197,7 @@ class EMEstimator(BaseEstimator):
         if self.checkpoint is not None:
             checkpoint = Checkpoint(self.checkpoint)
             stored = checkpoint.prepare(
-                self._checkpoint_metadata(model, source, n_init, entropy),
+                self._checkpoint_metadata(model, session, n_init, entropy),
                 compare=COMPARED_SECTIONS,
                 overwrite=self.overwrite_checkpoint,
             )
@@ -197,7 +206,7 @@ class EMEstimator(BaseEstimator):
         rngs = [np.random.default_rng(seed) for seed in np.random.SeedSequence(entropy).spawn(n_init)]
 
         def starts() -> list[Any]:
-            return [self._params()] if warm else self._initial_params(model, source, rngs)
+            return [self._params()] if warm else self._initial_params(model, session, rngs)
 
         if self.verbose:
             for index in range(n_init):
@@ -205,18 +214,16 @@ class EMEstimator(BaseEstimator):
         self._fit_start = time.perf_counter()
         outcome = fit_em_restarts(
             model,
-            source,
+            session,
             starts,
             max_iter=self.max_iter,
             tol=self._engine_tol(source),
-            split_every=self.split_every,
             accelerate=self.accelerate,
             prune=self.prune_restarts,
             callback=self._iteration_callback(n_init, callback),
             checkpoint=None if checkpoint is None else [checkpoint.run(i) for i in range(n_init)],
             checkpoint_every=self.checkpoint_every,
             keep_last=self.keep_last,
-            cache=self.cache,
             max_init_passes=0 if warm else self._max_init_passes(n_init),
         )
         self._print_end(outcome)
@@ -241,11 +248,11 @@ class EMEstimator(BaseEstimator):
         self._fit_source = _source_record(source.location, source.options)
         return outcome
 
-    def _checkpoint_metadata(self, model: Any, source: DataSource, n_init: int, entropy: int) -> dict[str, Any]:
+    def _checkpoint_metadata(self, model: Any, session: FitSession, n_init: int, entropy: int) -> dict[str, Any]:
         meta = fit_metadata(
             model,
-            source,
-            resolve_split_every(self.split_every),
+            session.source,
+            session.split_every,
             n_init=n_init,
             random_state=_jsonable(self.random_state),
             accelerate=self.accelerate,
@@ -309,14 +316,19 @@ class EMEstimator(BaseEstimator):
             )
         return source
 
+    def _prediction_session(self, source: DataSource) -> FitSession:
+        """The session of a prediction: it reads the data once and keeps nothing (no cache)."""
+        return FitSession(source, cache=False, split_every=self.split_every)
+
     def _per_row(self, X: Any, what: str, *, dtype: Any = np.float64, columns: int | None = None) -> Any:
-        """``model.<what>`` of every row: NumPy for in-memory input, else a lazy dask array."""
-        source = self._source_for_predict(X)
-        out = map_rows(self._model(), self._params(), source, what, dtype=dtype, columns=columns)
-        if source.kind != "numpy":
-            return out
-        with single_threaded_blas():
-            return out.compute()
+        """``model.<what>`` of every row: NumPy for in-memory input (one pass), else a lazy dask array."""
+        session = self._prediction_session(self._source_for_predict(X))
+        return session.map_rows(self._model(), what, self._params(), dtype=dtype, columns=columns)
+
+    def _mean_per_row(self, X: Any, what: str) -> float:
+        """The mean of ``model.<what>`` over the rows of ``X`` (one pass)."""
+        session = self._prediction_session(self._source_for_predict(X))
+        return session.mean_rows(self._model(), what, self._params())
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -402,6 +414,7 @@ class DensityScores(DensityMixin):
     """``score_samples`` and ``score`` of estimators whose model gives a log-likelihood per row."""
 
     _per_row: Callable[..., Any]  # EMEstimator's
+    _mean_per_row: Callable[[Any, str], float]  # EMEstimator's
 
     def score_samples(self, X: Any) -> Any:
         """Log-likelihood of every row under the fitted model.
@@ -432,7 +445,7 @@ class DensityScores(DensityMixin):
         -------
         float
         """
-        return float(np.asarray(self._per_row(X, "score_samples").mean()))
+        return self._mean_per_row(X, "score_samples")
 
 
 def estimator_class(kind: Any, where: str) -> type[EMEstimator]:
@@ -440,6 +453,64 @@ def estimator_class(kind: Any, where: str) -> type[EMEstimator]:
     if kind not in EMEstimator._REGISTRY:
         raise StoreError(f"{where} holds a model of kind {kind!r}, which this daskem cannot load.")
     return EMEstimator._REGISTRY[kind]
+
+
+def restore(
+    cls: type[EMEstimator],
+    hyperparameters: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    *,
+    converged: bool,
+    lower_bounds: list[float],
+    n_features: int,
+    n_passes: int,
+    n_samples: int = 0,
+    source: dict[str, Any] | None = None,
+) -> EMEstimator:
+    """A fitted estimator from its hyperparameters, parameter arrays and fit record.
+
+    What :func:`load` returns for a model file or a checkpoint, and how ``daskem select``
+    builds its best candidate.
+
+    Parameters
+    ----------
+    cls : type
+        The estimator class (:func:`estimator_class` finds it by name).
+    hyperparameters : dict
+        Constructor arguments (the estimator's defaults for the others).
+    arrays : dict of str to ndarray
+        The parameters as the model's ``to_arrays()`` names them.
+    converged : bool
+        ``converged_``.
+    lower_bounds : list of float
+        The mean log-likelihood of every iteration (``lower_bounds_``; its length is
+        ``n_iter_``).
+    n_features : int
+        ``n_features_in_``.
+    n_passes : int
+        ``n_passes_``.
+    n_samples : int, optional
+        Rows of the data fitted.
+    source : dict, optional
+        ``{"location": ..., "options": ...}`` of the data fitted (None: in-memory data),
+        which ``daskem plot`` reads again.
+
+    Returns
+    -------
+    EMEstimator
+        The fitted estimator.
+    """
+    record = None if not source else _source_record(source.get("location"), source.get("options"))
+    return cls._restore(
+        hyperparameters,
+        arrays,
+        converged=converged,
+        lower_bounds=lower_bounds,
+        n_features=n_features,
+        n_passes=n_passes,
+        n_samples=n_samples,
+        source=record,
+    )
 
 
 def default_run(checkpoint: Checkpoint) -> tuple[int, CheckpointState]:
@@ -471,6 +542,12 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
     -------
     GaussianMixture, KMeans, ...
         The fitted estimator (parameters of the chosen iteration).
+
+    Raises
+    ------
+    StoreError
+        ``path`` holds no daskem model, a model of an unknown kind, or a checkpoint that
+        records no single estimator (of ``daskem select`` or of ``daskem.fit_em``).
     """
     where = repr(os.fspath(path))
     checkpoint = Checkpoint(path)
@@ -485,7 +562,8 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
             raise StoreError(f"iteration= and run= apply to checkpoints; {where} is not a daskem checkpoint.")
         arrays, info = read_arrays_group(path)
         fit = info["fit"]
-        return estimator_class(info.get("kind"), where)._restore(
+        return restore(
+            estimator_class(info.get("kind"), where),
             info["estimator"],
             arrays,
             converged=bool(fit["converged"]),
@@ -493,11 +571,15 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
             n_features=int(fit["n_features_in"]),
             n_passes=int(fit["n_passes"]),
             n_samples=int(fit.get("n_samples", 0)),
-            source=_source_record(fit["source"].get("location"), fit["source"].get("options"))
-            if isinstance(fit.get("source"), dict)
-            else None,
+            source=fit["source"] if isinstance(fit.get("source"), dict) else None,
         )
     estimator = meta.get("estimator")
+    if "select" in meta:
+        raise StoreError(
+            f"The checkpoint at {where} was written by daskem select: it holds one run per candidate of the grid, "
+            "not one fitted model. Run the same `daskem select` command again with --output BEST.zarr (it resumes "
+            "from the checkpoint) to write the best candidate as a model file."
+        )
     if not isinstance(estimator, dict):
         raise StoreError(
             f"The checkpoint at {where} was written by daskem.fit_em, which records no estimator; read its "
@@ -517,7 +599,8 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
                 f"kept iterations: {chosen.iterations()}. Raise keep_last to keep more."
             )
         state = chosen.read(iteration)
-    return cls._restore(
+    return restore(
+        cls,
         estimator["params"],
         state.params,
         converged=state.converged,
@@ -525,5 +608,5 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
         n_features=int(meta["data"]["shape"][1]) - cls._ADDED_COLUMNS,
         n_passes=int(state.history["passes"][-1]) if state.iteration else 0,
         n_samples=int(meta["data"]["shape"][0]),
-        source=_source_record(meta["source"].get("location"), meta["source"].get("options")),
+        source=meta["source"],
     )

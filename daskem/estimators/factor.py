@@ -8,11 +8,11 @@ The models, their statistics and the M-step algebra are in
 data per iteration.
 
 Start: the mean and per-feature variances ``v`` of the first
-:data:`INIT_ROWS` rows (one read of the first block, not a pass), loadings drawn
-standard normal with the seed and scaled by ``sqrt(v / (2 q))``, noise ``v / 2`` (its
-mean for PPCA). scikit-learn's FactorAnalysis starts from unit noise and iterates SVDs;
-daskem runs plain EM (optionally SQUAREM-accelerated), whose first M-step already moves
-the mean to the sample mean.
+:data:`INIT_ROWS` rows (read from the blocks holding them; a pass only when those are
+more than half of the blocks), loadings drawn standard normal with the seed and scaled by
+``sqrt(v / (2 q))``, noise ``v / 2`` (its mean for PPCA). scikit-learn's FactorAnalysis
+starts from unit noise and iterates SVDs; daskem runs plain EM (optionally
+SQUAREM-accelerated), whose first M-step already moves the mean to the sample mean.
 """
 
 from __future__ import annotations
@@ -24,25 +24,34 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
-from daskem.em.engine import nonfinite_error, resolve_split_every
+from daskem.em.checks import nonfinite_error
 from daskem.em.monitor import IterationRecord
+from daskem.em.session import FitSession, resolve_split_every
 from daskem.estimators._base import DensityScores, EMEstimator
 from daskem.estimators._validation import check_int
-from daskem.io.sources import DataSource, as_source
+from daskem.io.sources import as_source
 from daskem.models.linear_gaussian import (
     FactorAnalysisModel,
     LinearGaussianParams,
     PPCAModel,
     check_latent_dimension,
 )
+from daskem.registry import N_COMPONENTS, N_INIT, attribute_summary, register
 
 #: Rows read from the start of the data to set the initial mean and scale.
 INIT_ROWS = 1024
 
+#: The summary of a fitted PPCA or factor analysis: the loadings of each factor, the noise, the mean.
+_SUMMARY = attribute_summary(
+    "factor",
+    [("loadings (first features)", "components_")],
+    notes=[("noise variance", "noise_variance_"), ("mean", "mean_")],
+)
 
-def _first_rows(source: DataSource) -> np.ndarray:
+
+def _first_rows(session: FitSession) -> np.ndarray:
     """The first :data:`INIT_ROWS` rows as float64, refusing non-finite values."""
-    rows = np.asarray(source.array[:INIT_ROWS].compute(), dtype=np.float64)
+    rows = np.asarray(session.rows(np.arange(min(INIT_ROWS, session.source.n_samples))), dtype=np.float64)
     bad = int(rows.size - np.count_nonzero(np.isfinite(rows)))
     if bad:
         raise nonfinite_error(bad, rows.shape[0], where=" read to initialise the fit")
@@ -144,9 +153,9 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         self.loglike_ = [value * self._n_samples_fit for value in self.lower_bounds_]
 
     def _initial_params(
-        self, model: PPCAModel | FactorAnalysisModel, source: DataSource, rngs: list[np.random.Generator]
+        self, model: PPCAModel | FactorAnalysisModel, session: FitSession, rngs: list[np.random.Generator]
     ) -> list[LinearGaussianParams]:
-        rows = _first_rows(source)
+        rows = _first_rows(session)
         return [model.init_params(rows, rng) for rng in rngs]
 
     def _params(self) -> LinearGaussianParams:
@@ -200,6 +209,13 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         return self._model().precision(self._params())
 
 
+@register(
+    "ppca",
+    description="probabilistic PCA (isotropic noise)",
+    options=(N_COMPONENTS, N_INIT),
+    summary=_SUMMARY,
+    figures=("loadings", "latent"),
+)
 class PPCA(_LinearGaussianEstimator):
     """Probabilistic PCA (Tipping & Bishop 1999) fitted by EM on data of any size.
 
@@ -266,6 +282,13 @@ class PPCA(_LinearGaussianEstimator):
     _MODEL = PPCAModel
 
 
+@register(
+    "fa",
+    description="factor analysis (one noise variance per feature; scikit-learn's FactorAnalysis)",
+    options=(N_COMPONENTS, N_INIT),
+    summary=_SUMMARY,
+    figures=("loadings", "latent"),
+)
 class FactorAnalysis(_LinearGaussianEstimator):
     """Factor analysis fitted by EM on data of any size (scikit-learn's API).
 

@@ -4,22 +4,45 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from sklearn.utils import check_random_state
 
-from daskem.em.engine import resolve_split_every
 from daskem.em.init import INIT_METHODS, initial_params, max_init_passes
 from daskem.em.monitor import IterationRecord
+from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import DensityScores, EMEstimator
 from daskem.estimators._validation import check_int, check_option, check_real
-from daskem.io.sources import DataSource, as_source
+from daskem.io.sources import as_source
 from daskem.models.gaussian import COVARIANCE_TYPES, check_shape, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
+from daskem.registry import COVARIANCE_TYPE, N_COMPONENTS, N_INIT, Option, attribute_summary, register
 
 
+@register(
+    "gmm",
+    description="Gaussian mixture (scikit-learn's GaussianMixture)",
+    options=(
+        replace(N_COMPONENTS, default=8),
+        COVARIANCE_TYPE,
+        Option(("--reg-covar",), "reg_covar", "Added to the covariance diagonals.", kind=float, minimum=0.0),
+        Option(
+            ("--init-params",),
+            "init_params",
+            "Initialisation (kmeans: k-means|| and Lloyd passes over all the data).",
+            kind=str,
+            choices=INIT_METHODS,
+        ),
+        N_INIT,
+    ),
+    summary=attribute_summary(
+        "component", [("weight", "weights_"), ("mean (first features)", "means_")], title=("covariance_type",)
+    ),
+    figures=("components",),
+)
 class GaussianMixture(DensityScores, EMEstimator):
     """Gaussian mixture fitted by EM on data of any size (scikit-learn's API).
 
@@ -269,13 +292,13 @@ class GaussianMixture(DensityScores, EMEstimator):
         return max_init_passes(self.init_params, n_init)
 
     def _initial_params(
-        self, model: GaussianMixtureModel, source: DataSource, rngs: list[np.random.Generator]
+        self, model: GaussianMixtureModel, session: FitSession, rngs: list[np.random.Generator]
     ) -> list[GaussianMixtureParams]:
         weights, means, precisions = self._inits
         # Everything given: no pass over the data (scikit-learn skips its k-means too).
         if weights is not None and means is not None and precisions is not None:
             return [model.with_given(None, weights, means, precisions) for _ in rngs]
-        bases = initial_params(model, source, self.init_params, rngs, split_every=self.split_every)
+        bases = initial_params(model, session, self.init_params, rngs)
         return [model.with_given(base, weights, means, precisions) for base in bases]
 
     def _set_params_attributes(self, params: GaussianMixtureParams) -> None:

@@ -11,7 +11,7 @@ iteration, exactly the statistics of the unsplit sequence.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -20,20 +20,14 @@ import dask.array as da
 import numpy as np
 from sklearn.utils import check_random_state
 
-from daskem.em.engine import (
-    block_messages,
-    check_log_likelihood,
-    compute_stats,
-    data_blocks,
-    resolve_split_every,
-    single_threaded_blas,
-)
+from daskem.em.checks import check_log_likelihood
 from daskem.em.init import kmeans_centers
 from daskem.em.monitor import IterationRecord
+from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import EMEstimator
 from daskem.estimators._validation import check_int, check_option, check_real
-from daskem.io.sources import DataSource, as_source
+from daskem.io.sources import DataSource, as_source, lengths_from_ids
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
 from daskem.models.hmm import (
     CategoricalHMMModel,
@@ -43,48 +37,21 @@ from daskem.models.hmm import (
     HMMModel,
     check_probabilities,
 )
+from daskem.registry import COVARIANCE_TYPE, LENGTHS, N_COMPONENTS, SEQUENCE_IDS, Option, attribute_summary, register
 
 COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
 
+#: The command-line option of the decoder, the same for every HMM.
+_ALGORITHM = Option(
+    ("--algorithm",),
+    "algorithm",
+    "Decoder of predict: viterbi (the most probable path) or map (the most probable state of each row).",
+    kind=str,
+    choices=("viterbi", "map"),
+)
 
-def lengths_from_ids(ids: Any) -> np.ndarray:
-    """Sequence lengths from a sequence-id column (a new sequence wherever the id changes).
-
-    Parameters
-    ----------
-    ids : array-like or dask array of shape (n_samples,)
-        One id per row; the rows of a sequence are consecutive.
-
-    Returns
-    -------
-    ndarray of int
-        The lengths, in row order, for the ``lengths`` argument of the HMM estimators.
-    """
-    values = ids.compute() if isinstance(ids, da.Array) else np.asarray(ids)
-    values = values.ravel()
-    if values.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
-    return np.diff(np.append(starts, values.size)).astype(np.int64)
-
-
-def _check_lengths(lengths: Any, n_samples: int) -> np.ndarray:
-    if lengths is None:
-        return np.array([n_samples], dtype=np.int64)
-    values = np.asarray(lengths)
-    if values.ndim != 1 or (
-        values.dtype.kind not in "iu" and not (values.dtype.kind == "f" and np.all(values == np.floor(values)))
-    ):
-        raise DataError(f"lengths must be a 1-D array of non-negative integers; got {lengths!r}.")
-    values = values.astype(np.int64)
-    if values.size and values.min() < 0:
-        raise DataError(f"lengths must be non-negative; got {int(values.min())} among them.")
-    if int(values.sum()) != n_samples:
-        raise DataError(
-            f"lengths sum to {int(values.sum())} but X has {n_samples} rows: the lengths of the sequences must "
-            "add up to the number of rows."
-        )
-    return values
+#: The rows of an HMM's summary that every HMM has.
+_CHAIN_ROWS = [("start probability", "startprob_"), ("transition probabilities", "transmat_")]
 
 
 def _aligned_chunks(lengths: np.ndarray, max_rows: int) -> tuple[int, ...]:
@@ -106,14 +73,15 @@ def _add_start_flags(block: np.ndarray, local_starts: np.ndarray) -> np.ndarray:
     return np.concatenate([block, flags], axis=1)
 
 
-def sequence_source(source: DataSource, lengths: Any) -> tuple[DataSource, bool]:
+def sequence_source(source: DataSource) -> tuple[DataSource, bool]:
     """The rows with a start-flag column, and whether blocks split sequences.
 
-    When every sequence fits in the source's largest block, the rows are re-chunked
-    into blocks of whole sequences; otherwise the source's blocks are kept and the
-    model must carry messages between them.
+    The sequences are ``source.lengths`` (one sequence if None). When every sequence
+    fits in the source's largest block, the rows are re-chunked into blocks of whole
+    sequences; otherwise the source's blocks are kept and the model must carry messages
+    between them.
     """
-    sizes = _check_lengths(lengths, source.n_samples)
+    sizes = source.lengths if source.lengths is not None else np.array([source.n_samples], dtype=np.int64)
     array = source.array
     max_rows = max(max(array.chunks[0]), 1)
     carry = bool(sizes.size and int(sizes.max()) > max_rows)
@@ -132,7 +100,7 @@ def sequence_source(source: DataSource, lengths: Any) -> tuple[DataSource, bool]
         pieces.append(da.from_delayed(piece, shape=(rows, d + 1), dtype=array.dtype))
         lo += rows
     flagged = da.concatenate(pieces, axis=0) if pieces else da.zeros((0, d + 1), dtype=array.dtype)
-    return DataSource(flagged, source.kind, source.location, dict(source.options)), carry
+    return DataSource(flagged, source.kind, source.location, dict(source.options), sizes), carry
 
 
 @dataclass
@@ -237,14 +205,10 @@ class _BaseHMM(EMEstimator):
         """
         self._validate_hyperparameters()
         resolve_split_every(self.split_every)
-        raw = as_source(X)
+        raw = as_source(X, lengths=lengths)
         self._check_data(raw)
-        source, carry = sequence_source(raw, lengths)
-        self._fit_data = raw
-        try:
-            self._fit_restarts(self._engine_model(carry), source, 1, False, callback)
-        finally:
-            del self._fit_data
+        source, carry = sequence_source(raw)
+        self._fit_restarts(self._engine_model(carry), source, 1, False, callback)
         self.n_features_in_ = raw.n_features
         self._restored()
         return self
@@ -261,16 +225,20 @@ class _BaseHMM(EMEstimator):
             bool(self.converged_) or int(self.n_iter_) >= int(self.n_iter),
         )
 
-    def _initial_params(self, model: HMMModel, source: DataSource, rngs: list[np.random.Generator]) -> list[Any]:
+    def _initial_params(self, model: HMMModel, session: FitSession, rngs: list[np.random.Generator]) -> list[Any]:
         rng = rngs[0]
         k = self.n_components
         startprob = self._given("s", "startprob_", lambda: np.full(k, 1.0 / k))
         transmat = self._given("t", "transmat_", lambda: np.full((k, k), 1.0 / k))
         check_probabilities("startprob_", np.asarray(startprob, dtype=np.float64))
         check_probabilities("transmat_", np.asarray(transmat, dtype=np.float64))
-        return [self._initial_emissions(model, rng, startprob, transmat)]
+        # The initialisers read the rows without their start flags, through the fit's session.
+        rows = session.leading_columns(session.source.n_features - self._ADDED_COLUMNS)
+        return [self._initial_emissions(model, rows, rng, startprob, transmat)]
 
-    def _initial_emissions(self, model: Any, rng: np.random.Generator, startprob: Any, transmat: Any) -> Any:
+    def _initial_emissions(
+        self, model: Any, rows: FitSession, rng: np.random.Generator, startprob: Any, transmat: Any
+    ) -> Any:
         raise NotImplementedError
 
     def _given(self, letter: str, attribute: str, initialise: Callable[[], Any]) -> Any:
@@ -287,9 +255,10 @@ class _BaseHMM(EMEstimator):
 
     # -- sequences after the fit ------------------------------------------------------------
 
-    def _sequences(self, X: Any, lengths: Any) -> tuple[DataSource, HMMModel, list[Any]]:
+    def _sequences(self, X: Any, lengths: Any) -> tuple[FitSession, HMMModel]:
+        """A prediction's session over the rows of ``X`` with their start flags, and the model."""
         self._check_fitted()
-        raw = as_source(X)
+        raw = as_source(X, lengths=lengths)
         # From the parameters, not n_features_in_: as in hmmlearn, parameters set by hand
         # (without a fit) can score, decode and predict.
         expected = self._n_columns()
@@ -298,21 +267,13 @@ class _BaseHMM(EMEstimator):
                 f"X has {raw.n_features} features, but {type(self).__name__} is expecting {expected} features as input."
             )
         self._check_data(raw)
-        source, carry = sequence_source(raw, lengths)
-        return source, self._engine_model(carry), data_blocks(source, cache=False)
+        source, carry = sequence_source(raw)
+        return self._prediction_session(source), self._engine_model(carry)
 
     @staticmethod
-    def _per_block(fn: Callable[..., Any], params: Any, blocks: Sequence[Any], messages: Sequence[Any]) -> list[Any]:
-        """One task ``fn(params, block, message)`` per block."""
-        shared = dask.delayed(params, pure=True, traverse=False)
-        return [dask.delayed(fn, pure=True)(shared, b, m) for b, m in zip(blocks, messages, strict=True)]
-
-    @staticmethod
-    def _result(source: DataSource, parts: Any) -> Any:
-        if source.kind != "numpy":
-            return parts
-        with single_threaded_blas():
-            return parts.compute()
+    def _messages(session: FitSession, model: HMMModel, params: Any) -> list[Any] | None:
+        """The blocks' forward-backward messages when they split sequences (one pass), else None."""
+        return session.messages(model, params) if model.carry else None
 
     def score(self, X: Any, lengths: Any = None) -> float:
         """Total log-likelihood of the sequences under the fitted model (hmmlearn's ``score``).
@@ -326,12 +287,10 @@ class _BaseHMM(EMEstimator):
         -------
         float
         """
-        _, model, blocks = self._sequences(X, lengths)
+        session, model = self._sequences(X, lengths)
         params = self._params()
-        messages = block_messages(model, params, blocks) if model.carry else [None] * len(blocks)
-        parts = self._per_block(model.log_likelihood_rows, params, blocks, messages)
-        with single_threaded_blas():
-            total = float(sum(dask.compute(*parts)))
+        parts = session.block_results(model, "log_likelihood_rows", params, self._messages(session, model, params))
+        total = float(sum(parts))
         check_log_likelihood(total, model)
         return total
 
@@ -347,16 +306,20 @@ class _BaseHMM(EMEstimator):
         -------
         ndarray or dask array of shape (n_samples, n_components)
         """
-        source, model, blocks = self._sequences(X, lengths)
+        return self._posteriors(*self._sequences(X, lengths))
+
+    def _posteriors(self, session: FitSession, model: HMMModel) -> Any:
         params = self._params()
-        messages = block_messages(model, params, blocks) if model.carry else [None] * len(blocks)
-        parts = self._per_block(model.posteriors, params, blocks, messages)
-        k = self.n_components
-        arrays = [
-            da.from_delayed(p, shape=(rows, k), dtype=np.float64)
-            for p, rows in zip(parts, source.array.chunks[0], strict=True)
-        ]
-        return self._result(source, da.concatenate(arrays) if arrays else da.zeros((0, k)))
+        messages = self._messages(session, model, params)
+        return session.map_rows(
+            model,
+            "posteriors",
+            params,
+            dtype=np.float64,
+            columns=self.n_components,
+            messages=messages,
+            check_finite=False,
+        )
 
     def score_samples(self, X: Any, lengths: Any = None) -> tuple[float, Any]:
         """The log-likelihood and the state posteriors (hmmlearn's ``score_samples``).
@@ -368,18 +331,14 @@ class _BaseHMM(EMEstimator):
         """
         return self.score(X, lengths), self.predict_proba(X, lengths)
 
-    def _viterbi(self, X: Any, lengths: Any) -> tuple[DataSource, list[Any], float | None]:
-        """Per-block Viterbi tasks ``(states, score)``, and the total score when the blocks
-        split sequences (from the max-plus summary pass; else the blocks' scores add up)."""
-        source, model, blocks = self._sequences(X, lengths)
-        params = self._params()
-        messages: list[Any] = [None] * len(blocks)
-        log_prob = None
-        if model.carry:
-            pdelayed = dask.delayed(params, pure=True, traverse=False)
-            summaries = dask.compute(*[dask.delayed(model.viterbi_summary, pure=True)(pdelayed, b) for b in blocks])
-            messages, log_prob = model.viterbi_messages(list(summaries))
-        return source, self._per_block(model.decode, params, blocks, messages), log_prob
+    @staticmethod
+    def _viterbi_messages(session: FitSession, model: HMMModel, params: Any) -> tuple[list[Any] | None, float | None]:
+        """The blocks' Viterbi messages and the total score when the blocks split sequences
+        (from the max-plus summary pass); else None and None (the blocks' scores add up)."""
+        if not model.carry:
+            return None, None
+        messages, log_prob = model.viterbi_messages(session.block_results(model, "viterbi_summary", params))
+        return messages, log_prob
 
     def decode(self, X: Any, lengths: Any = None, algorithm: str | None = None) -> tuple[float, Any]:
         """The most probable state path (Viterbi) or the most probable state per row (MAP).
@@ -403,27 +362,25 @@ class _BaseHMM(EMEstimator):
         """
         algorithm = self.algorithm if algorithm is None else algorithm
         check_option(type(self).__name__, "algorithm", algorithm, ["viterbi", "map"])
+        session, model = self._sequences(X, lengths)
         if algorithm == "map":
-            posteriors = self.predict_proba(X, lengths)
-            log_prob = float(np.log(posteriors.max(axis=1)).sum())
-            return log_prob, posteriors.argmax(axis=1)
-        source, parts, total = self._viterbi(X, lengths)
-        if source.kind == "numpy" or total is None:
-            with single_threaded_blas():
-                results = dask.compute(*parts)
+            posteriors = self._posteriors(session, model)
+            log_prob = np.log(posteriors.max(axis=1)).sum()
+            return float(log_prob if session.in_memory else session.compute(log_prob)[0]), posteriors.argmax(axis=1)
+        params = self._params()
+        messages, total = self._viterbi_messages(session, model, params)
+        if session.in_memory or total is None:
+            results = session.block_results(model, "decode", params, messages)
             if total is None:
                 total = float(sum(score for _, score in results))
-            if source.kind == "numpy":
+            if session.in_memory:
                 return total, np.concatenate([states for states, _ in results]) if results else np.zeros(0, np.int64)
-        return total, self._lazy_states(source, parts)
+        return total, self._states(session, model, params, messages)
 
     @staticmethod
-    def _lazy_states(source: DataSource, parts: list[Any]) -> Any:
-        states = [
-            da.from_delayed(dask.delayed(_first)(p), shape=(rows,), dtype=np.int64)
-            for p, rows in zip(parts, source.array.chunks[0], strict=True)
-        ]
-        return da.concatenate(states) if states else da.zeros(0, np.int64)
+    def _states(session: FitSession, model: HMMModel, params: Any, messages: list[Any] | None) -> Any:
+        """The Viterbi states of every row (NumPy for in-memory data, else lazy)."""
+        return session.map_rows(model, "decode", params, dtype=np.int64, messages=messages, item=0, check_finite=False)
 
     def predict(self, X: Any, lengths: Any = None) -> Any:
         """The most probable states (by the estimator's ``algorithm``).
@@ -434,10 +391,11 @@ class _BaseHMM(EMEstimator):
             NumPy for in-memory input, a lazy dask array otherwise.
         """
         check_option(type(self).__name__, "algorithm", self.algorithm, ["viterbi", "map"])
+        session, model = self._sequences(X, lengths)
         if self.algorithm == "map":
-            return self.predict_proba(X, lengths).argmax(axis=1)
-        source, parts, _ = self._viterbi(X, lengths)
-        return self._result(source, self._lazy_states(source, parts))
+            return self._posteriors(session, model).argmax(axis=1)
+        params = self._params()
+        return self._states(session, model, params, self._viterbi_messages(session, model, params)[0])
 
     def fit_predict(self, X: Any, lengths: Any = None) -> Any:
         """Fit, then return the most probable states of ``X``."""
@@ -478,10 +436,27 @@ class _BaseHMM(EMEstimator):
         raise NotImplementedError
 
 
-def _first(pair: tuple[Any, Any]) -> Any:
-    return pair[0]
-
-
+@register(
+    "gaussian-hmm",
+    description="hidden Markov model with Gaussian emissions (hmmlearn's GaussianHMM)",
+    options=(
+        N_COMPONENTS,
+        COVARIANCE_TYPE,
+        Option(
+            ("--min-covar",),
+            "min_covar",
+            "Added to the diagonal of the data covariance that starts the state covariances.",
+            kind=float,
+            minimum=0.0,
+        ),
+        _ALGORITHM,
+        LENGTHS,
+        SEQUENCE_IDS,
+    ),
+    renames={"max_iter": "n_iter"},
+    summary=attribute_summary("state", [*_CHAIN_ROWS, ("mean (first features)", "means_")], title=("covariance_type",)),
+    figures=("transitions", "states"),
+)
 class GaussianHMM(_BaseHMM):
     """Hidden Markov model with Gaussian emissions, fitted by Baum-Welch out of core.
 
@@ -614,28 +589,23 @@ class GaussianHMM(_BaseHMM):
         return self._engine_model(False)
 
     def _initial_emissions(
-        self, model: GaussianHMMModel, rng: np.random.Generator, startprob: Any, transmat: Any
+        self, model: GaussianHMMModel, rows: FitSession, rng: np.random.Generator, startprob: Any, transmat: Any
     ) -> GaussianHMMParams:
-        raw = self._fit_data
         k = self.n_components
-        means = self._given(
-            "m",
-            "means_",
-            lambda: kmeans_centers(raw, k, [rng], split_every=self.split_every)[0],
-        )
+        means = self._given("m", "means_", lambda: kmeans_centers(rows, k, [rng])[0])
         if "c" in self.init_params:
-            covariances = self._data_covariance(raw, np.asarray(means, dtype=np.float64))
+            covariances = self._data_covariance(rows, np.asarray(means, dtype=np.float64))
         else:
             covariances = self._given("c", "_covars_", lambda: None)
         return model.make_params(startprob, transmat, means, covariances)
 
-    def _data_covariance(self, raw: DataSource, means: np.ndarray) -> np.ndarray:
+    def _data_covariance(self, rows: FitSession, means: np.ndarray) -> np.ndarray:
         """hmmlearn's start: the data covariance plus ``min_covar`` on the diagonal (one pass)."""
         one = GaussianMixtureModel(1, "full", 0.0)
         centre = means.mean(axis=0, keepdims=True)
-        d = raw.n_features
+        d = rows.source.n_features
         start = GaussianMixtureParams(np.ones(1), centre, np.eye(d)[None], np.eye(d)[None])
-        stats = compute_stats(one, start, data_blocks(raw), resolve_split_every(self.split_every))
+        stats = rows.stats(one, start)
         n = stats.resp_sum[0]
         # np.cov's unbiased scaling, as hmmlearn uses.
         cv = one.m_step(stats, start).covariances[0] * (n / max(n - 1.0, 1.0)) + self.min_covar * np.eye(d)
@@ -686,6 +656,26 @@ class GaussianHMM(_BaseHMM):
         return out
 
 
+@register(
+    "categorical-hmm",
+    description="hidden Markov model with categorical emissions (hmmlearn's CategoricalHMM)",
+    options=(
+        N_COMPONENTS,
+        Option(
+            ("--n-symbols",),
+            "n_features",
+            "Number of symbols; unset, the largest symbol in the data plus one.",
+            minimum=1,
+        ),
+        _ALGORITHM,
+        LENGTHS,
+        SEQUENCE_IDS,
+    ),
+    renames={"max_iter": "n_iter"},
+    summary=attribute_summary("state", [*_CHAIN_ROWS, ("emission probabilities (first symbols)", "emissionprob_")]),
+    figures=("transitions", "states"),
+    data="symbols",
+)
 class CategoricalHMM(_BaseHMM):
     """Hidden Markov model with categorical emissions, fitted by Baum-Welch out of core.
 
@@ -810,7 +800,7 @@ class CategoricalHMM(_BaseHMM):
         return self
 
     def _initial_emissions(
-        self, model: CategoricalHMMModel, rng: np.random.Generator, startprob: Any, transmat: Any
+        self, model: CategoricalHMMModel, rows: FitSession, rng: np.random.Generator, startprob: Any, transmat: Any
     ) -> CategoricalHMMParams:
         k, m = self.n_components, model.n_features
 

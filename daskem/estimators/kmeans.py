@@ -4,25 +4,45 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-import dask.array as da
 import numpy as np
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
-from daskem.em.engine import compute_stats, data_blocks, resolve_split_every
 from daskem.em.init import INIT_SAMPLE_ROWS, KMEANS_PARALLEL_ROUNDS, kmeans_parallel, kmeans_plusplus, sample_rows
 from daskem.em.monitor import IterationRecord
+from daskem.em.session import FitSession, resolve_split_every, with_sample_weight
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import EMEstimator
 from daskem.estimators._validation import check_int, check_option
-from daskem.io.sources import DataSource, as_source
+from daskem.io.sources import as_source
 from daskem.models.gaussian import check_shape
 from daskem.models.kmeans import KMeansModel, KMeansParams, shared_reference
+from daskem.registry import N_COMPONENTS, N_INIT, Option, attribute_summary, register
 
 KMEANS_INITS = ("k-means||", "k-means++", "random")
 
 
+@register(
+    "kmeans",
+    description="k-means clustering by Lloyd's algorithm (scikit-learn's KMeans)",
+    options=(
+        replace(N_COMPONENTS, param="n_clusters"),
+        Option(("--n-clusters",), "n_clusters", "Number of clusters (k-means; the same as --n-components).", minimum=1),
+        Option(
+            ("--init",),
+            "init",
+            "Initial centres: k-means|| over all the data, k-means++ on a sample, or random rows.",
+            kind=str,
+            choices=KMEANS_INITS,
+        ),
+        N_INIT,
+    ),
+    summary=attribute_summary("cluster", [("centre (first features)", "cluster_centers_")]),
+    figures=("components",),
+    objective="minus the mean squared distance to the nearest centre",
+)
 class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EMEstimator):
     """k-means clustering by Lloyd's algorithm (hard-assignment EM) on data of any size.
 
@@ -70,7 +90,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
     n_iter_ : int
     converged_ : bool
     n_passes_ : int
-        Full passes over the data, initialisation and the final inertia pass included.
+        Full passes over the data, initialisation, the final inertia pass and (for
+        in-memory input) the ``labels_`` pass included.
     pruned_restarts_ : list of int
     n_features_in_ : int
 
@@ -192,45 +213,16 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
             )
         if not isinstance(self.init, str):
             check_shape("init", self.init, (self.n_clusters, source.n_features))
-        weighted = self._weighted_source(source, sample_weight)
-        model = KMeansModel(self.n_clusters, weighted=weighted is not source)
-        outcome = self._fit_restarts(model, weighted, self._n_init(), False, callback)
+        session = self._session(with_sample_weight(source, sample_weight))
+        model = KMeansModel(self.n_clusters, weighted=session.source is not source)
+        outcome = self._fit_restarts(model, session, self._n_init(), False, callback)
         self.n_features_in_ = source.n_features
-        final = compute_stats(
-            model,
-            outcome.results[outcome.best].params,
-            data_blocks(weighted, self.cache),
-            resolve_split_every(self.split_every),
-        )
-        self.inertia_ = final.inertia
-        self.n_passes_ += 1
+        best = outcome.results[outcome.best].params
+        self.inertia_ = session.stats(model, best).inertia
         if source.kind == "numpy":
-            self.labels_ = self._per_row(source, "predict", dtype=np.intp)
+            self.labels_ = np.concatenate(session.block_results(model, "predict", best))
+        self.n_passes_ = session.passes
         return self
-
-    def _weighted_source(self, source: DataSource, sample_weight: Any) -> DataSource:
-        """``source`` itself without weights, else its rows with the weights as last column."""
-        if sample_weight is None:
-            return source
-        weights = sample_weight if isinstance(sample_weight, da.Array) else np.asarray(sample_weight, dtype=np.float64)
-        if weights.shape != (source.n_samples,):
-            raise DataError(
-                f"sample_weight.shape == {weights.shape}, expected ({source.n_samples},). Pass one weight per row."
-            )
-        if isinstance(weights, np.ndarray):
-            weights = da.from_array(weights, chunks=(source.array.chunks[0],))
-        weights = weights.astype(np.float64).rechunk((source.array.chunks[0],))
-        # One pass over the weights alone (1 / n_features of the data).
-        finite, low, total = da.compute(da.isfinite(weights).all(), weights.min(), weights.sum())
-        if not finite or low < 0.0:
-            raise DataError(
-                f"sample_weight must be finite and non-negative; got minimum {low!r}"
-                f"{'' if finite else ' and NaN or infinite values'}. Fix or drop those weights."
-            )
-        if total <= 0.0:
-            raise DataError("sample_weight must have a positive sum; got all zeros. Give some rows positive weight.")
-        rows = da.concatenate([source.array.astype(np.float64), weights[:, None]], axis=1)
-        return as_source(rows.rechunk({1: -1}), name="X with sample_weight")
 
     def _init_config(self) -> dict[str, Any]:
         return {"init": self.init if isinstance(self.init, str) else "array"}
@@ -240,30 +232,23 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
             return 0
         return KMEANS_PARALLEL_ROUNDS + 1 if self.init == "k-means||" else n_init
 
-    def _initial_params(self, model: KMeansModel, source: DataSource, rngs: list[np.random.Generator]) -> list[Any]:
-        return shared_reference(self._initial_centers(model, source, rngs))
+    def _initial_params(self, model: KMeansModel, session: FitSession, rngs: list[np.random.Generator]) -> list[Any]:
+        return shared_reference(self._initial_centers(model, session, rngs))
 
     def _initial_centers(
-        self, model: KMeansModel, source: DataSource, rngs: list[np.random.Generator]
+        self, model: KMeansModel, session: FitSession, rngs: list[np.random.Generator]
     ) -> list[np.ndarray]:
-        d = source.n_features - int(model.weighted)
+        d = session.source.n_features - int(model.weighted)
         if not isinstance(self.init, str):
             return [np.asarray(self.init, dtype=np.float64) for _ in rngs]
         if self.init == "k-means||":
-            return kmeans_parallel(
-                source,
-                data_blocks(source, self.cache),
-                self.n_clusters,
-                rngs,
-                weighted=model.weighted,
-                split_every=self.split_every,
-            )
+            return kmeans_parallel(session, self.n_clusters, rngs, weighted=model.weighted)
         out = []
         for rng in rngs:
             if self.init == "random":
-                out.append(sample_rows(source, self.n_clusters, rng)[:, :d])
+                out.append(sample_rows(session, self.n_clusters, rng)[:, :d])
                 continue
-            sample = sample_rows(source, INIT_SAMPLE_ROWS, rng)
+            sample = sample_rows(session, INIT_SAMPLE_ROWS, rng)
             weights = sample[:, d] if model.weighted else None
             out.append(sample[kmeans_plusplus(sample[:, :d], self.n_clusters, rng, weights), :d])
         return out
@@ -343,12 +328,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
         -------
         float
         """
-        source = self._source_for_predict(X)
-        weighted = self._weighted_source(source, sample_weight)
-        model = KMeansModel(self.n_clusters, weighted=weighted is not source)
-        stats = compute_stats(
-            model, self._params(), data_blocks(weighted, self.cache), resolve_split_every(self.split_every)
-        )
+        model = KMeansModel(self.n_clusters, weighted=sample_weight is not None)
+        source = with_sample_weight(self._source_for_predict(X), sample_weight)
+        stats = self._prediction_session(source).stats(model, self._params())
         if stats.n_nonfinite:
             raise DataError(f"Input X contains {stats.n_nonfinite} NaN or infinite value(s). Remove or impute them.")
         return float(-stats.inertia)

@@ -49,14 +49,33 @@ def detect_format(location: str) -> str:
     return "zarr"
 
 
-def table_array(df: Any, columns: list[str] | None, location: str) -> da.Array:
+def table_array(
+    df: Any, columns: list[str] | None, location: str, sequence_ids: str | None = None
+) -> tuple[da.Array, da.Array | None]:
     """The selected (default: numeric) columns of a dask DataFrame as a float64 dask array.
 
-    Row counts per partition are computed (Parquet footers; one pass for CSV).
+    With ``sequence_ids``, that column is returned apart (as a dask array, any dtype) and
+    left out of the default column selection. Row counts per partition are computed
+    (Parquet footers; one pass for CSV).
     """
+    ids = None
+    if sequence_ids is not None:
+        if sequence_ids not in df.columns:
+            raise DataError(
+                f"The sequence-id column {sequence_ids!r} is not in {location!r}; its columns are "
+                f"{list(df.columns)}. Pass sequence_ids=... (daskem fit --sequence-ids NAME) naming an existing one."
+            )
+        if columns is not None and sequence_ids in columns:
+            raise DataError(
+                f"The sequence-id column {sequence_ids!r} is also among the data columns {columns}: leave it out "
+                "of columns=... (daskem fit --columns)."
+            )
+        ids = df[sequence_ids].to_dask_array(lengths=True)
+        df = df.drop(columns=[sequence_ids])
     # lengths=True can disagree with the partitions once a column selection lets dask merge
     # small partitions; measuring the blocks of the array itself is always consistent.
-    return _select_columns(df, columns, location).to_dask_array().compute_chunk_sizes().astype(np.float64)
+    array = _select_columns(df, columns, location).to_dask_array().compute_chunk_sizes().astype(np.float64)
+    return array, ids
 
 
 def _select_columns(df: Any, columns: list[str] | None, location: str) -> Any:
@@ -82,8 +101,17 @@ def _select_columns(df: Any, columns: list[str] | None, location: str) -> Any:
     return numeric
 
 
-def read_table(location: str, fmt: str, columns: list[str] | None, storage_options: dict[str, Any] | None) -> da.Array:
-    """Numeric columns of Parquet or CSV files (a path, directory or glob) as a dask array."""
+def read_table(
+    location: str,
+    fmt: str,
+    columns: list[str] | None,
+    storage_options: dict[str, Any] | None,
+    sequence_ids: str | None = None,
+) -> tuple[da.Array, da.Array | None]:
+    """Numeric columns of Parquet or CSV files (a path, directory or glob) as a dask array.
+
+    Also the ``sequence_ids`` column apart, if named (see :func:`table_array`).
+    """
     _require("pandas", fmt)
     import dask.dataframe as dd
 
@@ -94,7 +122,7 @@ def read_table(location: str, fmt: str, columns: list[str] | None, storage_optio
         df = dd.read_parquet(location, **opts) if fmt == "parquet" else dd.read_csv(location, **opts)
     except (FileNotFoundError, OSError) as err:
         raise DataError(f"Cannot read {fmt} data at {location!r}: {err}") from None
-    return table_array(df, columns, location)
+    return table_array(df, columns, location, sequence_ids)
 
 
 class HDF5Rows:

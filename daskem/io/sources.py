@@ -12,7 +12,7 @@ import hashlib
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import dask
@@ -114,13 +114,19 @@ class DataSource:
         The path or URL the data came from, if any.
     options : dict
         The reading options that reopen the same data from ``location`` (``variable``,
-        ``columns``, ``dataset``, ``chunk_rows``), JSON-able.
+        ``columns``, ``dataset``, ``chunk_rows``, ``sequence_ids``, ``lengths`` in the
+        run-length form of :func:`encode_lengths`), JSON-able.
+    lengths : ndarray of int or None
+        The lengths of the sequences the rows form, in order (hidden Markov models), or
+        None for independent rows. Part of the data's description: fingerprinted, stored
+        with a checkpoint and restored by ``daskem resume``.
     """
 
     array: da.Array
     kind: SourceKind
     location: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    lengths: np.ndarray | None = field(default=None, compare=False)
 
     @property
     def n_samples(self) -> int:
@@ -142,7 +148,8 @@ class DataSource:
         -------
         dict
             JSON-able: ``shape``, ``dtype``, ``row_chunks`` (run-length encoded as
-            ``[size, count]`` pairs), ``location`` and ``digest``.
+            ``[size, count]`` pairs), ``location`` and ``digest``; for sequences also
+            ``sequences`` (their number) and ``lengths_digest`` (SHA-256 of the lengths).
         """
         chunks = self.array.chunks[0]
         picks = sorted({round(i * (len(chunks) - 1) / max(1, n_sample_blocks - 1)) for i in range(n_sample_blocks)})
@@ -157,13 +164,73 @@ class DataSource:
                 runs[-1][1] += 1
             else:
                 runs.append([int(size), 1])
-        return {
+        found: dict[str, Any] = {
             "shape": [int(v) for v in self.array.shape],
             "dtype": str(self.array.dtype),
             "row_chunks": runs,
             "location": self.location,
             "digest": digest.hexdigest(),
         }
+        if self.lengths is not None:
+            found["sequences"] = int(self.lengths.size)
+            found["lengths_digest"] = hashlib.sha256(self.lengths.astype("<i8").tobytes()).hexdigest()
+        return found
+
+
+def lengths_from_ids(ids: Any) -> np.ndarray:
+    """Sequence lengths from a sequence-id column (a new sequence wherever the id changes).
+
+    Parameters
+    ----------
+    ids : array-like or dask array of shape (n_samples,)
+        One id per row; the rows of a sequence are consecutive.
+
+    Returns
+    -------
+    ndarray of int
+        The lengths, in row order, for the ``lengths`` argument of the HMM estimators.
+    """
+    values = ids.compute() if isinstance(ids, da.Array) else np.asarray(ids)
+    values = values.ravel()
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
+    return np.diff(np.append(starts, values.size)).astype(np.int64)
+
+
+def encode_lengths(lengths: np.ndarray) -> dict[str, list[list[int]]]:
+    """Sequence lengths as JSON: ``{"runs": [[length, count], ...]}`` (equal lengths in a row merged)."""
+    runs: list[list[int]] = []
+    for value in lengths.tolist():
+        if runs and runs[-1][0] == value:
+            runs[-1][1] += 1
+        else:
+            runs.append([int(value), 1])
+    return {"runs": runs}
+
+
+def check_lengths(lengths: Any, n_samples: int) -> np.ndarray:
+    """``lengths`` as int64 after checking them against the data's ``n_samples`` rows.
+
+    Also accepts the stored form of :func:`encode_lengths`.
+    """
+    if isinstance(lengths, dict) and set(lengths) == {"runs"}:
+        runs = np.asarray(lengths["runs"], dtype=np.int64).reshape(-1, 2)
+        lengths = np.repeat(runs[:, 0], runs[:, 1])
+    values = np.asarray(lengths)
+    if values.ndim != 1 or (
+        values.dtype.kind not in "iu" and not (values.dtype.kind == "f" and np.all(values == np.floor(values)))
+    ):
+        raise DataError(f"lengths must be a 1-D array of non-negative integers; got {lengths!r}.")
+    values = values.astype(np.int64)
+    if values.size and values.min() < 0:
+        raise DataError(f"lengths must be non-negative; got {int(values.min())} among them.")
+    if int(values.sum()) != n_samples:
+        raise DataError(
+            f"lengths sum to {int(values.sum())} but X has {n_samples} rows: the lengths of the sequences must "
+            "add up to the number of rows."
+        )
+    return values
 
 
 def default_chunk_rows(n_samples: int, n_features: int) -> int:
@@ -247,17 +314,45 @@ def _local(location: str) -> str:
 
 def _open_location(
     loc: str, options: dict[str, Any], storage_options: dict[str, Any] | None, name: str
-) -> tuple[da.Array, SourceKind]:
+) -> tuple[da.Array, SourceKind, da.Array | None]:
+    """The data at ``loc`` as dask, its kind, and its sequence-id column (tables only)."""
     fmt = detect_format(loc)
     if fmt in ("parquet", "csv"):
-        return read_table(loc, fmt, options.get("columns"), storage_options), fmt  # type: ignore[return-value]
+        array, ids = read_table(loc, fmt, options.get("columns"), storage_options, options.get("sequence_ids"))
+        return array, fmt, ids  # type: ignore[return-value]
+    if "sequence_ids" in options:
+        raise DataError(
+            f"sequence_ids={options['sequence_ids']!r} names a column of a table, but {loc!r} is read as {fmt} "
+            "data: pass lengths=... (daskem fit --lengths FILE) instead."
+        )
     if fmt == "hdf5":
-        return read_hdf5(loc, options.get("dataset"), options.get("chunk_rows") or 65_536), "hdf5"
+        return read_hdf5(loc, options.get("dataset"), options.get("chunk_rows") or 65_536), "hdf5", None
     if fmt == "netcdf":
-        return _as_dask(open_netcdf(loc, options.get("variable"))), "netcdf"
+        return _as_dask(open_netcdf(loc, options.get("variable"))), "netcdf", None
     variable = options.get("variable")
     target = f"{loc.rstrip('/')}/{variable.strip('/')}" if variable else loc
-    return zarr_dask(open_zarr_array(target, storage_options)), "zarr"
+    return zarr_dask(open_zarr_array(target, storage_options)), "zarr", None
+
+
+def _with_lengths(source: DataSource, lengths: Any, ids: da.Array | None) -> DataSource:
+    """``source`` with its sequence lengths (given, or from a sequence-id column) checked."""
+    if ids is not None:
+        if lengths is not None:
+            raise DataError("Pass either lengths=... or sequence_ids=..., not both: both say where sequences begin.")
+        lengths = lengths_from_ids(ids)
+    if lengths is None:
+        return source
+    values = check_lengths(lengths, source.n_samples)
+    if source.lengths is not None and not np.array_equal(values, source.lengths):
+        raise DataError(
+            "X already carries sequence lengths that differ from the lengths passed: pass them once, with X "
+            "(as_source(X, lengths=...)) or to the estimator."
+        )
+    options = dict(source.options)
+    if source.location is not None and ids is None:
+        # Stored with the reading options, so the same sequences are read again on resume.
+        options["lengths"] = encode_lengths(values)
+    return replace(source, options=options, lengths=values)
 
 
 def as_source(
@@ -268,6 +363,8 @@ def as_source(
     variable: str | None = None,
     columns: list[str] | None = None,
     dataset: str | None = None,
+    lengths: Any = None,
+    sequence_ids: str | None = None,
     name: str = "X",
 ) -> DataSource:
     """Validate ``X`` and return it as a :class:`DataSource`.
@@ -290,6 +387,12 @@ def as_source(
         Columns of Parquet/CSV data or a dask DataFrame (default: every numeric column).
     dataset : str, optional
         The dataset inside an HDF5 file.
+    lengths : array-like of int, optional
+        The lengths of the sequences the rows form, in order, summing to ``n_samples``
+        (hidden Markov models). Also accepted in the stored form of :func:`encode_lengths`.
+    sequence_ids : str, optional
+        For Parquet/CSV data or a dask DataFrame: a column of sequence ids (a new sequence
+        wherever the id changes), read instead of ``lengths`` and left out of the data.
     name : str
         The name used for the data in error messages.
 
@@ -300,26 +403,39 @@ def as_source(
     """
     options = {
         k: v
-        for k, v in (("variable", variable), ("columns", columns), ("dataset", dataset), ("chunk_rows", chunk_rows))
+        for k, v in (
+            ("variable", variable),
+            ("columns", columns),
+            ("dataset", dataset),
+            ("chunk_rows", chunk_rows),
+            ("sequence_ids", sequence_ids),
+        )
         if v is not None
     }
     if isinstance(X, DataSource):
-        return X
+        return _with_lengths(X, lengths, None)
     if isinstance(X, str | os.PathLike):
         loc = os.fspath(X)
-        array, kind = _open_location(loc, options, storage_options, name)
-        return DataSource(_check_dask(array, name, chunk_rows), kind, _local(loc), options)
-    if isinstance(X, zarr.Array):
-        return DataSource(_check_dask(zarr_dask(X), name, chunk_rows), "zarr", str(X.store_path), options)
-    if isinstance(X, da.Array):
-        return DataSource(_check_dask(X, name, chunk_rows), "dask", None, options)
+        array, kind, ids = _open_location(loc, options, storage_options, name)
+        source = DataSource(_check_dask(array, name, chunk_rows), kind, _local(loc), options)
+        return _with_lengths(source, lengths, ids)
     module = type(X).__module__
+    if sequence_ids is not None and not (module.startswith("dask.dataframe") or module.startswith("dask_expr")):
+        raise DataError(
+            f"sequence_ids={sequence_ids!r} names a column of a table, but X is a {type(X).__name__}: pass "
+            "lengths=... instead (daskem.lengths_from_ids turns a column of ids into lengths)."
+        )
+    if isinstance(X, zarr.Array):
+        source = DataSource(_check_dask(zarr_dask(X), name, chunk_rows), "zarr", str(X.store_path), options)
+        return _with_lengths(source, lengths, None)
+    if isinstance(X, da.Array):
+        return _with_lengths(DataSource(_check_dask(X, name, chunk_rows), "dask", None, options), lengths, None)
     if module.startswith("xarray."):
         data = _as_dask(xarray_data(X, variable, name))
-        return DataSource(_check_dask(data, name, chunk_rows), "xarray", None, options)
+        return _with_lengths(DataSource(_check_dask(data, name, chunk_rows), "xarray", None, options), lengths, None)
     if module.startswith("dask.dataframe") or module.startswith("dask_expr"):
-        data = table_array(X, columns, name)
-        return DataSource(_check_dask(data, name, chunk_rows), "dask", None, options)
+        data, ids = table_array(X, columns, name, sequence_ids)
+        return _with_lengths(DataSource(_check_dask(data, name, chunk_rows), "dask", None, options), lengths, ids)
     if sparse.issparse(X):
         raise DataError(
             f"Sparse data was passed for {name}, but daskem needs dense data: use {name}.toarray(), or a "
@@ -336,4 +452,4 @@ def as_source(
             _reject_dtype(values.dtype, name, f" ({err})")
         raise DataError(str(err)) from None
     rows = chunk_rows or default_chunk_rows(values.shape[0], values.shape[1])
-    return DataSource(da.from_array(values, chunks=(rows, values.shape[1])), "numpy")
+    return _with_lengths(DataSource(da.from_array(values, chunks=(rows, values.shape[1])), "numpy"), lengths, None)

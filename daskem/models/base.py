@@ -84,19 +84,110 @@ class Model(Protocol[P, S]):
         ...
 
 
+# -- optional capabilities -----------------------------------------------------------------
+#
+# A model declares a capability by implementing its methods; the engine asks with
+# ``isinstance(model, Capability)`` (the protocols are runtime-checkable, so mypy checks the
+# signatures where a model is annotated with one) and the contract suite runs the law of
+# every capability a model has (:mod:`daskem.testing.contract`).
+
+
+@runtime_checkable
+class VectorForm(Protocol):
+    """Parameters as one unconstrained float vector (SQUAREM extrapolates on it).
+
+    Law: ``from_vector(to_vector(p), p)`` equals ``p``, and every finite vector maps
+    back to valid parameters.
+    """
+
+    def to_vector(self, params: Any) -> FloatArray:
+        """The parameters as a 1-D float vector."""
+        ...
+
+    def from_vector(self, vector: FloatArray, like: Any) -> Any:
+        """Parameters from a vector of :meth:`to_vector`'s layout (``like`` gives the frozen parts)."""
+        ...
+
+
+@runtime_checkable
+class BatchedEStep(Protocol):
+    """The statistics of several parameter sets on one block, sharing work (restarts).
+
+    Law: each set's statistics equal its own ``e_step`` bitwise.
+    """
+
+    def e_step_batch(self, params: Sequence[Any], block: NDArray[Any]) -> tuple[Any, ...]:
+        """One statistics object per parameter set, in order."""
+        ...
+
+
+@runtime_checkable
+class OwnConvergence(Protocol):
+    """The model's own stopping rule instead of the change of the mean log-likelihood.
+
+    Law: parameters that did not move have converged, for any ``tol >= 0``.
+    """
+
+    def converged(self, stats: Any, params: Any, new_params: Any, tol: float) -> bool:
+        """Whether the step from ``params`` to ``new_params`` ends the fit."""
+        ...
+
+
+@runtime_checkable
+class MessagePassing(Protocol):
+    """Rows that depend on the rows of neighbouring blocks (an HMM sequence split across blocks).
+
+    ``carries_messages`` says whether this instance needs the messages (an HMM fitted on
+    blocks of whole sequences does not). A first pass summarises every block, the driver
+    chains the summaries into one message per block, and the E-step takes each block's
+    message. Law: the statistics equal those of the unsplit rows.
+    """
+
+    @property
+    def carries_messages(self) -> bool:
+        """Whether blocks need the messages of their neighbours."""
+        ...
+
+    def summarize(self, params: Any, block: NDArray[Any]) -> Any:
+        """A summary of one block (what its neighbours need to know)."""
+        ...
+
+    def messages(self, params: Any, summaries: list[Any]) -> list[Any]:
+        """One message per block from the summaries of consecutive blocks."""
+        ...
+
+    def e_step(self, params: Any, block: NDArray[Any], message: Any = None) -> Any:
+        """Statistics of one block given its message."""
+        ...
+
+
+@runtime_checkable
+class RowScores(Protocol):
+    """A score per row, computed block by block (``score_samples``; predictions map the same way).
+
+    Law: the scores of a split block are the scores of its pieces, and they sum to the
+    statistics' ``loglik`` of the same rows.
+    """
+
+    def score_samples(self, params: Any, block: NDArray[Any]) -> FloatArray:
+        """One score per row of ``block``: shape (n,)."""
+        ...
+
+
+def carries_messages(model: Any) -> bool:
+    """Whether ``model`` needs messages between blocks (see :class:`MessagePassing`)."""
+    return isinstance(model, MessagePassing) and bool(model.carries_messages)
+
+
 def block_stats(model: Any, params: Any, blocks: Sequence[NDArray[Any]]) -> list[Any]:
     """The statistics of consecutive blocks of rows, in memory.
 
     Rows are independent for most models, and each block's statistics are its
-    ``e_step``. A model whose rows depend on their neighbours (a hidden Markov model's
-    sequence split across blocks) says so with ``carries_messages = True`` and provides
-    ``summarize(params, block)`` (a summary of one block), ``messages(params, summaries)``
-    (chains the summaries of consecutive blocks into one message per block) and
-    ``e_step(params, block, message)``; the statistics are then exactly those of the
-    unsplit rows. The EM engine does the same with one pass for the summaries
-    (:func:`daskem.em.engine.block_messages`).
+    ``e_step``. A model whose rows depend on their neighbours implements
+    :class:`MessagePassing`; the statistics are then exactly those of the unsplit rows.
+    The EM engine does the same with one pass for the summaries.
     """
-    if not getattr(model, "carries_messages", False):
+    if not carries_messages(model):
         return [model.e_step(params, b) for b in blocks]
     messages = model.messages(params, [model.summarize(params, b) for b in blocks])
     return [model.e_step(params, b, m) for b, m in zip(blocks, messages, strict=True)]

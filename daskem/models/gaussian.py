@@ -73,6 +73,9 @@ def _cov_from_chol_precision(prec_chol: FloatArray) -> FloatArray:
     return np.asarray(inv.T @ inv)
 
 
+MapCovariance = Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, float], FloatArray]
+
+
 @dataclass(frozen=True)
 class CovarianceType:
     """The functions that make up one covariance type.
@@ -95,6 +98,23 @@ class CovarianceType:
         of the tile's dtype.
     covariance : callable
         Covariances from the statistics (see :func:`covariances_from_moments`).
+    shape : callable
+        ``(k, d) -> shape`` of the covariances (and of their precision Cholesky factors).
+    matrices : bool
+        Whether the covariances are d x d matrices (full, tied) rather than variances.
+    shared : bool
+        Whether all components share one covariance (tied).
+    to_full : callable
+        ``(covariances, k, d) -> (k, d, d)`` matrices, one per component.
+    from_full : callable
+        ``(matrix (d, d), k) -> covariances`` of this type from one matrix for every
+        component (its diagonal, or the mean of its diagonal, where the type keeps less).
+    map_covariance : callable
+        ``(scatter, nk, r, w, diff, prior, weight) -> covariances``: the MAP covariances
+        under hmmlearn's priors (scale ``prior``, weight ``weight``) from the maximum-
+        likelihood ``scatter`` of :attr:`covariance`, the responsibility sums ``nk``
+        (floored) and ``r``, the means' prior weights ``w`` and the means' offsets from
+        their prior ``diff`` (k, d).
     moment_from_residuals : bool
         Whether the E-step takes the second moments from the squared whitened residuals
         ``(p_k (x - mu_k))^2`` it has already computed (diagonal factors ``p_k``: divide by
@@ -113,7 +133,19 @@ class CovarianceType:
     second_moment: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray | None], None]
     covariance: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, float], FloatArray]
     shape: Callable[[int, int], tuple[int, ...]]
+    matrices: bool
+    shared: bool
+    to_full: Callable[[FloatArray, int, int], FloatArray]
+    from_full: Callable[[FloatArray, int], FloatArray]
+    map_covariance: MapCovariance
     moment_from_residuals: bool = False
+
+    def min_eigenvalue(self, covariances: FloatArray) -> float:
+        """The smallest eigenvalue among the covariances (a variance for diag and spherical)."""
+        if not self.matrices:
+            return float(np.min(covariances))
+        sym = (covariances + np.swapaxes(covariances, -1, -2)) / 2
+        return float(np.min(np.linalg.eigvalsh(sym)))
 
 
 # --- precision Cholesky factors -------------------------------------------------------
@@ -296,6 +328,39 @@ def _spherical_log_det(prec_chol: FloatArray, d: int) -> FloatArray:
     return np.asarray(d * np.log(prec_chol))
 
 
+# --- MAP covariances under hmmlearn's priors (Gaussian HMMs) -----------------------------------
+
+
+def _full_map(
+    cov: FloatArray, nk: FloatArray, r: FloatArray, w: FloatArray, diff: FloatArray, prior: FloatArray, weight: float
+) -> FloatArray:
+    outer = w[:, None, None] * diff[:, :, None] * diff[:, None, :]
+    dof = max(weight - diff.shape[1], 0.0)
+    return np.asarray((prior + outer + cov * nk[:, None, None]) / (dof + r)[:, None, None])
+
+
+def _tied_map(
+    cov: FloatArray, nk: FloatArray, r: FloatArray, w: FloatArray, diff: FloatArray, prior: FloatArray, weight: float
+) -> FloatArray:
+    outer = w[:, None, None] * diff[:, :, None] * diff[:, None, :]
+    dof = max(weight - diff.shape[1], 0.0)
+    return np.asarray((prior + outer.sum(axis=0) + cov * nk.sum()) / (dof + r.sum()))
+
+
+def _diag_map(
+    cov: FloatArray, nk: FloatArray, r: FloatArray, w: FloatArray, diff: FloatArray, prior: FloatArray, weight: float
+) -> FloatArray:
+    c_n = w[:, None] * diff**2 + cov * nk[:, None]
+    return np.asarray((prior + c_n) / np.maximum(max(weight - 1.0, 0.0) + r, 1e-5)[:, None])
+
+
+def _spherical_map(
+    cov: FloatArray, nk: FloatArray, r: FloatArray, w: FloatArray, diff: FloatArray, prior: FloatArray, weight: float
+) -> FloatArray:
+    c_n = (w[:, None] * diff**2).mean(axis=1) + cov * nk
+    return np.asarray((prior + c_n) / np.maximum(max(weight - 1.0, 0.0) + r, 1e-5))
+
+
 COVARIANCE_TYPES: dict[str, CovarianceType] = {
     "full": CovarianceType(
         name="full",
@@ -309,7 +374,12 @@ COVARIANCE_TYPES: dict[str, CovarianceType] = {
         whitening=_full_whitening,
         second_moment=_full_moment,
         covariance=_full_cov,
+        map_covariance=_full_map,
         shape=lambda k, d: (k, d, d),
+        matrices=True,
+        shared=False,
+        to_full=lambda c, k, d: np.asarray(c, dtype=np.float64).reshape(k, d, d),
+        from_full=lambda m, k: np.tile(m, (k, 1, 1)),
     ),
     "tied": CovarianceType(
         name="tied",
@@ -323,7 +393,12 @@ COVARIANCE_TYPES: dict[str, CovarianceType] = {
         whitening=_tied_whitening,
         second_moment=_tied_moment,
         covariance=_tied_cov,
+        map_covariance=_tied_map,
         shape=lambda k, d: (d, d),
+        matrices=True,
+        shared=True,
+        to_full=lambda c, k, d: np.tile(np.asarray(c, dtype=np.float64).reshape(d, d), (k, 1, 1)),
+        from_full=lambda m, k: np.array(m, dtype=np.float64),
     ),
     "diag": CovarianceType(
         name="diag",
@@ -337,7 +412,12 @@ COVARIANCE_TYPES: dict[str, CovarianceType] = {
         whitening=_diag_whitening,
         second_moment=_diag_moment,
         covariance=_diag_cov,
+        map_covariance=_diag_map,
         shape=lambda k, d: (k, d),
+        matrices=False,
+        shared=False,
+        to_full=lambda c, k, d: np.stack([np.diag(v) for v in np.asarray(c, dtype=np.float64).reshape(k, d)]),
+        from_full=lambda m, k: np.tile(np.diag(m), (k, 1)),
         moment_from_residuals=True,
     ),
     "spherical": CovarianceType(
@@ -352,7 +432,12 @@ COVARIANCE_TYPES: dict[str, CovarianceType] = {
         whitening=_diag_whitening,
         second_moment=_diag_moment,
         covariance=_spherical_cov,
+        map_covariance=_spherical_map,
         shape=lambda k, d: (k,),
+        matrices=False,
+        shared=False,
+        to_full=lambda c, k, d: np.asarray(c, dtype=np.float64).reshape(k)[:, None, None] * np.eye(d),
+        from_full=lambda m, k: np.full(k, float(np.diag(m).mean())),
         moment_from_residuals=True,
     ),
 }

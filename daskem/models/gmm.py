@@ -127,7 +127,7 @@ class GaussianMixtureModel:
     covariance_type: str = "full"
     reg_covar: float = 1e-6
 
-    #: What to do when the statistics are not finite (see daskem.em.engine.check_stats).
+    #: What to do when the statistics are not finite (see daskem.em.checks.check_stats).
     numerical_advice = (
         "some rows have zero probability under every component. Scale the features or increase reg_covar."
     )
@@ -285,7 +285,7 @@ class GaussianMixtureModel:
         empty = r < _EPS10
         if empty.any() and params is not None:
             means[empty] = params.means[empty]
-            if self.covariance_type != "tied":
+            if not ct.shared:
                 covariances[empty] = params.covariances[empty]
         precisions_cholesky = ct.precision_cholesky(covariances, self.reg_covar)
         return GaussianMixtureParams(nk / nk.sum(), means, covariances, precisions_cholesky)
@@ -297,9 +297,10 @@ class GaussianMixtureModel:
         Cholesky factors with log-diagonals (per-feature or per-component logs for diag and
         spherical)."""
         factor = params.precisions_cholesky
-        if self.covariance_type in ("full", "tied"):
+        ct = covariance_type(self.covariance_type)
+        if ct.matrices:
             if np.any(np.tril(factor, -1)):  # a lower factor (from precisions_init): make it upper
-                factor = covariance_type(self.covariance_type).precision_cholesky(params.covariances, self.reg_covar)
+                factor = ct.precision_cholesky(params.covariances, self.reg_covar)
             rows, cols = np.triu_indices(factor.shape[-1])
             entries = factor[..., rows, cols].copy()
             entries[..., rows == cols] = np.log(entries[..., rows == cols])
@@ -317,7 +318,7 @@ class GaussianMixtureModel:
         means = vector[k : k + k * d].reshape(k, d).copy()
         entries = vector[k + k * d :]
         ct = covariance_type(self.covariance_type)
-        if self.covariance_type in ("full", "tied"):
+        if ct.matrices:
             rows, cols = np.triu_indices(d)
             stacked = entries.reshape(-1, rows.size).copy()
             stacked[:, rows == cols] = np.exp(stacked[:, rows == cols])
@@ -325,7 +326,7 @@ class GaussianMixtureModel:
             factors[:, rows, cols] = stacked
             inverses = [linalg.solve_triangular(f, np.eye(d), lower=False) for f in factors]
             covariances = np.stack([inv.T @ inv for inv in inverses])
-            if self.covariance_type == "tied":
+            if ct.shared:
                 factors, covariances = factors[0], covariances[0]
             return GaussianMixtureParams(weights, means, covariances, factors)
         factors = np.exp(entries).reshape(ct.shape(k, d))

@@ -443,13 +443,6 @@ class HMMModel:
         }
 
 
-def _min_eigenvalue(covariances: FloatArray, kind: str) -> float:
-    if kind in ("diag", "spherical"):
-        return float(np.min(covariances))
-    sym = (covariances + np.swapaxes(covariances, -1, -2)) / 2
-    return float(np.min(np.linalg.eigvalsh(sym)))
-
-
 def _softmax(v: FloatArray) -> FloatArray:
     e = np.exp(v - v.max(axis=-1, keepdims=True))
     return np.asarray(e / e.sum(axis=-1, keepdims=True))
@@ -511,7 +504,7 @@ class GaussianHMMModel(HMMModel):
         try:
             factors = ct.precision_cholesky(covariances, reg)
         except NumericalError:
-            lowest = _min_eigenvalue(covariances, self.covariance_type)
+            lowest = ct.min_eigenvalue(covariances)
             raise NumericalError(
                 f"The {self.covariance_type} state covariances are not positive definite (min eigenvalue "
                 f"{lowest:.3g}). Set covars_ to positive-definite values, or, when the "
@@ -582,30 +575,12 @@ class GaussianHMMModel(HMMModel):
             # Scatter around the means (the new ones when 'm' is fitted), over nk.
             scatter = ct.covariance(nk, r, emission.first, means - emission.shift, emission.second, 0.0)
             diff = means - prior
-            covariances = self._map_covariances(scatter, nk, r, w, diff, d)
-            if self.covariance_type != "tied":
+            prior_cov = np.asarray(self.covars_prior, dtype=np.float64)
+            weight = float(np.asarray(self.covars_weight, dtype=np.float64).mean())
+            covariances = ct.map_covariance(scatter, nk, r, w, diff, prior_cov, weight)
+            if not ct.shared:
                 covariances[empty] = params.covariances[empty]
         return self.make_params(startprob, transmat, means, covariances)
-
-    def _map_covariances(
-        self, cov: FloatArray, nk: FloatArray, r: FloatArray, w: FloatArray, diff: FloatArray, d: int
-    ) -> FloatArray:
-        prior = np.asarray(self.covars_prior, dtype=np.float64)
-        weight = float(np.asarray(self.covars_weight, dtype=np.float64).mean())
-        kind = self.covariance_type
-        if kind in ("diag", "spherical"):
-            c_n = w[:, None] * diff**2
-            c_n = c_n.mean(axis=1) if kind == "spherical" else c_n
-            c_n = c_n + cov * (nk if kind == "spherical" else nk[:, None])
-            c_d = np.maximum(max(weight - 1.0, 0.0) + r, 1e-5)
-            if kind == "spherical":
-                return np.asarray((prior + c_n) / c_d)
-            return np.asarray((prior + c_n) / c_d[:, None])
-        outer = w[:, None, None] * diff[:, :, None] * diff[:, None, :]
-        cv_weight = max(weight - d, 0.0)
-        if kind == "tied":
-            return np.asarray((prior + outer.sum(axis=0) + cov * nk.sum()) / (cv_weight + r.sum()))
-        return np.asarray((prior + outer + cov * nk[:, None, None]) / (cv_weight + r)[:, None, None])
 
     def to_vector(self, params: GaussianHMMParams) -> FloatArray:
         """Unconstrained coordinates: log-probabilities, then the mixture's vector form."""

@@ -144,7 +144,7 @@ class KMeansModel:
     n_clusters: int
     weighted: bool = False
 
-    #: What to do when the statistics are not finite (see daskem.em.engine.check_stats).
+    #: What to do when the statistics are not finite (see daskem.em.checks.check_stats).
     numerical_advice = "the squared distances overflow float64: scale the features (e.g. standardise them)."
 
     # -- contract ----------------------------------------------------------------------

@@ -277,7 +277,7 @@ class _LinearGaussianModel:
     _isotropic: ClassVar[bool]
     _name: ClassVar[str]
 
-    #: What to do when the statistics are not finite (see daskem.em.engine.check_stats).
+    #: What to do when the statistics are not finite (see daskem.em.checks.check_stats).
     numerical_advice = (
         "the data overflow float64 or the noise variance collapsed. Scale the features (e.g. standardise them) "
         "or reduce n_components."

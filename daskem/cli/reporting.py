@@ -1,0 +1,274 @@
+"""``daskem inspect`` and ``daskem plot``: a checkpoint or model file of any registered model.
+
+What is shown of a fitted model, and which figures are drawn, is the model's registry
+entry (:mod:`daskem.registry`): its summary and its figures (:data:`daskem.plot.FIGURES`),
+besides the log-likelihood history every model has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from daskem.cli.display import print_model
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from daskem.io.sources import DataSource
+    from daskem.plot import Rows
+
+
+@click.command("inspect")
+@click.argument("run", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON, for scripts.")
+def inspect(run: str, as_json: bool) -> None:
+    """Summarise the checkpoint RUN: model, data, progress, the log-likelihood history and the fitted parameters.
+
+    The parameters shown are those daskem.load(RUN) reads (the run a fit reports, its
+    newest iteration), summarised as the model's registry entry says (--json: in full).
+    """
+    from daskem.checkpoint.checkpoint import Checkpoint
+    from daskem.errors import DaskemError
+
+    try:
+        summary = checkpoint_summary(Checkpoint(run))
+    except DaskemError as err:
+        raise click.ClickException(str(err)) from None
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, allow_nan=False, default=str))
+        return
+    out = Console()
+    specs = summary["model"]
+    if isinstance(specs, list):  # one model per run: the candidates of daskem select
+        model = "; ".join(f"run {r}: " + ", ".join(f"{k}={v}" for k, v in s.items()) for r, s in enumerate(specs))
+    else:
+        model = ", ".join(f"{k}={v}" for k, v in specs.items())
+    data = summary["data"]
+    out.print(f"[bold]checkpoint[/bold] {run}", highlight=False)
+    out.print(f"model      {model}", highlight=False)
+    out.print(
+        f"data       {data['shape'][0]:,} x {data['shape'][1]} {data['dtype']} from {summary['location'] or 'memory'}",
+        highlight=False,
+    )
+    for entry in summary["runs"]:
+        state = "converged" if entry["converged"] else ("finished" if entry["finished"] else "in progress")
+        out.print(
+            f"run {entry['run']}      {entry['iterations']} iterations, {state}, "
+            f"last log-likelihood {entry['log_likelihood']}, kept iterations {entry['kept']}",
+            highlight=False,
+        )
+    table = Table(title=f"history of run {summary['shown_run']}")
+    for column in ("iteration", "log-likelihood", "change", "seconds"):
+        table.add_column(column, justify="right")
+    for row in summary["history"]:
+        change = "-" if row["change"] is None else f"{row['change']:.3e}"
+        table.add_row(str(row["iteration"]), f"{row['log_likelihood']:.6f}", change, f"{row['seconds']:.2f}")
+    out.print(table)
+    fitted = summary["fitted"]
+    if fitted is not None:
+        where = f"{fitted['title']}, run {fitted['run']}, iteration {fitted['iteration']}"
+        print_model(out, where, fitted["columns"], fitted["rows"], fitted["notes"])
+
+
+def checkpoint_summary(checkpoint: Any) -> dict[str, Any]:
+    """What ``daskem inspect`` shows, as JSON-able data.
+
+    ``fitted`` summarises the parameters of the run a fit reports (:func:`daskem.load`'s
+    default) with the model's registry summary: its name, run, iteration, title and
+    values; None for a checkpoint without an estimator (``daskem select``,
+    ``daskem.fit_em``) or without a committed iteration.
+    """
+    import numpy as np
+
+    meta = checkpoint.metadata()
+    runs = []
+    shown: tuple[int, Any] | None = None
+    for index in checkpoint.runs():
+        state = checkpoint.run(index).latest()
+        if state is None:
+            continue
+        shown = (index, state)
+        runs.append(
+            {
+                "run": index,
+                "iterations": state.iteration,
+                "converged": state.converged,
+                "finished": state.finished,
+                "log_likelihood": float(state.history["log_likelihood"][-1]) if state.iteration else None,
+                "kept": checkpoint.run(index).iterations(),
+            }
+        )
+    history = []
+    if shown is not None:
+        h = shown[1].history
+        for i in range(shown[1].iteration):
+            change = float(h["change"][i])
+            history.append(
+                {
+                    "iteration": i + 1,
+                    "log_likelihood": float(h["log_likelihood"][i]),
+                    "change": change if np.isfinite(change) else None,
+                    "seconds": float(h["seconds"][i]),
+                }
+            )
+    return {
+        "location": meta["source"]["location"],
+        "model": meta["model"],
+        "data": meta["data"],
+        "config": meta["config"],
+        "estimator": meta.get("estimator"),
+        "runs": runs,
+        "shown_run": shown[0] if shown else None,
+        "history": history,
+        "fitted": _fitted(checkpoint) if runs and isinstance(meta.get("estimator"), dict) else None,
+    }
+
+
+def _fitted(checkpoint: Any) -> dict[str, Any]:
+    """The registry summary of the parameters :func:`daskem.load` reads from ``checkpoint``."""
+    from daskem import registry
+    from daskem.estimators._base import default_run, load
+
+    run, state = default_run(checkpoint)
+    est = load(checkpoint.location, run=run)
+    entry = registry.entry_for(type(est))
+    summary = entry.summary(est)
+    return {
+        "name": entry.name,
+        "run": run,
+        "iteration": state.iteration,
+        "title": summary.title,
+        "columns": list(summary.columns),
+        "rows": [list(row) for row in summary.rows],
+        "notes": list(summary.notes),
+        "values": summary.values,
+    }
+
+
+@click.command("plot")
+@click.argument("run", type=click.Path(exists=True))
+@click.option(
+    "--data",
+    default=None,
+    help="Data to draw the figures from (default: the data the fit read, as recorded in RUN).",
+)
+@click.option(
+    "--out",
+    "-o",
+    "prefix",
+    default=None,
+    help="Write PREFIX-NAME.FMT for every figure NAME (loglik, then the model's own, e.g. components) (no '-' "
+    "added after a PREFIX ending in '-' or '_'); a directory (existing, or ending in '/'): DIR/NAME.FMT. "
+    "Default: RUN without .zarr as PREFIX.",
+)
+@click.option("--format", "fmt", type=click.Choice(["png", "svg"]), default="png", show_default=True, help="Format.")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=10),
+    default=5_000,
+    show_default=True,
+    help="Data rows drawn (a uniform sample; sequence models: the first rows, at most 1,000).",
+)
+@click.option("--show", is_flag=True, help="Also open the figures in a window, where a display is available.")
+def plot(run: str, data: str | None, prefix: str | None, fmt: str, sample: int, show: bool) -> None:
+    """Draw the fit in RUN (a checkpoint or a model file) as PNG or SVG files.
+
+    Writes PREFIX-loglik.FMT (the mean log-likelihood per iteration, every run of n_init)
+    and the figures of the model: mixtures and k-means PREFIX-components.FMT (a uniform
+    sample of the data over its two leading principal axes, each point in the colour of
+    its component, with each component's mean and 1- and 2-sigma covariance ellipses, or
+    the k-means centres); PPCA and factor analysis PREFIX-loadings.FMT and
+    PREFIX-latent.FMT (the sample's latent factors); hidden Markov models
+    PREFIX-transitions.FMT and PREFIX-states.FMT (the decoded states of the first rows).
+    The data are those the fit read (recorded in RUN, with its sequence lengths) or
+    --data. A fit of in-memory data records none: without --data, the figures that need
+    no data are written and the command fails (status 1), naming --data.
+    """
+    from daskem import registry
+    from daskem.errors import DaskemError
+    from daskem.estimators._base import load
+    from daskem.io.sources import as_source
+    from daskem.plot import FIGURES, picture_paths, plot_history
+
+    if show and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        click.echo("No display available (DISPLAY is not set): writing the files only.", err=True)
+        show = False
+    try:
+        est = load(run)
+        entry = registry.entry_for(type(est))
+        histories, best, stored = _histories(run, est)
+        names = ["loglik", *entry.figures]
+        paths = dict(zip(names, picture_paths(run, prefix, fmt, names), strict=True))
+        click.echo(f"wrote {plot_history(histories, best, paths['loglik'], objective=entry.objective, show=show)}")
+        unknown = [name for name in entry.figures if name not in FIGURES]
+        if unknown:
+            raise click.ClickException(
+                f"The model {entry.name!r} names figures {unknown} that daskem.plot.FIGURES does not define: "
+                f"declare figures among {sorted(FIGURES)}."
+            )
+        figures = {name: FIGURES[name] for name in entry.figures}
+        for name, figure in figures.items():
+            if figure.data is None:
+                click.echo(f"wrote {figure.draw(est, None, paths[name], show)}")
+        wanted = [name for name, figure in figures.items() if figure.data is not None]
+        location = data or stored.get("location")
+        if wanted and location is None:
+            missing = ", ".join(paths[name] for name in wanted)
+            raise click.ClickException(
+                f"{run} records no data location (the fit read in-memory data), so {missing} "
+                f"{'was' if len(wanted) == 1 else 'were'} not written: pass --data DATA (the data the model was "
+                "fitted to) to draw the figures of the data."
+            )
+        if wanted:
+            source = as_source(location, **({} if data else stored.get("options") or {}))
+            for name in wanted:
+                rows = _rows(source, figures[name].data, sample)
+                click.echo(f"wrote {figures[name].draw(est, rows, paths[name], show)}")
+    except DaskemError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _histories(run: str, est: Any) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    """The log-likelihood history of every run, the kept run, and the record of the data fitted."""
+    import numpy as np
+
+    from daskem.checkpoint.checkpoint import Checkpoint, ForeignStoreError
+    from daskem.estimators._base import default_run
+
+    checkpoint = Checkpoint(run)
+    try:
+        meta = checkpoint.metadata()
+    except ForeignStoreError:  # a model file: its fit record has the source (None for an in-memory fit)
+        return [np.asarray(est.lower_bounds_)], 0, getattr(est, "_fit_source", None) or {}
+    states = (checkpoint.run(r).latest() for r in checkpoint.runs())
+    histories = [s.history["log_likelihood"] for s in states if s is not None]
+    return histories, default_run(checkpoint)[0], meta.get("source") or {}
+
+
+#: Rows of a sequence model drawn in order (more would not be readable).
+HEAD_ROWS = 1_000
+
+
+def _rows(source: DataSource, kind: str | None, sample: int) -> Rows:
+    """The rows a figure draws: a uniform ``sample``, or the first rows with their sequence lengths."""
+    import numpy as np
+
+    from daskem.em.init import sample_rows
+    from daskem.plot import Rows
+
+    if kind == "sample":
+        return Rows(sample_rows(source, sample, np.random.default_rng(0)))
+    count = min(sample, HEAD_ROWS, source.n_samples)
+    values = np.asarray(source.array[:count].compute())
+    if source.lengths is None:
+        return Rows(values)
+    ends = np.minimum(np.cumsum(source.lengths), count)
+    lengths = np.diff(ends, prepend=0)
+    return Rows(values, lengths[lengths > 0])

@@ -1,0 +1,194 @@
+"""The Dask graphs of a pass: a task per block, a tree of combine tasks, rows put together.
+
+One statistics pass is::
+
+    params (one key) ──┐
+    block_0 ── e_step ─┤
+    block_1 ── e_step ─┼─ tree of combine tasks, fan-in split_every ─► total Stats
+    ...                │
+    block_B ── e_step ─┘
+
+The model and the parameters enter a graph once each, as one key every task references
+(``dask.delayed(..., pure=True, traverse=False)``), so the graph's keys are a function of
+its inputs and a pass sends the parameters to a worker once. Nothing here computes: the
+graphs are run by :class:`daskem.em.session.FitSession`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.delayed import Delayed
+
+from daskem.em.checks import check_rows
+
+
+def _shared(value: Any) -> Delayed:
+    """``value`` as one key of a graph (tokenized, not traversed)."""
+    return dask.delayed(value, pure=True, traverse=False)
+
+
+def _combine_all(model: Any, *parts: Any) -> Any:
+    return functools.reduce(model.combine, parts)
+
+
+def tree_reduce(model: Any, parts: Sequence[Any], split_every: int) -> Any:
+    """Combine delayed statistics in a tree whose fan-in never exceeds ``split_every``."""
+    level = list(parts)
+    while len(level) > 1:
+        groups = [level[i : i + split_every] for i in range(0, len(level), split_every)]
+        # A lone leftover moves up a level as it is: no single-input combine task.
+        level = [g[0] if len(g) == 1 else dask.delayed(_combine_all, pure=True)(model, *g) for g in groups]
+    return level[0]
+
+
+def _e_step(model: Any, params: Any, block: Any) -> Any:
+    return model.e_step(params, block)
+
+
+def _e_step_with_message(model: Any, params: Any, block: Any, message: Any) -> Any:
+    return model.e_step(params, block, message)
+
+
+def stats_graph(
+    model: Any,
+    params: Any,
+    blocks: Sequence[Delayed],
+    split_every: int,
+    block_fn: Callable[..., Any] | None = None,
+    block_args: Sequence[Any] | None = None,
+) -> Delayed:
+    """The graph of one pass: a statistic per block, tree-reduced to one.
+
+    Parameters
+    ----------
+    model : Model
+        The model; enters the graph once, as one key.
+    params : Params
+        Parameters; enter the graph once, as one key every task references.
+    blocks : sequence of Delayed
+        Row blocks (:meth:`daskem.em.session.FitSession.blocks`).
+    split_every : int
+        Fan-in of the reduction.
+    block_fn : callable, optional
+        ``block_fn(model, params, block, *args)`` computing a block's statistics
+        (default: ``model.e_step``); ``block_args[i]`` are the extra args of block ``i``.
+
+    Returns
+    -------
+    Delayed
+        The combined statistics.
+    """
+    model_key = _shared(model)
+    params_key = _shared(params)
+    fn = block_fn or _e_step
+    parts = [
+        dask.delayed(fn, pure=True)(model_key, params_key, block, *(block_args[i] if block_args else ()))
+        for i, block in enumerate(blocks)
+    ]
+    return tree_reduce(model_key, parts, split_every)
+
+
+def message_stats_graph(
+    model: Any, params: Any, blocks: Sequence[Delayed], split_every: int, messages: Sequence[Any]
+) -> Delayed:
+    """:func:`stats_graph` of a model whose E-step takes each block's message."""
+    return stats_graph(model, params, blocks, split_every, _e_step_with_message, [(m,) for m in messages])
+
+
+def _call(model: Any, method: str, check: bool, params: Any, block: Any, *message: Any) -> Any:
+    if check:
+        check_rows(block)
+    return getattr(model, method)(params, block, *message)
+
+
+def block_tasks(
+    model: Any,
+    method: str,
+    params: Any,
+    blocks: Sequence[Delayed],
+    messages: Sequence[Any] | None = None,
+    check_finite: bool = False,
+) -> list[Delayed]:
+    """One task ``model.<method>(params, block[, message])`` per block.
+
+    Parameters
+    ----------
+    model : Model
+        The model; one key.
+    method : str
+        The per-block method.
+    params : Params
+        Parameters; one key.
+    blocks : sequence of Delayed
+        Row blocks.
+    messages : sequence, optional
+        One message per block (models whose blocks depend on their neighbours).
+    check_finite : bool
+        Refuse a block holding NaN or infinite values (:func:`daskem.em.checks.check_rows`)
+        before calling the method.
+
+    Returns
+    -------
+    list of Delayed
+    """
+    model_key = _shared(model)
+    params_key = _shared(params)
+    return [
+        dask.delayed(_call, pure=True)(
+            model_key, method, check_finite, params_key, block, *(() if messages is None else (messages[i],))
+        )
+        for i, block in enumerate(blocks)
+    ]
+
+
+def _item(value: Any, index: int) -> Any:
+    return value[index]
+
+
+def rows_array(
+    parts: Sequence[Delayed], rows: Sequence[int], dtype: Any, columns: int | None = None, item: int | None = None
+) -> da.Array:
+    """The per-block results ``parts`` (``rows[i]`` rows each) as one lazy dask array.
+
+    ``columns=None``: one value per row; else ``(rows, columns)`` per block. ``item``:
+    the results are tuples and the rows are their element ``item``.
+    """
+    tail = () if columns is None else (columns,)
+    if item is not None:
+        parts = [dask.delayed(_item, pure=True)(p, item) for p in parts]
+    arrays = [da.from_delayed(p, shape=(n, *tail), dtype=dtype) for p, n in zip(parts, rows, strict=True)]
+    return da.concatenate(arrays) if arrays else da.zeros((0, *tail), dtype=dtype)
+
+
+def _take(block: Any, index: np.ndarray) -> Any:
+    return block[index]
+
+
+def take_rows(
+    blocks: Sequence[Delayed], rows: Sequence[int], index: np.ndarray, columns: int, dtype: Any
+) -> tuple[da.Array, int]:
+    """The rows ``index`` (sorted) of the blocks, as a lazy dask array with one chunk per block read.
+
+    Returns the array and the number of blocks it reads.
+    """
+    ends = np.cumsum(np.asarray(rows, dtype=np.int64))
+    owner = np.searchsorted(ends, index, side="right")
+    touched = np.unique(owner).tolist()
+    tasks = [dask.delayed(_take, pure=True)(blocks[b], index[owner == b] - (ends[b] - rows[b])) for b in touched]
+    counts = [int(np.count_nonzero(owner == b)) for b in touched]
+    return rows_array(tasks, counts, dtype, columns), len(touched)
+
+
+def _leading(block: Any, count: int) -> Any:
+    return block[:, :count]
+
+
+def leading_columns(blocks: Sequence[Delayed], count: int) -> list[Delayed]:
+    """The first ``count`` columns of every block, one small task per block."""
+    return [dask.delayed(_leading, pure=True)(b, count) for b in blocks]
