@@ -105,3 +105,29 @@ def test_bad_sequence_descriptions_are_refused_with_the_fix(tmp_path, store: str
         as_source(path, sequence_ids="seq")
     with pytest.raises(DataError, match="differ from the lengths passed"):
         hmm(1).fit(as_source(store, lengths=LENGTHS), LENGTHS[::-1].copy())
+
+
+def test_sample_weights_are_part_of_the_source_and_restored_on_resume(tmp_path, store: str, rows: np.ndarray) -> None:
+    from daskem import KMeans
+
+    weights = np.random.default_rng(4).uniform(0.5, 2.0, size=rows.shape[0])
+    wpath = str(tmp_path / "w.zarr")
+    zarr.create_array(store=wpath, data=weights, chunks=(100,))
+    run = str(tmp_path / "km.zarr")
+
+    def km(max_iter: int, checkpoint: str | None = None) -> KMeans:
+        return KMeans(3, init="random", n_init=1, max_iter=max_iter, tol=0.0, random_state=0, checkpoint=checkpoint)
+
+    km(2, run).fit(store, sample_weight=wpath)
+    meta = Checkpoint(run).metadata()
+    assert meta["source"]["options"] == {"sample_weight": wpath}
+    stored = as_source(meta["source"]["location"], **meta["source"]["options"])
+    resumed = km(6, run).fit(stored)
+    whole = km(6).fit(store, sample_weight=wpath)  # same data, same chunking
+    np.testing.assert_array_equal(resumed.cluster_centers_, whole.cluster_centers_)
+    assert resumed.inertia_ == whole.inertia_
+    # Other weights are other data: the checkpoint refuses them.
+    with pytest.raises(CheckpointMismatchError, match="digest"):
+        km(8, run).fit(store, sample_weight=weights[::-1].copy())
+    with pytest.raises(DataError, match=r"sample_weight.shape == \(5,\), expected \(290,\)"):
+        as_source(store, sample_weight=np.ones(5))

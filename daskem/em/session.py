@@ -32,7 +32,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dask
@@ -209,28 +209,22 @@ def single_threaded_blas() -> Iterator[None]:
 PASS_ATTEMPTS = 3
 
 
-def with_sample_weight(source: DataSource, sample_weight: Any, name: str = "X with sample_weight") -> DataSource:
-    """The rows of ``source`` with the checked ``sample_weight`` as one more, last column.
+def weighted_rows(source: DataSource) -> DataSource:
+    """The rows of ``source`` with its checked weights (``source.weights``) as one more, last column.
 
-    ``source`` itself when ``sample_weight`` is None. The weights are checked in one pass
-    over them alone (1 / n_features of the data): one per row, finite, non-negative, with
-    a positive sum.
+    ``source`` itself when it has no weights. The weights are checked in one pass over
+    them alone (1 / n_features of the data): finite, non-negative, with a positive sum.
+    The result keeps the source's location and reading options (which reopen the same
+    weights), so a weighted fit can be resumed from its checkpoint.
 
     Raises
     ------
     DataError
-        Weights of the wrong shape, negative, non-finite or all zero.
+        Weights negative, non-finite or all zero.
     """
-    if sample_weight is None:
+    weights = source.weights
+    if weights is None:
         return source
-    weights = sample_weight if isinstance(sample_weight, da.Array) else np.asarray(sample_weight, dtype=np.float64)
-    if weights.shape != (source.n_samples,):
-        raise DataError(
-            f"sample_weight.shape == {weights.shape}, expected ({source.n_samples},). Pass one weight per row."
-        )
-    if isinstance(weights, np.ndarray):
-        weights = da.from_array(weights, chunks=(source.array.chunks[0],))
-    weights = weights.astype(np.float64).rechunk((source.array.chunks[0],))
     finite, low, total = da.compute(da.isfinite(weights).all(), weights.min(), weights.sum())
     if not finite or low < 0.0:
         raise DataError(
@@ -239,8 +233,8 @@ def with_sample_weight(source: DataSource, sample_weight: Any, name: str = "X wi
         )
     if total <= 0.0:
         raise DataError("sample_weight must have a positive sum; got all zeros. Give some rows positive weight.")
-    rows = da.concatenate([source.array.astype(np.float64), weights[:, None]], axis=1)
-    return as_source(rows.rechunk({1: -1}), name=name)
+    rows = da.concatenate([source.array.astype(np.float64), weights[:, None]], axis=1).rechunk({1: -1})
+    return replace(source, array=rows, weights=None)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, Transfor
 
 from daskem.em.init import INIT_SAMPLE_ROWS, KMEANS_PARALLEL_ROUNDS, kmeans_parallel, kmeans_plusplus, sample_rows
 from daskem.em.monitor import IterationRecord
-from daskem.em.session import FitSession, resolve_split_every, with_sample_weight
+from daskem.em.session import FitSession, resolve_split_every, weighted_rows
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import EMEstimator
 from daskem.estimators._validation import check_int, check_option
@@ -205,7 +205,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
         """
         self._validate_hyperparameters()
         resolve_split_every(self.split_every)
-        source = as_source(X)
+        source = as_source(X, sample_weight=sample_weight)
         if source.n_samples < self.n_clusters:
             raise DataError(
                 f"n_samples={source.n_samples} should be >= n_clusters={self.n_clusters}. Reduce n_clusters or "
@@ -213,8 +213,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
             )
         if not isinstance(self.init, str):
             check_shape("init", self.init, (self.n_clusters, source.n_features))
-        session = self._session(with_sample_weight(source, sample_weight))
-        model = KMeansModel(self.n_clusters, weighted=session.source is not source)
+        session = self._session(weighted_rows(source))
+        model = KMeansModel(self.n_clusters, weighted=source.weights is not None)
         outcome = self._fit_restarts(model, session, self._n_init(), False, callback)
         self.n_features_in_ = source.n_features
         best = outcome.results[outcome.best].params
@@ -329,7 +329,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
         float
         """
         model = KMeansModel(self.n_clusters, weighted=sample_weight is not None)
-        source = with_sample_weight(self._source_for_predict(X), sample_weight)
+        source = weighted_rows(as_source(self._source_for_predict(X), sample_weight=sample_weight))
         stats = self._prediction_session(source).stats(model, self._params())
         if stats.n_nonfinite:
             raise DataError(f"Input X contains {stats.n_nonfinite} NaN or infinite value(s). Remove or impute them.")

@@ -120,6 +120,11 @@ class DataSource:
         The lengths of the sequences the rows form, in order (hidden Markov models), or
         None for independent rows. Part of the data's description: fingerprinted, stored
         with a checkpoint and restored by ``daskem resume``.
+    weights : dask.array.Array or None
+        One weight per row (``sample_weight``), chunked as the rows, or None. Part of the
+        data's description as ``lengths`` are; reopened from ``options["sample_weight"]``
+        when they were given as a Zarr array's location. Their values are checked when a
+        fit reads them (:func:`daskem.em.session.weighted_rows`), not here.
     """
 
     array: da.Array
@@ -127,6 +132,7 @@ class DataSource:
     location: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     lengths: np.ndarray | None = field(default=None, compare=False)
+    weights: da.Array | None = field(default=None, compare=False)
 
     @property
     def n_samples(self) -> int:
@@ -150,6 +156,8 @@ class DataSource:
             JSON-able: ``shape``, ``dtype``, ``row_chunks`` (run-length encoded as
             ``[size, count]`` pairs), ``location`` and ``digest``; for sequences also
             ``sequences`` (their number) and ``lengths_digest`` (SHA-256 of the lengths).
+            A fit reads weighted rows with their weights as a last column
+            (:func:`daskem.em.session.weighted_rows`), so the digest covers them.
         """
         chunks = self.array.chunks[0]
         picks = sorted({round(i * (len(chunks) - 1) / max(1, n_sample_blocks - 1)) for i in range(n_sample_blocks)})
@@ -355,6 +363,35 @@ def _with_lengths(source: DataSource, lengths: Any, ids: da.Array | None) -> Dat
     return replace(source, options=options, lengths=values)
 
 
+def _with_weights(source: DataSource, sample_weight: Any, storage_options: dict[str, Any] | None) -> DataSource:
+    """``source`` with one weight per row, chunked as its rows (values checked when read)."""
+    options = dict(source.options)
+    if isinstance(sample_weight, str | os.PathLike):
+        location = _local(os.fspath(sample_weight))
+        node = open_zarr_array(location, storage_options)
+        weights = zarr_dask(node)
+        if source.location is not None:
+            options["sample_weight"] = location
+    elif isinstance(sample_weight, zarr.Array):
+        weights = zarr_dask(sample_weight)
+    elif isinstance(sample_weight, da.Array):
+        weights = sample_weight
+    else:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.shape != (source.n_samples,):
+        raise DataError(
+            f"sample_weight.shape == {weights.shape}, expected ({source.n_samples},). Pass one weight per row."
+        )
+    if weights.dtype.kind not in "iuf":
+        _reject_dtype(weights.dtype, "sample_weight")
+    if source.weights is not None:
+        raise DataError("X already carries sample weights: pass them once, with X or to the estimator.")
+    if isinstance(weights, np.ndarray):
+        weights = da.from_array(weights, chunks=(source.array.chunks[0],))
+    weights = weights.astype(np.float64).rechunk((source.array.chunks[0],))
+    return replace(source, options=options, weights=weights)
+
+
 def as_source(
     X: Any,
     *,
@@ -365,6 +402,7 @@ def as_source(
     dataset: str | None = None,
     lengths: Any = None,
     sequence_ids: str | None = None,
+    sample_weight: Any = None,
     name: str = "X",
 ) -> DataSource:
     """Validate ``X`` and return it as a :class:`DataSource`.
@@ -393,6 +431,10 @@ def as_source(
     sequence_ids : str, optional
         For Parquet/CSV data or a dask DataFrame: a column of sequence ids (a new sequence
         wherever the id changes), read instead of ``lengths`` and left out of the data.
+    sample_weight : array-like, dask array, zarr.Array, str or os.PathLike, optional
+        One weight per row (estimators that take ``sample_weight``). A location (a 1-D
+        Zarr array by path or URL) is kept in the reading options, so the same weights
+        are read again on resume.
     name : str
         The name used for the data in error messages.
 
@@ -412,6 +454,19 @@ def as_source(
         )
         if v is not None
     }
+    if sample_weight is not None:
+        source = as_source(
+            X,
+            chunk_rows=chunk_rows,
+            storage_options=storage_options,
+            variable=variable,
+            columns=columns,
+            dataset=dataset,
+            lengths=lengths,
+            sequence_ids=sequence_ids,
+            name=name,
+        )
+        return _with_weights(source, sample_weight, storage_options)
     if isinstance(X, DataSource):
         return _with_lengths(X, lengths, None)
     if isinstance(X, str | os.PathLike):
