@@ -251,27 +251,7 @@ def test_em_never_imports_estimators_or_cli():
     assert forbidden == [], "daskem.em reaches: " + "; ".join(chain(name) for name in forbidden)
 
 
-PRODUCTION_IMPORTING_TESTING = {
-    # known violation, reported to the lead: `daskem make-data` generates its data with
-    # daskem.testing.data.write_mixture_zarr (the generator should move to production code)
-    "daskem.cli": "cli's make-data imports daskem.testing.data (write_mixture_zarr)",
-}
-
-
-def _production_modules() -> list:
-    params = []
-    for name in _package_files():
-        if _in(name, "daskem.testing"):
-            continue
-        if name in PRODUCTION_IMPORTING_TESTING:
-            reason = PRODUCTION_IMPORTING_TESTING[name]
-            params.append(pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason)))
-        else:
-            params.append(name)
-    return params
-
-
-@pytest.mark.parametrize("module", _production_modules())
+@pytest.mark.parametrize("module", [name for name in _package_files() if not _in(name, "daskem.testing")])
 def test_production_never_imports_testing(module):
     imported = sorted(name for name in _imports(module) if _in(name, "daskem.testing"))
     assert imported == [], f"{module} imports {imported}"

@@ -86,7 +86,7 @@ def make_data(
     from zarr.errors import ContainsArrayError, ContainsGroupError
 
     from daskem.errors import DaskemError, DestinationExistsError
-    from daskem.testing.data import write_mixture_zarr
+    from daskem.datasets import write_mixture_zarr
 
     console = Console(stderr=True)
     start = time.perf_counter()

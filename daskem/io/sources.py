@@ -366,6 +366,7 @@ def _with_lengths(source: DataSource, lengths: Any, ids: da.Array | None) -> Dat
 def _with_weights(source: DataSource, sample_weight: Any, storage_options: dict[str, Any] | None) -> DataSource:
     """``source`` with one weight per row, chunked as its rows (values checked when read)."""
     options = dict(source.options)
+    weights: da.Array | np.ndarray
     if isinstance(sample_weight, str | os.PathLike):
         location = _local(os.fspath(sample_weight))
         node = open_zarr_array(location, storage_options)
@@ -386,10 +387,8 @@ def _with_weights(source: DataSource, sample_weight: Any, storage_options: dict[
         _reject_dtype(weights.dtype, "sample_weight")
     if source.weights is not None:
         raise DataError("X already carries sample weights: pass them once, with X or to the estimator.")
-    if isinstance(weights, np.ndarray):
-        weights = da.from_array(weights, chunks=(source.array.chunks[0],))
-    weights = weights.astype(np.float64).rechunk((source.array.chunks[0],))
-    return replace(source, options=options, weights=weights)
+    lazy = da.from_array(weights, chunks=(source.array.chunks[0],)) if isinstance(weights, np.ndarray) else weights
+    return replace(source, options=options, weights=lazy.astype(np.float64).rechunk((source.array.chunks[0],)))
 
 
 def as_source(

@@ -1,4 +1,6 @@
-"""Synthetic Gaussian-mixture data, generated block by block with Dask.
+"""Synthetic Gaussian-mixture data, generated block by block with Dask (``daskem make-data``).
+
+Also exported by :mod:`daskem.testing` for tests and benchmarks.
 
 Each block draws from its own ``SeedSequence`` child, so the data depend only on the
 seed and the block size, never on scheduling, and no process ever holds the whole array.
