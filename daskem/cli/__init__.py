@@ -85,8 +85,8 @@ def make_data(
     from rich.console import Console
     from zarr.errors import ContainsArrayError, ContainsGroupError
 
-    from daskem.errors import DaskemError, DestinationExistsError
     from daskem.datasets import write_mixture_zarr
+    from daskem.errors import DaskemError, DestinationExistsError
 
     console = Console(stderr=True)
     start = time.perf_counter()
