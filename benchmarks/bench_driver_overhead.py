@@ -115,9 +115,7 @@ def main() -> None:
             r = {key: 1e3 * value for key, value in r.items()}
             r["overhead"] = r["daskem"] - r["model"]
             rows.append((ct, r))
-            print(
-                f"{ct:>9} {r['model']:9.3f} {r['sklearn']:9.3f} {r['daskem']:9.3f} {r['overhead']:9.3f}", flush=True
-            )
+            print(f"{ct:>9} {r['model']:9.3f} {r['sklearn']:9.3f} {r['daskem']:9.3f} {r['overhead']:9.3f}", flush=True)
     print()
     print(f"{'type':>9} {'daskem/model':>13} {'daskem/sklearn':>15} {'overhead/target':>16}")
     for ct, r in rows:

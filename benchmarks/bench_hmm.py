@@ -276,7 +276,8 @@ def profile(X: np.ndarray, length: int, init: dict[str, np.ndarray]) -> None:
     flags[::length] = 1.0
     block = np.concatenate([X[:rows], flags], axis=1)
     model = GaussianHMMModel(K, params="stmc", covariance_type="diag")
-    params = model.make_params(init["startprob"], init["transmat"], init["means"], init["covars"])
+    emission = model.emission.make_params(K, init["means"], init["covars"])
+    params = model.make_params(init["startprob"], init["transmat"], emission)
     model.e_step(params, block)  # warm-up
     Xd, starts = block[:, :-1], np.ascontiguousarray(block[:, -1] != 0)
     msg = model._message(block, None)
@@ -289,18 +290,18 @@ def profile(X: np.ndarray, length: int, init: dict[str, np.ndarray]) -> None:
             times.append(time.perf_counter() - t0)
         return min(times)
 
-    log_b = model._log_emission(params, Xd)
+    log_b = model.emission.log_prob(params.emission, Xd)
     frames, _ = model._frames(params, Xd)
     gamma = hmm_kernels.forward_backward(params.startprob, params.transmat, frames, starts, msg.alpha_in, msg.beta_out)[
         0
     ]
     parts = {
-        "Gaussian log-density (weighted_log_prob)": lambda: model._log_emission(params, Xd),
+        "Gaussian log-density (weighted_log_prob)": lambda: model.emission.log_prob(params.emission, Xd),
         "frames: max, subtract, exp": lambda: np.exp(log_b - log_b.max(axis=1)[:, None]),
         "numba forward_backward": lambda: hmm_kernels.forward_backward(
             params.startprob, params.transmat, frames, starts, msg.alpha_in, msg.beta_out
         ),
-        "moments under gamma": lambda: model._emission_stats(params, Xd, gamma),
+        "moments under gamma": lambda: model.emission.stats(params.emission, Xd, gamma),
         "start flags / split (start_flags)": lambda: (block[:, :-1], np.ascontiguousarray(block[:, -1] != 0)),
     }
     total = best_of(lambda: model.e_step(params, block))

@@ -20,8 +20,8 @@ import zarr
 
 import daskem
 from daskem import FactorAnalysis, GaussianHMM, GaussianMixture, KMeans
+from daskem.em.sequences import sequence_source
 from daskem.em.session import current_client
-from daskem.estimators.hmm import sequence_source
 from daskem.io import as_source
 
 pytestmark = pytest.mark.slow

@@ -22,19 +22,20 @@ import dataclasses
 import functools
 import re
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import dask.array as da
 import numpy as np
 import pytest
 import zarr
 from hmmlearn import hmm as hmmlearn_hmm
+from scipy.special import gammaln
 
 import daskem
 from daskem import CategoricalHMM, GaussianHMM, lengths_from_ids
 from daskem.errors import DataError, NotFittedError, ParameterError
 from daskem.models.base import block_stats
-from daskem.models.hmm import CategoricalHMMModel, GaussianHMMModel
+from daskem.models.hmm import CategoricalHMMModel, GaussianHMMModel, HMMModel
 from daskem.testing import ModelContract
 from daskem.testing.contract import relative_difference
 
@@ -252,9 +253,9 @@ def long_estimator(**kwargs: Any) -> GaussianHMM:
     return est
 
 
-def long_model_params(carry: bool = True) -> tuple[GaussianHMMModel, Any]:
+def long_model_params(carry: bool = True) -> tuple[HMMModel, Any]:
     model = GaussianHMMModel(K, "stmc", carry=carry, covariance_type="diag")
-    return model, model.make_params(START0, TRANS0, LONG_MEANS + 0.3, np.ones((K, D)))
+    return model, model.make_params(START0, TRANS0, model.emission.make_params(K, LONG_MEANS + 0.3, np.ones((K, D))))
 
 
 # -- 1. one Baum-Welch iteration equals hmmlearn's -----------------------------------------------
@@ -504,7 +505,7 @@ def test_split_statistics_categorical(many_lengths: np.ndarray) -> None:
         new = model.m_step(whole, params)
         assert_rel(new.startprob, ref.startprob_, 1e-10, "startprob")
         assert_rel(new.transmat, ref.transmat_, 1e-10, "transmat")
-        assert_rel(new.emissionprob, ref.emissionprob_, 1e-10, "emissionprob")
+        assert_rel(new.emission.emissionprob, ref.emissionprob_, 1e-10, "emissionprob")
 
 
 @pytest.fixture(scope="module")
@@ -607,7 +608,7 @@ def test_long_categorical_sequence_log_likelihood_equals_hmmlearn() -> None:
 CONTRACT_LENGTHS = [120, 80, 150, 50]
 
 
-def contract_gaussian_params(model: GaussianHMMModel) -> Any:
+def contract_gaussian_params(model: HMMModel) -> Any:
     """Parameters near the generating ones, in the model's covariance type."""
     rough = MEANS + np.random.default_rng(5).normal(scale=0.3, size=MEANS.shape)
     covariances = {
@@ -615,12 +616,12 @@ def contract_gaussian_params(model: GaussianHMMModel) -> Any:
         "diag": np.stack([np.diag(c) for c in COVARS]),
         "tied": COVARS.mean(axis=0),
         "spherical": np.array([np.diag(c).mean() for c in COVARS]),
-    }[model.covariance_type]
-    return model.make_params(START0, TRANS0, rough, covariances)
+    }[model.emission.covariance_type]
+    return model.make_params(START0, TRANS0, model.emission.make_params(K, rough, covariances))
 
 
 @pytest.fixture(scope="module", params=COVARIANCE_TYPES)
-def contract_gaussian(request: pytest.FixtureRequest) -> tuple[GaussianHMMModel, Any, np.ndarray]:
+def contract_gaussian(request: pytest.FixtureRequest) -> tuple[HMMModel, Any, np.ndarray]:
     """Model (carry=True), parameters near the generating ones and four flagged sequences.
 
     ``covars_prior=0``: hmmlearn's default ``covars_prior=1e-2`` makes the covariance
@@ -638,7 +639,7 @@ def contract_gaussian(request: pytest.FixtureRequest) -> tuple[GaussianHMMModel,
 
 
 @pytest.fixture(scope="module")
-def contract_categorical() -> tuple[CategoricalHMMModel, Any, np.ndarray]:
+def contract_categorical() -> tuple[HMMModel, Any, np.ndarray]:
     model = CategoricalHMMModel(K, "ste", carry=True, n_features=N_SYMBOLS)
     noisy = EMISSION + 0.1
     params = model.params_from_arrays(
@@ -656,15 +657,15 @@ class TestGaussianHMMContract(ModelContract):
     split_everys = (2, 8)
 
     @pytest.fixture
-    def model(self, contract_gaussian: tuple[GaussianHMMModel, Any, np.ndarray]) -> GaussianHMMModel:
+    def model(self, contract_gaussian: tuple[HMMModel, Any, np.ndarray]) -> HMMModel:
         return contract_gaussian[0]
 
     @pytest.fixture
-    def params(self, contract_gaussian: tuple[GaussianHMMModel, Any, np.ndarray]) -> Any:
+    def params(self, contract_gaussian: tuple[HMMModel, Any, np.ndarray]) -> Any:
         return contract_gaussian[1]
 
     @pytest.fixture
-    def data(self, contract_gaussian: tuple[GaussianHMMModel, Any, np.ndarray]) -> np.ndarray:
+    def data(self, contract_gaussian: tuple[HMMModel, Any, np.ndarray]) -> np.ndarray:
         return contract_gaussian[2]
 
     def stats_close(self, a: Any, b: Any, rtol: float) -> bool:
@@ -693,16 +694,84 @@ class TestCategoricalHMMContract(ModelContract):
     split_everys = (2, 8)
 
     @pytest.fixture
-    def model(self, contract_categorical: tuple[CategoricalHMMModel, Any, np.ndarray]) -> CategoricalHMMModel:
+    def model(self, contract_categorical: tuple[HMMModel, Any, np.ndarray]) -> HMMModel:
         return contract_categorical[0]
 
     @pytest.fixture
-    def params(self, contract_categorical: tuple[CategoricalHMMModel, Any, np.ndarray]) -> Any:
+    def params(self, contract_categorical: tuple[HMMModel, Any, np.ndarray]) -> Any:
         return contract_categorical[1]
 
     @pytest.fixture
-    def data(self, contract_categorical: tuple[CategoricalHMMModel, Any, np.ndarray]) -> np.ndarray:
+    def data(self, contract_categorical: tuple[HMMModel, Any, np.ndarray]) -> np.ndarray:
         return contract_categorical[2]
+
+
+@dataclasses.dataclass(frozen=True)
+class PoissonRates:
+    rates: np.ndarray
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"rates": self.rates}
+
+
+@dataclasses.dataclass(frozen=True)
+class PoissonEmission:
+    """Counts with a Poisson rate per state: an emission written here, outside daskem.
+
+    It implements the :class:`daskem.models.hmm.Emission` protocol and nothing else: an
+    HMM with it passes the contract, so a new emission plugs in without touching HMMModel.
+    """
+
+    kind: ClassVar[str] = "poisson_hmm"
+
+    def spec(self) -> dict[str, Any]:
+        return {}
+
+    def params_from_arrays(self, arrays: dict[str, np.ndarray], n_components: int) -> PoissonRates:
+        return PoissonRates(np.asarray(arrays["rates"], dtype=np.float64).reshape(n_components))
+
+    def log_prob(self, params: PoissonRates, X: np.ndarray) -> np.ndarray:
+        return np.asarray(X[:, :1] * np.log(params.rates) - params.rates - gammaln(X[:, :1] + 1.0))
+
+    def stats(self, params: PoissonRates, X: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+        return np.stack([gamma.sum(axis=0), gamma.T @ X[:, 0]])
+
+    def zero_stats(self, params: PoissonRates) -> np.ndarray:
+        return np.zeros((2, params.rates.size))
+
+    def combine(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a + b
+
+    def m_step(self, stats: np.ndarray, params: PoissonRates, update: str) -> PoissonRates:
+        return PoissonRates(stats[1] / stats[0]) if "r" in update else params
+
+    def to_vector(self, params: PoissonRates) -> np.ndarray:
+        return np.log(params.rates)
+
+    def from_vector(self, vector: np.ndarray, like: PoissonRates) -> PoissonRates:
+        return PoissonRates(np.exp(vector))
+
+
+class TestPoissonHMMContract(ModelContract):
+    """The contract for an emission defined outside daskem (sequences split across blocks)."""
+
+    fit_iter = 8
+    monotone_iter = 30
+    split_everys = (2,)
+
+    @pytest.fixture
+    def model(self) -> HMMModel:
+        return HMMModel(K, PoissonEmission(), "str", carry=True)
+
+    @pytest.fixture
+    def params(self, model: HMMModel) -> Any:
+        return model.make_params(START0, TRANS0, PoissonRates(np.array([1.5, 4.0, 8.0])))
+
+    @pytest.fixture
+    def data(self) -> np.ndarray:
+        states = sample_states(sum(CONTRACT_LENGTHS), START, TRANS, seed=9)
+        counts = np.random.default_rng(10).poisson(np.array([1.0, 5.0, 10.0])[states])
+        return flagged(counts[:, None].astype(np.float64), CONTRACT_LENGTHS)
 
 
 # -- 6. data sources, schedulers, checkpoints, files ------------------------------------------------
@@ -1122,6 +1191,26 @@ def test_categorical_default_initialisation(categorical_X: np.ndarray) -> None:
     assert np.all(np.diff(history) >= -1e-8 * np.abs(history[1:]))
     assert history[-1] > history[0]
     np.testing.assert_allclose(est.emissionprob_.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_symbol_count_is_read_through_the_fit_session(categorical_X: np.ndarray) -> None:
+    """n_features unset: the largest symbol is one pass of the fit's session (counted in
+    n_passes_); given, or taken from emissionprob_, it costs no pass."""
+    X = da.from_array(categorical_X, chunks=(SOURCE_CHUNKS, 1))
+    inferred = CategoricalHMM(K, n_iter=2, tol=0.0, random_state=0).fit(X, LENGTHS)
+    given = CategoricalHMM(K, n_iter=2, tol=0.0, random_state=0, n_features=N_SYMBOLS).fit(X, LENGTHS)
+    assert inferred.n_features_ == given.n_features_ == N_SYMBOLS
+    assert inferred.n_passes_ == given.n_passes_ + 1 == 2 * 2 + 1  # sequences split: two passes per iteration
+    for attr in CATEGORICAL_ATTRS:
+        assert_bitwise(getattr(inferred, attr), getattr(given, attr), attr)
+    _, start_given = categorical_pair(n_iter=2, tol=0.0)
+    assert start_given.fit(X, LENGTHS).n_passes_ == 4
+    # Parameters set by hand give the symbols, even where the data use fewer of them.
+    few = np.minimum(categorical_X, N_SYMBOLS - 2)
+    _, by_hand = categorical_pair()
+    ref = hmmlearn_hmm.CategoricalHMM(K, n_features=N_SYMBOLS)
+    ref.startprob_, ref.transmat_, ref.emissionprob_ = START0, TRANS0, EMISSION0
+    assert relative_difference(by_hand.score(few, LENGTHS), ref.score(few, LENGTHS)) <= 1e-12
 
 
 # -- parameters set by hand, no fit (hmmlearn's tutorial) -------------------------------------

@@ -29,7 +29,7 @@ from sklearn.exceptions import ConvergenceWarning
 from daskem import PPCA, GaussianHMM, GaussianMixture, KMeans
 from daskem.em import FitSession, counting_passes, sample_rows
 from daskem.em import session as session_module
-from daskem.models.hmm import GaussianHMMModel
+from daskem.models.hmm import HMMModel
 from daskem.testing import make_mixture_array
 
 D = 3
@@ -185,13 +185,13 @@ def test_hmm_prediction_passes_run_with_blas_pinned(X, monkeypatch):
         threads.append(min(blas))
 
     for method in ("summarize", "viterbi_summary", "decode", "log_likelihood_rows"):
-        original = getattr(GaussianHMMModel, method)
+        original = getattr(HMMModel, method)
 
         def wrapped(self: Any, *args: Any, _original: Any = original) -> Any:
             blas_threads()
             return _original(self, *args)
 
-        monkeypatch.setattr(GaussianHMMModel, method, wrapped)
+        monkeypatch.setattr(HMMModel, method, wrapped)
     est = GaussianHMM(3, "full", n_iter=2, random_state=0).fit(X, LENGTHS)
     data = da.from_array(X, chunks=(750, D))  # sequences cross blocks: message passes too
     with threadpoolctl.threadpool_limits(2, user_api="blas"):

@@ -1,45 +1,45 @@
 """hmmlearn-compatible hidden Markov models fitted out of core: GaussianHMM, CategoricalHMM.
 
 Sequences are rows of one array (hmmlearn's layout: ``X`` of shape (n_samples,
-n_features) and ``lengths`` of the sequences, in order). The estimators add a start-flag
-column and, when every sequence fits in a block, re-chunk the rows so that each block
-holds whole sequences: blocks are then independent and an iteration is one pass. A
-sequence longer than a block is split across blocks and the model carries the forward
-and backward messages between them (:mod:`daskem.models.hmm`): two passes per
-iteration, exactly the statistics of the unsplit sequence.
+n_features) and ``lengths`` of the sequences, in order). The engine adds a start-flag
+column and, when every sequence fits in a block, re-chunks the rows so that each block
+holds whole sequences (:func:`daskem.em.sequences.sequence_source`): blocks are then
+independent and an iteration is one pass. A sequence longer than a block is split across
+blocks and the model carries the forward and backward messages between them
+(:mod:`daskem.models.hmm`): two passes per iteration, exactly the statistics of the
+unsplit sequence. An estimator maps its hyperparameters to an :class:`HMMModel` with its
+emission component (:class:`GaussianEmission`, :class:`CategoricalEmission`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
-import dask
-import dask.array as da
 import numpy as np
 from sklearn.utils import check_random_state
 
 from daskem.em.checks import check_log_likelihood
 from daskem.em.init import kmeans_centers
 from daskem.em.monitor import IterationRecord
+from daskem.em.sequences import largest_value, sequence_source
 from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import EMEstimator
 from daskem.estimators._validation import check_int, check_option, check_real
 from daskem.io.sources import DataSource, as_source, lengths_from_ids
+from daskem.models.gaussian import COVARIANCE_TYPES, FULL_COVARIANCE, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
 from daskem.models.hmm import (
-    CategoricalHMMModel,
-    CategoricalHMMParams,
-    GaussianHMMModel,
-    GaussianHMMParams,
+    CategoricalEmission,
+    Emission,
+    GaussianEmission,
     HMMModel,
+    HMMParams,
     check_probabilities,
 )
 from daskem.registry import COVARIANCE_TYPE, LENGTHS, N_COMPONENTS, SEQUENCE_IDS, Option, attribute_summary, register
-
-COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
 
 #: The command-line option of the decoder, the same for every HMM.
 _ALGORITHM = Option(
@@ -52,55 +52,6 @@ _ALGORITHM = Option(
 
 #: The rows of an HMM's summary that every HMM has.
 _CHAIN_ROWS = [("start probability", "startprob_"), ("transition probabilities", "transmat_")]
-
-
-def _aligned_chunks(lengths: np.ndarray, max_rows: int) -> tuple[int, ...]:
-    """Blocks of whole sequences, each at most ``max_rows`` rows (every sequence fits one)."""
-    ends = np.cumsum(lengths)
-    chunks = []
-    start = 0
-    total = int(ends[-1]) if ends.size else 0
-    while start < total:
-        end = int(ends[np.searchsorted(ends, start + max_rows, side="right") - 1])
-        chunks.append(end - start)
-        start = end
-    return tuple(chunks) or (0,)
-
-
-def _add_start_flags(block: np.ndarray, local_starts: np.ndarray) -> np.ndarray:
-    flags = np.zeros((block.shape[0], 1), dtype=block.dtype)
-    flags[local_starts, 0] = 1
-    return np.concatenate([block, flags], axis=1)
-
-
-def sequence_source(source: DataSource) -> tuple[DataSource, bool]:
-    """The rows with a start-flag column, and whether blocks split sequences.
-
-    The sequences are ``source.lengths`` (one sequence if None). When every sequence
-    fits in the source's largest block, the rows are re-chunked into blocks of whole
-    sequences; otherwise the source's blocks are kept and the model must carry messages
-    between them.
-    """
-    sizes = source.lengths if source.lengths is not None else np.array([source.n_samples], dtype=np.int64)
-    array = source.array
-    max_rows = max(max(array.chunks[0]), 1)
-    carry = bool(sizes.size and int(sizes.max()) > max_rows)
-    if not carry and source.n_samples:
-        array = array.rechunk({0: _aligned_chunks(sizes, max_rows)})
-    starts = np.cumsum(np.concatenate([[0], sizes[:-1]]))[sizes > 0] if sizes.size else np.zeros(0, np.int64)
-    d = source.n_features
-    # The blocks as delayed objects, not array.blocks[i]: a dask array passed to a delayed
-    # function is finalized under a random key, so every call would give the same piece
-    # key another dependency (distributed: "Detected different `run_spec`").
-    blocks = array.to_delayed().ravel()
-    pieces, lo = [], 0
-    for i, rows in enumerate(array.chunks[0]):
-        local = starts[(starts >= lo) & (starts < lo + rows)] - lo
-        piece = dask.delayed(_add_start_flags, pure=True)(blocks[i], local)
-        pieces.append(da.from_delayed(piece, shape=(rows, d + 1), dtype=array.dtype))
-        lo += rows
-    flagged = da.concatenate(pieces, axis=0) if pieces else da.zeros((0, d + 1), dtype=array.dtype)
-    return DataSource(flagged, source.kind, source.location, dict(source.options), sizes), carry
 
 
 @dataclass
@@ -169,11 +120,28 @@ class _BaseHMM(EMEstimator):
                 )
         self._validate_engine_parameters()
 
-    def _engine_model(self, carry: bool) -> HMMModel:
+    def _emission(self) -> Emission:
+        """The emission component of these hyperparameters."""
         raise NotImplementedError
 
-    def _model(self) -> HMMModel:
+    def _engine_model(self, carry: bool, emission: Emission | None = None) -> HMMModel[Any]:
+        """The model of these hyperparameters (``carry``: blocks split sequences), with
+        ``emission`` (default: :meth:`_emission`)."""
+        return HMMModel(
+            self.n_components,
+            self._emission() if emission is None else emission,
+            self.params,
+            carry,
+            self.startprob_prior,
+            self.transmat_prior,
+        )
+
+    def _model(self) -> HMMModel[Any]:
         return self._engine_model(False)
+
+    def _fit_model(self, session: FitSession, carry: bool) -> HMMModel[Any]:
+        """The model of a fit on the session's rows (a subclass may read what it needs of them)."""
+        return self._engine_model(carry)
 
     def _check_data(self, source: DataSource) -> None:
         """Subclass checks of the (unflagged) data."""
@@ -186,7 +154,7 @@ class _BaseHMM(EMEstimator):
 
     def fit(
         self, X: Any, lengths: Any = None, *, callback: Callable[[IterationRecord, Any], None] | None = None
-    ) -> _BaseHMM:
+    ) -> Self:
         """Estimate the parameters by Baum-Welch (EM).
 
         Parameters
@@ -208,7 +176,8 @@ class _BaseHMM(EMEstimator):
         raw = as_source(X, lengths=lengths)
         self._check_data(raw)
         source, carry = sequence_source(raw)
-        self._fit_restarts(self._engine_model(carry), source, 1, False, callback)
+        session = self._session(source)
+        self._fit_restarts(self._fit_model(session, carry), session, 1, False, callback)
         self.n_features_in_ = raw.n_features
         self._restored()
         return self
@@ -225,7 +194,7 @@ class _BaseHMM(EMEstimator):
             bool(self.converged_) or int(self.n_iter_) >= int(self.n_iter),
         )
 
-    def _initial_params(self, model: HMMModel, session: FitSession, rngs: list[np.random.Generator]) -> list[Any]:
+    def _initial_params(self, model: HMMModel[Any], session: FitSession, rngs: list[np.random.Generator]) -> list[Any]:
         rng = rngs[0]
         k = self.n_components
         startprob = self._given("s", "startprob_", lambda: np.full(k, 1.0 / k))
@@ -237,8 +206,8 @@ class _BaseHMM(EMEstimator):
         return [self._initial_emissions(model, rows, rng, startprob, transmat)]
 
     def _initial_emissions(
-        self, model: Any, rows: FitSession, rng: np.random.Generator, startprob: Any, transmat: Any
-    ) -> Any:
+        self, model: HMMModel[Any], rows: FitSession, rng: np.random.Generator, startprob: Any, transmat: Any
+    ) -> HMMParams:
         raise NotImplementedError
 
     def _given(self, letter: str, attribute: str, initialise: Callable[[], Any]) -> Any:
@@ -255,7 +224,7 @@ class _BaseHMM(EMEstimator):
 
     # -- sequences after the fit ------------------------------------------------------------
 
-    def _sequences(self, X: Any, lengths: Any) -> tuple[FitSession, HMMModel]:
+    def _sequences(self, X: Any, lengths: Any) -> tuple[FitSession, HMMModel[Any]]:
         """A prediction's session over the rows of ``X`` with their start flags, and the model."""
         self._check_fitted()
         raw = as_source(X, lengths=lengths)
@@ -271,7 +240,7 @@ class _BaseHMM(EMEstimator):
         return self._prediction_session(source), self._engine_model(carry)
 
     @staticmethod
-    def _messages(session: FitSession, model: HMMModel, params: Any) -> list[Any] | None:
+    def _messages(session: FitSession, model: HMMModel[Any], params: Any) -> list[Any] | None:
         """The blocks' forward-backward messages when they split sequences (one pass), else None."""
         return session.messages(model, params) if model.carry else None
 
@@ -308,7 +277,7 @@ class _BaseHMM(EMEstimator):
         """
         return self._posteriors(*self._sequences(X, lengths))
 
-    def _posteriors(self, session: FitSession, model: HMMModel) -> Any:
+    def _posteriors(self, session: FitSession, model: HMMModel[Any]) -> Any:
         params = self._params()
         messages = self._messages(session, model, params)
         return session.map_rows(
@@ -332,7 +301,9 @@ class _BaseHMM(EMEstimator):
         return self.score(X, lengths), self.predict_proba(X, lengths)
 
     @staticmethod
-    def _viterbi_messages(session: FitSession, model: HMMModel, params: Any) -> tuple[list[Any] | None, float | None]:
+    def _viterbi_messages(
+        session: FitSession, model: HMMModel[Any], params: Any
+    ) -> tuple[list[Any] | None, float | None]:
         """The blocks' Viterbi messages and the total score when the blocks split sequences
         (from the max-plus summary pass); else None and None (the blocks' scores add up)."""
         if not model.carry:
@@ -378,7 +349,7 @@ class _BaseHMM(EMEstimator):
         return total, self._states(session, model, params, messages)
 
     @staticmethod
-    def _states(session: FitSession, model: HMMModel, params: Any, messages: list[Any] | None) -> Any:
+    def _states(session: FitSession, model: HMMModel[Any], params: Any, messages: list[Any] | None) -> Any:
         """The Viterbi states of every row (NumPy for in-memory data, else lazy)."""
         return session.map_rows(model, "decode", params, dtype=np.int64, messages=messages, item=0, check_finite=False)
 
@@ -571,37 +542,30 @@ class GaussianHMM(_BaseHMM):
         check_real("GaussianHMM", "min_covar", self.min_covar, 0.0)
         super()._validate_hyperparameters()
 
-    def _engine_model(self, carry: bool) -> GaussianHMMModel:
-        return GaussianHMMModel(
-            n_components=self.n_components,
-            params=self.params,
-            carry=carry,
-            startprob_prior=self.startprob_prior,
-            transmat_prior=self.transmat_prior,
-            covariance_type=self.covariance_type,
-            means_prior=self.means_prior,
-            means_weight=self.means_weight,
-            covars_prior=self.covars_prior,
-            covars_weight=self.covars_weight,
+    def _emission(self) -> GaussianEmission:
+        return GaussianEmission(
+            self.covariance_type, self.means_prior, self.means_weight, self.covars_prior, self.covars_weight
         )
 
-    def _model(self) -> GaussianHMMModel:
-        return self._engine_model(False)
-
     def _initial_emissions(
-        self, model: GaussianHMMModel, rows: FitSession, rng: np.random.Generator, startprob: Any, transmat: Any
-    ) -> GaussianHMMParams:
+        self,
+        model: HMMModel[GaussianEmission],
+        rows: FitSession,
+        rng: np.random.Generator,
+        startprob: Any,
+        transmat: Any,
+    ) -> HMMParams:
         k = self.n_components
         means = self._given("m", "means_", lambda: kmeans_centers(rows, k, [rng])[0])
         if "c" in self.init_params:
             covariances = self._data_covariance(rows, np.asarray(means, dtype=np.float64))
         else:
             covariances = self._given("c", "_covars_", lambda: None)
-        return model.make_params(startprob, transmat, means, covariances)
+        return model.make_params(startprob, transmat, model.emission.make_params(k, means, covariances))
 
     def _data_covariance(self, rows: FitSession, means: np.ndarray) -> np.ndarray:
         """hmmlearn's start: the data covariance plus ``min_covar`` on the diagonal (one pass)."""
-        one = GaussianMixtureModel(1, "full", 0.0)
+        one = GaussianMixtureModel(1, FULL_COVARIANCE, 0.0)
         centre = means.mean(axis=0, keepdims=True)
         d = rows.source.n_features
         start = GaussianMixtureParams(np.ones(1), centre, np.eye(d)[None], np.eye(d)[None])
@@ -609,23 +573,19 @@ class GaussianHMM(_BaseHMM):
         n = stats.resp_sum[0]
         # np.cov's unbiased scaling, as hmmlearn uses.
         cv = one.m_step(stats, start).covariances[0] * (n / max(n - 1.0, 1.0)) + self.min_covar * np.eye(d)
-        k = self.n_components
-        return {
-            "full": np.tile(cv, (k, 1, 1)),
-            "tied": cv,
-            "diag": np.tile(np.diag(cv), (k, 1)),
-            "spherical": np.full(k, float(np.diag(cv).mean())),
-        }[self.covariance_type]
+        return covariance_type(self.covariance_type).from_full(cv, self.n_components)
 
-    def _set_params_attributes(self, params: GaussianHMMParams) -> None:
+    def _set_params_attributes(self, params: HMMParams) -> None:
         self.startprob_ = params.startprob
         self.transmat_ = params.transmat
-        self.means_ = params.means
-        self._covars_ = params.covariances
-        self.n_features = params.means.shape[1]
+        self.means_ = params.emission.means
+        self._covars_ = params.emission.covariances
+        self.n_features = params.emission.means.shape[1]
 
-    def _params(self) -> GaussianHMMParams:
-        return self._model().make_params(self.startprob_, self.transmat_, self.means_, self._covars_)
+    def _params(self) -> HMMParams:
+        model = self._model()
+        emission = model.emission.make_params(self.n_components, self.means_, self._covars_)
+        return model.make_params(self.startprob_, self.transmat_, emission)
 
     def _n_columns(self) -> int:
         return int(np.shape(self.means_)[1])
@@ -633,14 +593,8 @@ class GaussianHMM(_BaseHMM):
     @property
     def covars_(self) -> np.ndarray:
         """Full covariance matrices of the states, shape (n_components, n_features, n_features)."""
-        cov = np.asarray(self._covars_)
-        k, d = self.n_components, np.shape(self.means_)[1]
-        if self.covariance_type == "full":
-            return cov
-        if self.covariance_type == "tied":
-            return np.tile(cov, (k, 1, 1))
-        diag = cov if self.covariance_type == "diag" else np.repeat(cov[:, None], d, axis=1)
-        return np.stack([np.diag(row) for row in diag])
+        ct = covariance_type(self.covariance_type)
+        return ct.to_full(np.asarray(self._covars_), self.n_components, np.shape(self.means_)[1])
 
     @covars_.setter
     def covars_(self, value: Any) -> None:
@@ -689,7 +643,9 @@ class CategoricalHMM(_BaseHMM):
     startprob_prior, transmat_prior, emissionprob_prior : float or array
         Dirichlet concentrations.
     n_features : int, optional
-        Number of symbols (default: the largest symbol in the data plus one; one pass).
+        Number of symbols. Default: when ``init_params`` initialises the emissions, the
+        largest symbol in the data plus one (one pass over the data); else the columns of
+        ``emissionprob_``.
     algorithm, random_state, n_iter, tol, verbose, verbose_interval
         As for :class:`GaussianHMM`.
     params, init_params : str
@@ -758,9 +714,15 @@ class CategoricalHMM(_BaseHMM):
         super()._validate_hyperparameters()
 
     def _symbols(self) -> int:
+        """The number of symbols: ``n_features``, else the columns of ``emissionprob_`` (0: neither is set)."""
         if self.n_features is not None:
             return int(self.n_features)
-        return int(getattr(self, "n_features_", 0) or getattr(self, "_inferred_features", 0))
+        return int(np.shape(self.emissionprob_)[-1]) if hasattr(self, "emissionprob_") else 0
+
+    def _emission(self, n_features: int | None = None) -> CategoricalEmission:
+        """The emission of ``n_features`` symbols (default: :meth:`_symbols`), at least one."""
+        symbols = self._symbols() if n_features is None else n_features
+        return CategoricalEmission(max(symbols, 1), self.emissionprob_prior)
 
     def _check_data(self, source: DataSource) -> None:
         if source.n_features != 1:
@@ -768,41 +730,27 @@ class CategoricalHMM(_BaseHMM):
                 f"CategoricalHMM takes one column of integer symbols; X has {source.n_features} columns. "
                 "Pass X with shape (n_samples, 1)."
             )
-        if self.n_features is None and not hasattr(self, "n_features_") and source.n_samples:
-            self._inferred_features = int(source.array.max().compute()) + 1
 
-    def _engine_model(self, carry: bool) -> CategoricalHMMModel:
-        return CategoricalHMMModel(
-            n_components=self.n_components,
-            params=self.params,
-            carry=carry,
-            startprob_prior=self.startprob_prior,
-            transmat_prior=self.transmat_prior,
-            n_features=max(self._symbols(), 1),
-            emissionprob_prior=self.emissionprob_prior,
-        )
+    def _fit_model(self, session: FitSession, carry: bool) -> HMMModel[CategoricalEmission]:
+        """The model of a fit: with ``n_features`` unset and ``"e"`` initialised, its symbols
+        are the data's (the largest plus one: one pass over the data)."""
+        if self.n_features is not None or "e" not in self.init_params:
+            return self._engine_model(carry)
+        largest = largest_value(session)
+        return self._engine_model(carry, self._emission(int(largest) + 1 if np.isfinite(largest) else 0))
 
-    def _model(self) -> CategoricalHMMModel:
-        return self._engine_model(False)
-
-    def _model_for_arrays(self, arrays: dict[str, np.ndarray]) -> CategoricalHMMModel:
-        self._inferred_features = int(np.shape(arrays["emissionprob"])[1])
-        return self._engine_model(False)
-
-    def fit(
-        self, X: Any, lengths: Any = None, *, callback: Callable[[IterationRecord, Any], None] | None = None
-    ) -> CategoricalHMM:
-        """Estimate the parameters by Baum-Welch (see :meth:`GaussianHMM.fit`)."""
-        for stale in ("n_features_", "_inferred_features"):
-            if hasattr(self, stale) and "e" in self.init_params:
-                delattr(self, stale)
-        super().fit(X, lengths, callback=callback)
-        return self
+    def _model_for_arrays(self, arrays: dict[str, np.ndarray]) -> HMMModel[CategoricalEmission]:
+        return self._engine_model(False, self._emission(int(np.shape(arrays["emissionprob"])[-1])))
 
     def _initial_emissions(
-        self, model: CategoricalHMMModel, rows: FitSession, rng: np.random.Generator, startprob: Any, transmat: Any
-    ) -> CategoricalHMMParams:
-        k, m = self.n_components, model.n_features
+        self,
+        model: HMMModel[CategoricalEmission],
+        rows: FitSession,
+        rng: np.random.Generator,
+        startprob: Any,
+        transmat: Any,
+    ) -> HMMParams:
+        k, m = self.n_components, model.emission.n_features
 
         def random_rows() -> np.ndarray:
             values = rng.random((k, m))
@@ -811,16 +759,16 @@ class CategoricalHMM(_BaseHMM):
         emissionprob = self._given("e", "emissionprob_", random_rows)
         return model.params_from_arrays({"startprob": startprob, "transmat": transmat, "emissionprob": emissionprob})
 
-    def _set_params_attributes(self, params: CategoricalHMMParams) -> None:
+    def _set_params_attributes(self, params: HMMParams) -> None:
         self.startprob_ = params.startprob
         self.transmat_ = params.transmat
-        self.emissionprob_ = params.emissionprob
-        self.n_features_ = params.emissionprob.shape[1]
+        self.emissionprob_ = params.emission.emissionprob
+        self.n_features_ = params.emission.emissionprob.shape[1]
 
     def _n_columns(self) -> int:
         return 1
 
-    def _params(self) -> CategoricalHMMParams:
+    def _params(self) -> HMMParams:
         return self._model().params_from_arrays(
             {"startprob": self.startprob_, "transmat": self.transmat_, "emissionprob": self.emissionprob_}
         )

@@ -4,10 +4,15 @@ from daskem.models.base import Model, Params, Stats
 from daskem.models.gaussian import COVARIANCE_TYPES, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams, GaussianMixtureStats
 from daskem.models.hmm import (
+    CategoricalEmission,
+    CategoricalEmissionParams,
     CategoricalHMMModel,
-    CategoricalHMMParams,
+    Emission,
+    GaussianEmission,
+    GaussianEmissionParams,
     GaussianHMMModel,
-    GaussianHMMParams,
+    HMMModel,
+    HMMParams,
     HMMStats,
 )
 from daskem.models.kmeans import KMeansModel, KMeansParams, KMeansStats
@@ -21,15 +26,20 @@ from daskem.models.linear_gaussian import (
 
 __all__ = [
     "COVARIANCE_TYPES",
+    "CategoricalEmission",
+    "CategoricalEmissionParams",
     "CategoricalHMMModel",
-    "CategoricalHMMParams",
+    "Emission",
     "FactorAnalysisModel",
     "FactorAnalysisParams",
+    "GaussianEmission",
+    "GaussianEmissionParams",
     "GaussianHMMModel",
-    "GaussianHMMParams",
     "GaussianMixtureModel",
     "GaussianMixtureParams",
     "GaussianMixtureStats",
+    "HMMModel",
+    "HMMParams",
     "HMMStats",
     "KMeansModel",
     "KMeansParams",

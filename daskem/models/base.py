@@ -8,7 +8,7 @@ workers and tested in isolation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -113,8 +113,16 @@ class VectorForm(Protocol):
 class BatchedEStep(Protocol):
     """The statistics of several parameter sets on one block, sharing work (restarts).
 
-    Law: each set's statistics equal its own ``e_step`` bitwise.
+    Models with equal ``batch_key()`` batch together: one ``e_step_batch`` computes the
+    parameter sets of all of them (k-means: any numbers of clusters, so a selection grid
+    shares the work as restarts do).
+
+    Law: each set's statistics equal its own model's ``e_step`` bitwise.
     """
+
+    def batch_key(self) -> Hashable:
+        """Equal for the models whose parameter sets one ``e_step_batch`` computes together."""
+        ...
 
     def e_step_batch(self, params: Sequence[Any], block: NDArray[Any]) -> tuple[Any, ...]:
         """One statistics object per parameter set, in order."""

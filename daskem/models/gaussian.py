@@ -462,6 +462,11 @@ def covariance_type(name: str) -> CovarianceType:
         raise ValueError(f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}; got {name!r}.") from None
 
 
+#: The covariance type of unconstrained d x d matrices, whatever a model's own type (a
+#: data covariance: a one-component mixture of this type).
+FULL_COVARIANCE = "full"
+
+
 @dataclass(frozen=True)
 class Whitener:
     """Per-component whitening of centred rows, prepared once per parameter set.

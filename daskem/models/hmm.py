@@ -1,12 +1,20 @@
 """Hidden Markov models by Baum-Welch: pure E-step, combine and M-step per block of rows.
 
 A block is a run of consecutive rows of a sequence file with one extra last column, the
-start flag: 1 where a new sequence begins (the estimators add it from ``lengths``). The
-E-step runs the scaled forward-backward recursion over the block
-(:mod:`daskem.models.hmm_kernels`) and returns the expected start counts, the expected
-transition counts and the emission statistics under the state posteriors: the Gaussian
-mixture's moments (:meth:`daskem.models.gmm.GaussianMixtureModel.moments`, each state's
-moments around its own current mean) or symbol counts.
+start flag: 1 where a new sequence begins (:func:`daskem.em.sequences.sequence_source`
+adds it from the sequences' lengths). The E-step runs the scaled forward-backward
+recursion over the block (:mod:`daskem.models.hmm_kernels`) and returns the expected
+start counts, the expected transition counts and the emission statistics under the
+state posteriors.
+
+Emissions are components: :class:`HMMModel` holds the Markov chain (start and
+transition probabilities, the recursions, the messages between blocks, Viterbi) and one
+emission object implementing :class:`Emission` (log-densities of the rows in every
+state, statistics under the state posteriors, their M-step with its priors, parameters
+to and from named arrays and a vector, spec): :class:`GaussianEmission` (the Gaussian
+mixture's covariance types and moments, each state's around its own current mean,
+:meth:`daskem.models.gmm.GaussianMixtureModel.moments`) and :class:`CategoricalEmission`
+(symbol counts). A new emission plugs in without touching :class:`HMMModel`.
 
 Blocks that hold whole sequences are independent (``carry=False``, one pass per
 iteration). A sequence split across blocks is handled exactly with ``carry=True``: a
@@ -23,7 +31,7 @@ states), so one iteration equals hmmlearn's to rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -63,9 +71,9 @@ class HMMStats:
         Expected number of sequences starting in each state.
     trans : ndarray of shape (k, k)
         Expected number of transitions between states.
-    emission : GaussianMixtureStats or ndarray
-        Emission statistics under the state posteriors: the Gaussian moments, or the
-        expected symbol counts (k, n_features) of a categorical model.
+    emission : object
+        The emission's statistics under the state posteriors (:meth:`Emission.stats`):
+        the Gaussian moments, or the expected symbol counts (k, n_features).
     """
 
     n: float
@@ -109,44 +117,58 @@ class ViterbiMessage:
 
 
 @dataclass(frozen=True)
-class GaussianHMMParams:
-    """Parameters of a Gaussian HMM (hmmlearn's meanings; covariances in scikit-learn's
-    mixture shapes: (k,) spherical, (k, d) diag, (d, d) tied, (k, d, d) full)."""
+class HMMParams:
+    """Parameters of an HMM (hmmlearn's meanings): the chain's and the emission's.
+
+    Attributes
+    ----------
+    startprob : ndarray of shape (k,)
+        Probability of each state at the start of a sequence.
+    transmat : ndarray of shape (k, k)
+        Transition probabilities (rows: from, columns: to).
+    emission : object
+        The emission's parameters (:class:`GaussianEmissionParams`,
+        :class:`CategoricalEmissionParams`).
+    """
 
     startprob: FloatArray
     transmat: FloatArray
+    emission: Any
+
+    def to_arrays(self) -> dict[str, FloatArray]:
+        """Return the parameters as named arrays (the chain's, then the emission's)."""
+        return {"startprob": self.startprob, "transmat": self.transmat, **self.emission.to_arrays()}
+
+
+@dataclass(frozen=True)
+class GaussianEmissionParams:
+    """Gaussian state densities (covariances in scikit-learn's mixture shapes: (k,)
+    spherical, (k, d) diag, (d, d) tied, (k, d, d) full, as their precision Cholesky factors)."""
+
     means: FloatArray
     covariances: FloatArray
     precisions_cholesky: FloatArray
 
     def to_arrays(self) -> dict[str, FloatArray]:
         """Return the parameters as named arrays."""
-        return {
-            "startprob": self.startprob,
-            "transmat": self.transmat,
-            "means": self.means,
-            "covariances": self.covariances,
-            "precisions_cholesky": self.precisions_cholesky,
-        }
+        return {"means": self.means, "covariances": self.covariances, "precisions_cholesky": self.precisions_cholesky}
 
     @property
-    def emission(self) -> GaussianMixtureParams:
+    def mixture(self) -> GaussianMixtureParams:
         """The state densities as mixture parameters (unit weights: log-weights 0)."""
         k = self.means.shape[0]
         return GaussianMixtureParams(np.ones(k), self.means, self.covariances, self.precisions_cholesky)
 
 
 @dataclass(frozen=True)
-class CategoricalHMMParams:
-    """Parameters of a categorical HMM (hmmlearn's meanings)."""
+class CategoricalEmissionParams:
+    """Symbol probabilities of every state: ``emissionprob`` of shape (k, n_features)."""
 
-    startprob: FloatArray
-    transmat: FloatArray
     emissionprob: FloatArray
 
     def to_arrays(self) -> dict[str, FloatArray]:
         """Return the parameters as named arrays."""
-        return {"startprob": self.startprob, "transmat": self.transmat, "emissionprob": self.emissionprob}
+        return {"emissionprob": self.emissionprob}
 
 
 def _normalize_rows(counts: FloatArray, previous: FloatArray) -> FloatArray:
@@ -189,15 +211,86 @@ def start_flags(block: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.bool_]]:
     return block[:, :-1], np.ascontiguousarray(block[:, -1] != 0)
 
 
-@dataclass(frozen=True)
-class HMMModel:
-    """What Gaussian and categorical HMMs share: the recursions, transitions and messages.
+class Emission(Protocol):
+    """The state densities of an :class:`HMMModel`, a component of it.
 
-    Subclasses give the emissions: ``_log_emission(params, X)`` (n, k), ``_emission_stats``,
-    ``_zero_emission``, ``_combine_emission``, ``_emission_m_step`` and the vector form.
+    An emission is a frozen dataclass of its hyperparameters (so the HMM holding it stays
+    picklable and tokenizes deterministically); every method is a pure function of its
+    arguments. Its parameters are an object with ``to_arrays()`` (the names join the
+    HMM's ``startprob`` and ``transmat`` in model files and checkpoints); its statistics
+    are anything :meth:`combine` sums.
+
+    Attributes
+    ----------
+    kind : str
+        The ``"model"`` of the HMM's :meth:`HMMModel.spec` (``"gaussian_hmm"``).
+    """
+
+    kind: ClassVar[str]
+
+    def log_prob(self, params: Any, X: NDArray[Any]) -> FloatArray:
+        """Log-density of every row of ``X`` in every state: float64 of shape (n, k)."""
+        ...
+
+    def stats(self, params: Any, X: NDArray[Any], gamma: FloatArray) -> Any:
+        """Statistics of the rows ``X`` under the state posteriors ``gamma`` (n, k)."""
+        ...
+
+    def zero_stats(self, params: Any) -> Any:
+        """Statistics of no rows: the identity of :meth:`combine`."""
+        ...
+
+    def combine(self, a: Any, b: Any) -> Any:
+        """Sum the statistics of two disjoint sets of rows."""
+        ...
+
+    def m_step(self, stats: Any, params: Any, update: str) -> Any:
+        """New parameters (hmmlearn's M-step, the emission's priors included) for those of
+        its letters in ``update`` (the HMM's ``params``); the others are kept."""
+        ...
+
+    def params_from_arrays(self, arrays: dict[str, FloatArray], n_components: int) -> Any:
+        """Parameters from the HMM's named arrays (its own names among them), checked."""
+        ...
+
+    def to_vector(self, params: Any) -> FloatArray:
+        """The parameters as unconstrained float coordinates (see :class:`HMMModel`'s)."""
+        ...
+
+    def from_vector(self, vector: FloatArray, like: Any) -> Any:
+        """Parameters from :meth:`to_vector` coordinates (``like``: the shapes)."""
+        ...
+
+    def spec(self) -> dict[str, Any]:
+        """The hyperparameters as JSON-able values (added to the HMM's spec)."""
+        ...
+
+
+E = TypeVar("E", bound=Emission)
+
+
+@dataclass(frozen=True)
+class HMMModel(Generic[E]):
+    """An HMM: the Markov chain's recursions, transitions and messages, and an emission.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of states.
+    emission : Emission
+        The state densities (:class:`GaussianEmission`, :class:`CategoricalEmission`).
+    params : str
+        Parameters updated by the M-step: ``"s"`` (start), ``"t"`` (transitions) and the
+        emission's letters (``"m"``, ``"c"``: means, covariances; ``"e"``: emission
+        probabilities).
+    carry : bool
+        Whether blocks may split sequences (messages carried between blocks).
+    startprob_prior, transmat_prior : float or array
+        Dirichlet concentration of the start and transition probabilities (1: none).
     """
 
     n_components: int
+    emission: E
     params: str = ""
     carry: bool = False
     startprob_prior: Any = 1.0
@@ -218,7 +311,7 @@ class HMMModel:
 
     def _frames(self, params: Any, X: NDArray[Any]) -> tuple[FloatArray, FloatArray]:
         """Emission probabilities scaled by their row maxima, and those maxima's logs."""
-        log_b = self._log_emission(params, X)
+        log_b = self.emission.log_prob(params.emission, X)
         top = log_b.max(axis=1) if log_b.shape[0] else np.zeros(0)
         # A row impossible in every state (top = -inf) gives NaN, reported by the caller.
         with np.errstate(invalid="ignore"):
@@ -255,7 +348,7 @@ class HMMModel:
             n_nonfinite=0,
             start=start,
             trans=xi,
-            emission=self._emission_stats(params, X, gamma),
+            emission=self.emission.stats(params.emission, X, gamma),
         )
 
     def summarize(self, params: Any, block: NDArray[Any]) -> FloatArray:
@@ -316,7 +409,7 @@ class HMMModel:
         """The block's max-plus transfer matrix and its offset (:func:`hmm_kernels.viterbi_transfer`)."""
         X, starts = self._finite(block)
         v, offset = _kernels().viterbi_transfer(
-            _log(params.startprob), _log(params.transmat), self._log_emission(params, X), starts
+            _log(params.startprob), _log(params.transmat), self.emission.log_prob(params.emission, X), starts
         )
         return np.asarray(v), float(offset)
 
@@ -352,7 +445,7 @@ class HMMModel:
         states, log_prob = _kernels().viterbi(
             _log(params.startprob),
             _log(params.transmat),
-            self._log_emission(params, X),
+            self.emission.log_prob(params.emission, X),
             starts,
             message.delta_in,
             message.exit_state,
@@ -367,7 +460,7 @@ class HMMModel:
 
     def _zero_parts(self, params: Any) -> tuple[FloatArray, FloatArray, Any]:
         k = self.n_components
-        return np.zeros(k), np.zeros((k, k)), self._zero_emission(params)
+        return np.zeros(k), np.zeros((k, k)), self.emission.zero_stats(params.emission)
 
     def combine(self, a: HMMStats, b: HMMStats) -> HMMStats:
         """Sum the statistics of two disjoint sets of rows."""
@@ -377,14 +470,14 @@ class HMMModel:
             n_nonfinite=a.n_nonfinite + b.n_nonfinite,
             start=a.start + b.start,
             trans=a.trans + b.trans,
-            emission=self._combine_emission(a.emission, b.emission),
+            emission=self.emission.combine(a.emission, b.emission),
         )
 
     def log_likelihood(self, stats: HMMStats) -> float:
         """Total log-likelihood of the sequences behind ``stats``."""
         return float(stats.loglik)
 
-    def m_step(self, stats: HMMStats, params: Any) -> Any:
+    def m_step(self, stats: HMMStats, params: HMMParams | None) -> HMMParams:
         """hmmlearn's M-step for the parameters named in ``self.params``; the rest stay."""
         if params is None:
             raise ValueError("An HMM M-step needs the previous parameters (the ones not updated are kept).")
@@ -393,38 +486,18 @@ class HMMModel:
             startprob = _dirichlet_map(self.startprob_prior, stats.start, params.startprob, keep_zeros=True)
         if "t" in self.params:
             transmat = _dirichlet_map(self.transmat_prior, stats.trans, params.transmat, keep_zeros=True)
-        return self._emission_m_step(stats.emission, params, startprob, transmat)
+        return HMMParams(startprob, transmat, self.emission.m_step(stats.emission, params.emission, self.params))
 
-    def _probability_vector(self, params: Any) -> list[FloatArray]:
-        return [
-            np.log(np.maximum(params.startprob, _LOG_FLOOR)),
-            np.log(np.maximum(params.transmat, _LOG_FLOOR)).ravel(),
-        ]
+    def make_params(self, startprob: Any, transmat: Any, emission: Any) -> HMMParams:
+        """Parameters from start and transition probabilities (checked) and emission parameters."""
+        return HMMParams(*self._check_transitions({"startprob": startprob, "transmat": transmat}), emission)
 
-    def _probabilities_from_vector(self, vector: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-        k = self.n_components
-        start = _softmax(vector[:k])
-        trans = _softmax(vector[k : k + k * k].reshape(k, k))
-        return start, trans, vector[k + k * k :]
+    def params_from_arrays(self, arrays: dict[str, FloatArray]) -> HMMParams:
+        """Rebuild parameters from named arrays, checking shapes and probabilities."""
+        startprob, transmat = self._check_transitions(arrays)
+        return HMMParams(startprob, transmat, self.emission.params_from_arrays(arrays, self.n_components))
 
-    # -- subclass hooks --------------------------------------------------------------------
-
-    def _log_emission(self, params: Any, X: NDArray[Any]) -> FloatArray:
-        raise NotImplementedError
-
-    def _emission_stats(self, params: Any, X: NDArray[Any], gamma: FloatArray) -> Any:
-        raise NotImplementedError
-
-    def _zero_emission(self, params: Any) -> Any:
-        raise NotImplementedError
-
-    def _combine_emission(self, a: Any, b: Any) -> Any:
-        raise NotImplementedError
-
-    def _emission_m_step(self, emission: Any, params: Any, startprob: FloatArray, transmat: FloatArray) -> Any:
-        raise NotImplementedError
-
-    def _check_transitions(self, arrays: dict[str, FloatArray]) -> tuple[FloatArray, FloatArray]:
+    def _check_transitions(self, arrays: dict[str, Any]) -> tuple[FloatArray, FloatArray]:
         k = self.n_components
         startprob = check_shape("startprob", arrays["startprob"], (k,))
         transmat = check_shape("transmat", arrays["transmat"], (k, k))
@@ -432,14 +505,33 @@ class HMMModel:
         check_probabilities("transmat", transmat)
         return startprob, transmat
 
-    def _spec(self, kind: str) -> dict[str, Any]:
+    def to_vector(self, params: HMMParams) -> FloatArray:
+        """Unconstrained coordinates: log-probabilities (floored at 1e-300), then the emission's."""
+        return np.concatenate(
+            [
+                np.log(np.maximum(params.startprob, _LOG_FLOOR)),
+                np.log(np.maximum(params.transmat, _LOG_FLOOR)).ravel(),
+                self.emission.to_vector(params.emission),
+            ]
+        )
+
+    def from_vector(self, vector: FloatArray, like: HMMParams) -> HMMParams:
+        """Parameters from :meth:`to_vector` coordinates."""
+        k = self.n_components
+        start = _softmax(vector[:k])
+        trans = _softmax(vector[k : k + k * k].reshape(k, k))
+        return HMMParams(start, trans, self.emission.from_vector(vector[k + k * k :], like.emission))
+
+    def spec(self) -> dict[str, Any]:
+        """The hyperparameters as JSON-able values (the emission's after the chain's)."""
         return {
-            "model": kind,
+            "model": self.emission.kind,
             "n_components": int(self.n_components),
             "params": self.params,
             "carry": bool(self.carry),
             "startprob_prior": np.asarray(self.startprob_prior, dtype=np.float64).tolist(),
             "transmat_prior": np.asarray(self.transmat_prior, dtype=np.float64).tolist(),
+            **self.emission.spec(),
         }
 
 
@@ -449,21 +541,13 @@ def _softmax(v: FloatArray) -> FloatArray:
 
 
 @dataclass(frozen=True)
-class GaussianHMMModel(HMMModel):
-    """An HMM with Gaussian state densities (covariance types of the mixtures).
+class GaussianEmission:
+    """Gaussian state densities, with the covariance types of the mixtures.
 
     Parameters
     ----------
-    n_components : int
-        Number of states.
-    params : str
-        Parameters updated by the M-step: any of ``"s"`` (start), ``"t"`` (transitions),
-        ``"m"`` (means), ``"c"`` (covariances).
-    carry : bool
-        Whether blocks may split sequences (messages carried between blocks).
-    startprob_prior, transmat_prior : float or array
-        Dirichlet concentration of the start and transition probabilities (1: none).
     covariance_type : {"full", "tied", "diag", "spherical"}
+        Form of the state covariances.
     means_prior, means_weight, covars_prior, covars_weight : float or array
         hmmlearn's priors of the means and covariances (defaults: hmmlearn's).
     """
@@ -474,33 +558,34 @@ class GaussianHMMModel(HMMModel):
     covars_prior: Any = 1e-2
     covars_weight: Any = 1.0
 
-    numerical_advice = HMMModel.numerical_advice
+    kind: ClassVar[str] = "gaussian_hmm"
 
     def __post_init__(self) -> None:
         covariance_type(self.covariance_type)
 
-    @property
-    def _mixture(self) -> GaussianMixtureModel:
-        return GaussianMixtureModel(self.n_components, self.covariance_type, 0.0)
+    def _mixture(self, n_components: int) -> GaussianMixtureModel:
+        return GaussianMixtureModel(n_components, self.covariance_type, 0.0)
 
     def spec(self) -> dict[str, Any]:
         """The hyperparameters as JSON-able values."""
-        spec = self._spec("gaussian_hmm")
-        spec["covariance_type"] = self.covariance_type
+        spec: dict[str, Any] = {"covariance_type": self.covariance_type}
         for name in ("means_prior", "means_weight", "covars_prior", "covars_weight"):
             spec[name] = np.asarray(getattr(self, name), dtype=np.float64).tolist()
         return spec
 
-    def make_params(
-        self, startprob: Any, transmat: Any, means: Any, covariances: Any, reg: float = 0.0
-    ) -> GaussianHMMParams:
-        """Parameters from probabilities, means and covariances (the precisions derived)."""
+    def make_params(self, n_components: int, means: Any, covariances: Any, reg: float = 0.0) -> GaussianEmissionParams:
+        """Parameters of ``n_components`` states from means and covariances (the precisions derived).
+
+        Raises
+        ------
+        NumericalError
+            A covariance is not positive definite.
+        """
         means = np.asarray(means, dtype=np.float64)
         if means.ndim != 2:
             raise ParameterError(f"means must be 2-D (n_components, n_features); got shape {means.shape}.")
         ct = covariance_type(self.covariance_type)
-        k, d = self.n_components, means.shape[1]
-        covariances = check_shape("covariances", covariances, ct.shape(k, d))
+        covariances = check_shape("covariances", covariances, ct.shape(n_components, means.shape[1]))
         try:
             factors = ct.precision_cholesky(covariances, reg)
         except NumericalError:
@@ -512,121 +597,112 @@ class GaussianHMMModel(HMMModel):
                 "covariances) or reduce n_components."
             ) from None
         return self.params_from_arrays(
-            {
-                "startprob": startprob,
-                "transmat": transmat,
-                "means": means,
-                "covariances": covariances,
-                "precisions_cholesky": factors,
-            }
+            {"means": means, "covariances": covariances, "precisions_cholesky": factors}, n_components
         )
 
-    def params_from_arrays(self, arrays: dict[str, FloatArray]) -> GaussianHMMParams:
-        """Rebuild parameters from named arrays, checking shapes and probabilities."""
-        startprob, transmat = self._check_transitions(arrays)
+    def params_from_arrays(self, arrays: dict[str, FloatArray], n_components: int) -> GaussianEmissionParams:
+        """Parameters from the arrays ``means``, ``covariances`` and ``precisions_cholesky``, checked."""
         means = np.asarray(arrays["means"], dtype=np.float64)
-        if means.ndim != 2 or means.shape[0] != self.n_components:
+        if means.ndim != 2 or means.shape[0] != n_components:
             raise ParameterError(
-                f"The parameter 'means' should have shape ({self.n_components}, n_features), but got {means.shape}."
+                f"The parameter 'means' should have shape ({n_components}, n_features), but got {means.shape}."
             )
-        ct = covariance_type(self.covariance_type)
-        shape = ct.shape(self.n_components, means.shape[1])
-        return GaussianHMMParams(
-            startprob,
-            transmat,
+        shape = covariance_type(self.covariance_type).shape(n_components, means.shape[1])
+        return GaussianEmissionParams(
             means,
             check_shape("covariances", arrays["covariances"], shape),
             check_shape("precisions_cholesky", arrays["precisions_cholesky"], shape),
         )
 
-    def _log_emission(self, params: GaussianHMMParams, X: NDArray[Any]) -> FloatArray:
+    def log_prob(self, params: GaussianEmissionParams, X: NDArray[Any]) -> FloatArray:
+        """Gaussian log-densities of the rows in every state (the mixture's, unit weights)."""
+        mixture = self._mixture(params.means.shape[0])
         with np.errstate(invalid="ignore", over="ignore"):
-            return np.asarray(self._mixture.weighted_log_prob(params.emission, X), dtype=np.float64)
+            return np.asarray(mixture.weighted_log_prob(params.mixture, X), dtype=np.float64)
 
-    def _emission_stats(self, params: GaussianHMMParams, X: NDArray[Any], gamma: FloatArray) -> GaussianMixtureStats:
-        return self._mixture.moments(params.emission, X, gamma)
+    def stats(self, params: GaussianEmissionParams, X: NDArray[Any], gamma: FloatArray) -> GaussianMixtureStats:
+        """The mixture's moments under the state posteriors, each state's around its current mean."""
+        return self._mixture(params.means.shape[0]).moments(params.mixture, X, gamma)
 
-    def _zero_emission(self, params: GaussianHMMParams) -> GaussianMixtureStats:
-        return self._mixture.zero_stats(params.emission)
+    def zero_stats(self, params: GaussianEmissionParams) -> GaussianMixtureStats:
+        """Moments of no rows."""
+        return self._mixture(params.means.shape[0]).zero_stats(params.mixture)
 
-    def _combine_emission(self, a: GaussianMixtureStats, b: GaussianMixtureStats) -> GaussianMixtureStats:
-        return self._mixture.combine(a, b)
+    def combine(self, a: GaussianMixtureStats, b: GaussianMixtureStats) -> GaussianMixtureStats:
+        """Sum the moments of two disjoint sets of rows."""
+        return self._mixture(a.resp_sum.shape[0]).combine(a, b)
 
-    def _emission_m_step(
-        self, emission: GaussianMixtureStats, params: GaussianHMMParams, startprob: FloatArray, transmat: FloatArray
-    ) -> GaussianHMMParams:
-        """hmmlearn's means and covariances (Huang, Acero & Hon 2001, pp. 443-445).
+    def m_step(
+        self, stats: GaussianMixtureStats, params: GaussianEmissionParams, update: str
+    ) -> GaussianEmissionParams:
+        """hmmlearn's means (``"m"`` in ``update``) and covariances (``"c"``) (Huang, Acero &
+        Hon 2001, pp. 443-445).
 
         The scatter of every state around its new mean comes exactly from the moments
-        around its old one (:meth:`CovarianceType.covariance` without regularisation).
+        around its old one (:meth:`CovarianceType.covariance` without regularisation). A
+        state with no responsibility keeps its mean and covariance.
         """
         ct = covariance_type(self.covariance_type)
-        r = emission.resp_sum
+        r = stats.resp_sum
         k, d = params.means.shape
         empty = r < _EPS10
         means, covariances = params.means, params.covariances
         w = np.broadcast_to(np.asarray(self.means_weight, dtype=np.float64), (k,))
         prior = np.broadcast_to(np.asarray(self.means_prior, dtype=np.float64), (k, d))
-        if "m" in self.params:
-            means = emission.shift + (w[:, None] * (prior - emission.shift) + emission.first) / (w + r)[:, None]
+        if "m" in update:
+            means = stats.shift + (w[:, None] * (prior - stats.shift) + stats.first) / (w + r)[:, None]
             means[empty] = params.means[empty]
-        if "c" in self.params:
+        if "c" in update:
             nk = r + _EPS10
             # Scatter around the means (the new ones when 'm' is fitted), over nk.
-            scatter = ct.covariance(nk, r, emission.first, means - emission.shift, emission.second, 0.0)
+            scatter = ct.covariance(nk, r, stats.first, means - stats.shift, stats.second, 0.0)
             diff = means - prior
             prior_cov = np.asarray(self.covars_prior, dtype=np.float64)
             weight = float(np.asarray(self.covars_weight, dtype=np.float64).mean())
             covariances = ct.map_covariance(scatter, nk, r, w, diff, prior_cov, weight)
             if not ct.shared:
                 covariances[empty] = params.covariances[empty]
-        return self.make_params(startprob, transmat, means, covariances)
+        return self.make_params(k, means, covariances)
 
-    def to_vector(self, params: GaussianHMMParams) -> FloatArray:
-        """Unconstrained coordinates: log-probabilities, then the mixture's vector form."""
-        return np.concatenate([*self._probability_vector(params), self._mixture.to_vector(params.emission)])
+    def to_vector(self, params: GaussianEmissionParams) -> FloatArray:
+        """The mixture's vector form (unit weights: k zero log-weights first)."""
+        return self._mixture(params.means.shape[0]).to_vector(params.mixture)
 
-    def from_vector(self, vector: FloatArray, like: GaussianHMMParams) -> GaussianHMMParams:
+    def from_vector(self, vector: FloatArray, like: GaussianEmissionParams) -> GaussianEmissionParams:
         """Parameters from :meth:`to_vector` coordinates."""
-        start, trans, rest = self._probabilities_from_vector(vector)
-        emission = self._mixture.from_vector(rest, like.emission)
-        return GaussianHMMParams(start, trans, emission.means, emission.covariances, emission.precisions_cholesky)
+        mixture = self._mixture(like.means.shape[0]).from_vector(vector, like.mixture)
+        return GaussianEmissionParams(mixture.means, mixture.covariances, mixture.precisions_cholesky)
 
 
 @dataclass(frozen=True)
-class CategoricalHMMModel(HMMModel):
-    """An HMM whose states emit one of ``n_features`` symbols (the block's first column).
+class CategoricalEmission:
+    """States that emit one of ``n_features`` symbols (the block's first column).
 
     Parameters
     ----------
-    n_components : int
-        Number of states.
     n_features : int
         Number of symbols: the data hold integers in ``[0, n_features)``.
-    params : str
-        Parameters updated by the M-step: any of ``"s"``, ``"t"``, ``"e"`` (emissions).
-    carry : bool
-        Whether blocks may split sequences (messages carried between blocks).
-    startprob_prior, transmat_prior, emissionprob_prior : float or array
-        Dirichlet concentrations (1: none).
+    emissionprob_prior : float or array
+        Dirichlet concentration of the emission probabilities (1: none).
     """
 
-    n_features: int = 2
+    n_features: int
     emissionprob_prior: Any = 1.0
+
+    kind: ClassVar[str] = "categorical_hmm"
 
     def spec(self) -> dict[str, Any]:
         """The hyperparameters as JSON-able values."""
-        spec = self._spec("categorical_hmm")
-        spec["n_features"] = int(self.n_features)
-        spec["emissionprob_prior"] = np.asarray(self.emissionprob_prior, dtype=np.float64).tolist()
-        return spec
+        return {
+            "n_features": int(self.n_features),
+            "emissionprob_prior": np.asarray(self.emissionprob_prior, dtype=np.float64).tolist(),
+        }
 
-    def params_from_arrays(self, arrays: dict[str, FloatArray]) -> CategoricalHMMParams:
-        """Rebuild parameters from named arrays, checking shapes and probabilities."""
-        startprob, transmat = self._check_transitions(arrays)
-        emissionprob = check_shape("emissionprob", arrays["emissionprob"], (self.n_components, self.n_features))
+    def params_from_arrays(self, arrays: dict[str, FloatArray], n_components: int) -> CategoricalEmissionParams:
+        """Parameters from the array ``emissionprob`` (rows of probabilities), checked."""
+        emissionprob = check_shape("emissionprob", arrays["emissionprob"], (n_components, self.n_features))
         check_probabilities("emissionprob", emissionprob)
-        return CategoricalHMMParams(startprob, transmat, emissionprob)
+        return CategoricalEmissionParams(emissionprob)
 
     def symbols(self, X: NDArray[Any]) -> NDArray[np.intp]:
         """The block's symbols as integers, refusing anything outside ``[0, n_features)``."""
@@ -644,36 +720,92 @@ class CategoricalHMMModel(HMMModel):
             )
         return values.astype(np.intp)
 
-    def _log_emission(self, params: CategoricalHMMParams, X: NDArray[Any]) -> FloatArray:
+    def log_prob(self, params: CategoricalEmissionParams, X: NDArray[Any]) -> FloatArray:
+        """Log-probability of every row's symbol in every state."""
         return np.ascontiguousarray(_log(params.emissionprob)[:, self.symbols(X)].T)
 
-    def _emission_stats(self, params: CategoricalHMMParams, X: NDArray[Any], gamma: FloatArray) -> FloatArray:
+    def stats(self, params: CategoricalEmissionParams, X: NDArray[Any], gamma: FloatArray) -> FloatArray:
+        """Expected symbol counts of every state, shape (k, n_features)."""
         symbols = self.symbols(X)
         return np.stack(
-            [np.bincount(symbols, weights=gamma[:, j], minlength=self.n_features) for j in range(self.n_components)]
+            [np.bincount(symbols, weights=gamma[:, j], minlength=self.n_features) for j in range(gamma.shape[1])]
         )
 
-    def _zero_emission(self, params: CategoricalHMMParams) -> FloatArray:
-        return np.zeros((self.n_components, self.n_features))
+    def zero_stats(self, params: CategoricalEmissionParams) -> FloatArray:
+        """Counts of no rows."""
+        return np.zeros((params.emissionprob.shape[0], self.n_features))
 
-    def _combine_emission(self, a: FloatArray, b: FloatArray) -> FloatArray:
+    def combine(self, a: FloatArray, b: FloatArray) -> FloatArray:
+        """Sum the counts of two disjoint sets of rows."""
         return a + b
 
-    def _emission_m_step(
-        self, emission: FloatArray, params: CategoricalHMMParams, startprob: FloatArray, transmat: FloatArray
-    ) -> CategoricalHMMParams:
-        emissionprob = params.emissionprob
-        if "e" in self.params:
-            emissionprob = _dirichlet_map(self.emissionprob_prior, emission, params.emissionprob, keep_zeros=False)
-        return CategoricalHMMParams(startprob, transmat, emissionprob)
-
-    def to_vector(self, params: CategoricalHMMParams) -> FloatArray:
-        """Unconstrained coordinates: log-probabilities (floored at 1e-300)."""
-        return np.concatenate(
-            [*self._probability_vector(params), np.log(np.maximum(params.emissionprob, _LOG_FLOOR)).ravel()]
+    def m_step(self, stats: FloatArray, params: CategoricalEmissionParams, update: str) -> CategoricalEmissionParams:
+        """hmmlearn's emission probabilities (``"e"`` in ``update``) under their Dirichlet prior."""
+        if "e" not in update:
+            return params
+        return CategoricalEmissionParams(
+            _dirichlet_map(self.emissionprob_prior, stats, params.emissionprob, keep_zeros=False)
         )
 
-    def from_vector(self, vector: FloatArray, like: CategoricalHMMParams) -> CategoricalHMMParams:
+    def to_vector(self, params: CategoricalEmissionParams) -> FloatArray:
+        """Log-probabilities (floored at 1e-300)."""
+        return np.log(np.maximum(params.emissionprob, _LOG_FLOOR)).ravel()
+
+    def from_vector(self, vector: FloatArray, like: CategoricalEmissionParams) -> CategoricalEmissionParams:
         """Parameters from :meth:`to_vector` coordinates."""
-        start, trans, rest = self._probabilities_from_vector(vector)
-        return CategoricalHMMParams(start, trans, _softmax(rest.reshape(like.emissionprob.shape)))
+        return CategoricalEmissionParams(_softmax(vector.reshape(like.emissionprob.shape)))
+
+
+def GaussianHMMModel(
+    n_components: int,
+    params: str = "",
+    carry: bool = False,
+    startprob_prior: Any = 1.0,
+    transmat_prior: Any = 1.0,
+    covariance_type: str = "diag",
+    means_prior: Any = 0.0,
+    means_weight: Any = 0.0,
+    covars_prior: Any = 1e-2,
+    covars_weight: Any = 1.0,
+) -> HMMModel[GaussianEmission]:
+    """An HMM with Gaussian state densities: :class:`HMMModel` with a :class:`GaussianEmission`.
+
+    Parameters
+    ----------
+    n_components, params, carry, startprob_prior, transmat_prior
+        As for :class:`HMMModel` (``params`` letters among ``"stmc"``).
+    covariance_type, means_prior, means_weight, covars_prior, covars_weight
+        As for :class:`GaussianEmission`.
+
+    Returns
+    -------
+    HMMModel
+    """
+    emission = GaussianEmission(covariance_type, means_prior, means_weight, covars_prior, covars_weight)
+    return HMMModel(n_components, emission, params, carry, startprob_prior, transmat_prior)
+
+
+def CategoricalHMMModel(
+    n_components: int,
+    params: str = "",
+    carry: bool = False,
+    startprob_prior: Any = 1.0,
+    transmat_prior: Any = 1.0,
+    n_features: int = 2,
+    emissionprob_prior: Any = 1.0,
+) -> HMMModel[CategoricalEmission]:
+    """An HMM whose states emit symbols: :class:`HMMModel` with a :class:`CategoricalEmission`.
+
+    Parameters
+    ----------
+    n_components, params, carry, startprob_prior, transmat_prior
+        As for :class:`HMMModel` (``params`` letters among ``"ste"``).
+    n_features, emissionprob_prior
+        As for :class:`CategoricalEmission`.
+
+    Returns
+    -------
+    HMMModel
+    """
+    emission = CategoricalEmission(n_features, emissionprob_prior)
+    return HMMModel(n_components, emission, params, carry, startprob_prior, transmat_prior)

@@ -203,17 +203,23 @@ class KMeansModel:
         """Assign every row of ``block`` to its nearest centre and accumulate the statistics."""
         return self.e_step_batch((params,), block)[0]
 
-    def e_step_batch(self, params: Sequence[KMeansParams], block: NDArray[Any]) -> tuple[KMeansStats, ...]:
-        """:meth:`e_step` for several parameter sets at once (restarts fitted together).
+    def batch_key(self) -> tuple[str, bool]:
+        """k-means models batch together whatever their number of clusters (not their weighting)."""
+        return ("kmeans", self.weighted)
 
-        Runs that share a reference share each centred tile, its squared norms and its
-        first-pass moments; each run's arithmetic is exactly that of its own e_step.
+    def e_step_batch(self, params: Sequence[KMeansParams], block: NDArray[Any]) -> tuple[KMeansStats, ...]:
+        """:meth:`e_step` for several parameter sets at once (restarts, a selection grid).
+
+        Each set may have its own number of centres (the candidates of a selection: its
+        statistics are those of the model with that many clusters). Runs that share a
+        reference share each centred tile, its squared norms and its first-pass moments;
+        each run's arithmetic is exactly that of its own e_step.
         """
         x_all, w_all = (block[:, :-1], block[:, -1]) if self.weighted else (block, None)
         dtype = np.dtype(np.float32) if x_all.dtype == np.float32 else np.dtype(np.float64)
         n, d = x_all.shape
         t = max(1, min(TILE_ROWS, n))
-        runs = [_Accumulator(p, dtype, self.n_clusters, t) for p in params]
+        runs = [_Accumulator(p, dtype, t) for p in params]
         groups: dict[bytes, list[_Accumulator]] = {}
         for run in runs:
             groups.setdefault(run.params.reference.tobytes(), []).append(run)
@@ -402,8 +408,8 @@ class _Accumulator:
     :func:`~daskem.models.kmeans_kernels.accumulate_tile`.
     """
 
-    def __init__(self, params: KMeansParams, dtype: Any, k: int, tile_rows: int) -> None:
-        d = params.centers.shape[1]
+    def __init__(self, params: KMeansParams, dtype: Any, tile_rows: int) -> None:
+        k, d = params.centers.shape
         self.params = params
         self.k = k
         self.dtype = dtype
