@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from daskem.errors import DaskemError
+from daskem.models.gaussian import covariance_type
 
 
 def picture_paths(run: str, prefix: str | None, fmt: str, names: Sequence[str]) -> list[str]:
@@ -79,17 +80,6 @@ def projection(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(d), basis
     values, vectors = np.linalg.eigh(np.cov(sample, rowvar=False))
     return centre, vectors[:, np.argsort(values)[::-1][:2]]
-
-
-def full_covariances(covariance_type: str, covariances: np.ndarray, k: int, d: int) -> np.ndarray:
-    """Covariances of any type as a (k, d, d) stack."""
-    if covariance_type == "full":
-        return np.asarray(covariances)
-    if covariance_type == "tied":
-        return np.broadcast_to(covariances, (k, d, d))
-    if covariance_type == "diag":
-        return np.stack([np.diag(c) for c in covariances])
-    return np.stack([np.eye(d) * c for c in covariances])
 
 
 def plot_history(
@@ -215,7 +205,7 @@ def plot_components(est: Any, sample: np.ndarray, path: str, *, show: bool = Fal
     ax.scatter(points[:, 0], points[:, 1], color=colours[labels], s=4, alpha=0.35, linewidths=0, gid="points")
     projected = (centres - centre) @ basis
     if mixture:
-        covariances = full_covariances(est.covariance_type, est.covariances_, k, centres.shape[1])
+        covariances = covariance_type(est.covariance_type).to_full(est.covariances_, k, centres.shape[1])
         for j in range(k):
             plane = basis.T @ covariances[j] @ basis
             values, vectors = np.linalg.eigh(plane)
@@ -257,19 +247,21 @@ def plot_components(est: Any, sample: np.ndarray, path: str, *, show: bool = Fal
 
 
 def plot_selection(selection: Any, path: str, *, show: bool = False) -> str:
-    """Plot BIC and AIC against the number of components, one line per covariance type."""
+    """Plot BIC and AIC against the number of components, one line per covariance type (one
+    line for k-means, whose candidates have none)."""
     plt = _pyplot(show)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharex=True)
-    types = sorted({c.covariance_type for c in selection.candidates})
+    types = list(dict.fromkeys(c.covariance_type for c in selection.candidates))
     for ax, name, best in ((axes[0], "bic", selection.best_bic), (axes[1], "aic", selection.best_aic)):
         for ct in types:
             rows = sorted((c for c in selection.candidates if c.covariance_type == ct), key=lambda c: c.n_components)
             ax.plot([c.n_components for c in rows], [getattr(c, name) for c in rows], marker="o", label=ct)
         ax.scatter([best.n_components], [getattr(best, name)], s=160, facecolors="none", edgecolors="black")
-        ax.set_title(f"{name.upper()} (best: k={best.n_components}, {best.covariance_type})", fontsize="medium")
+        ax.set_title(f"{name.upper()} (best: {best.label})", fontsize="medium")
         ax.set_xlabel("components")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        if types != [None]:
+            ax.legend(fontsize="small")
     axes[0].set_ylabel("criterion (lower is better)")
     return _finish(plt, fig, path, show)
 

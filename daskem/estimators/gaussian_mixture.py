@@ -19,7 +19,7 @@ from daskem.estimators._validation import check_int, check_option, check_real
 from daskem.io.sources import as_source
 from daskem.models.gaussian import COVARIANCE_TYPES, check_shape, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
-from daskem.registry import COVARIANCE_TYPE, N_COMPONENTS, N_INIT, Option, attribute_summary, register
+from daskem.registry import COVARIANCE_TYPE, N_COMPONENTS, N_INIT, Option, Selectable, attribute_summary, register
 
 
 @register(
@@ -42,6 +42,12 @@ from daskem.registry import COVARIANCE_TYPE, N_COMPONENTS, N_INIT, Option, attri
         "component", [("weight", "weights_"), ("mean (first features)", "means_")], title=("covariance_type",)
     ),
     figures=("components",),
+    select=Selectable(
+        "mixture",
+        "the mixture's log-likelihood, as scikit-learn's bic/aic",
+        axes={"covariance_type": "covariance_types"},
+        settings=("reg_covar",),
+    ),
 )
 class GaussianMixture(DensityScores, EMEstimator):
     """Gaussian mixture fitted by EM on data of any size (scikit-learn's API).
@@ -216,9 +222,9 @@ class GaussianMixture(DensityScores, EMEstimator):
         if self.means_init is not None:
             means = check_shape("means", self.means_init, (k, d))
         if self.precisions_init is not None:
-            expected = covariance_type(self.covariance_type).shape(k, d)
-            precisions = check_shape(f"{self.covariance_type} precision", self.precisions_init, expected)
-            if self.covariance_type in ("full", "tied") and not np.allclose(
+            ct = covariance_type(self.covariance_type)
+            precisions = check_shape(f"{self.covariance_type} precision", self.precisions_init, ct.shape(k, d))
+            if ct.matrices and not np.allclose(
                 precisions, np.swapaxes(precisions, -1, -2)
             ):
                 raise ParameterError(
@@ -363,15 +369,12 @@ class GaussianMixture(DensityScores, EMEstimator):
             )
         rng = check_random_state(self.random_state)
         counts = rng.multinomial(n_samples, self.weights_)
-        d = self.means_.shape[1]
-        if self.covariance_type == "full":
+        k, d = self.means_.shape
+        ct = covariance_type(self.covariance_type)
+        if ct.matrices:
             parts = [
                 rng.multivariate_normal(m, c, int(s))
-                for m, c, s in zip(self.means_, self.covariances_, counts, strict=True)
-            ]
-        elif self.covariance_type == "tied":
-            parts = [
-                rng.multivariate_normal(m, self.covariances_, int(s)) for m, s in zip(self.means_, counts, strict=True)
+                for m, c, s in zip(self.means_, ct.to_full(self.covariances_, k, d), counts, strict=True)
             ]
         else:
             parts = [
