@@ -2,10 +2,11 @@
 
 Each estimator class declares its entry with :func:`register`, a class decorator in the
 estimator's own module: its command-line name, its options and the constructor
-parameters they set, the summary of a fitted model and the figures ``daskem plot``
-draws. The command line (``daskem fit``, ``resume``, ``inspect``, ``plot``) reads the
-registry and never names a model, so a model added later joins every command by
-registering.
+parameters they set, the summary of a fitted model, the figures ``daskem plot``
+draws and, for a model ``daskem select`` can choose, how its grid is fitted and scored
+(:class:`Selectable`). The command line (``daskem fit``, ``resume``, ``inspect``,
+``plot``, ``select``) reads the registry and never names a model, so a model added later
+joins every command by registering.
 
 Layers: estimators import this module to declare their entries and the CLI imports it
 to read them. It imports no estimator at import time (:func:`entries` imports the
@@ -33,6 +34,7 @@ __all__ = [
     "SEQUENCE_IDS",
     "ModelEntry",
     "Option",
+    "Selectable",
     "Summary",
     "attribute_summary",
     "entries",
@@ -181,6 +183,44 @@ SEQUENCE_IDS = Option(
 
 
 @dataclass(frozen=True)
+class Selectable:
+    """How ``daskem select`` fits a grid of candidates of a model and scores them.
+
+    Every grid spans the number of components (``-k``); ``axes`` are the model's other
+    options it spans. The candidates are fitted in shared passes and scored by BIC and
+    AIC (lower is better) by a function of :mod:`daskem.select`.
+
+    Attributes
+    ----------
+    selection : str
+        The function, by its name in :data:`daskem.select.SELECTIONS` (``"mixture"``,
+        ``"kmeans"``). It is called with the data and the numbers of components, then by
+        keyword with the axes' lists, the settings and the selection's own options
+        (``max_iter``, ``tol``, ``random_state``, ``n_init``, ``cache``, ``callback``,
+        ``checkpoint``, ``overwrite``).
+    criterion : str
+        The likelihood that BIC and AIC score, in a few words (``daskem select --help``).
+    axes : mapping of str to str
+        Options of the model (by :attr:`Option.name`) the grid also spans, each given on
+        the command line as a comma-separated list, and the function's keyword that takes
+        the list (``{"covariance_type": "covariance_types"}``).
+    settings : tuple of str
+        Options of the model (by :attr:`Option.name`) that apply to every candidate,
+        passed by their parameter name (``("reg_covar",)``).
+    """
+
+    selection: str
+    criterion: str
+    axes: Mapping[str, str] = field(default_factory=dict)
+    settings: tuple[str, ...] = ()
+
+    def options(self, entry: ModelEntry) -> tuple[Option, ...]:
+        """The options of ``entry`` that ``daskem select`` takes: its axes, then its settings."""
+        by_name = {option.name: option for option in entry.options}
+        return tuple(by_name[name] for name in (*self.axes, *self.settings))
+
+
+@dataclass(frozen=True)
 class Summary:
     """What a fitted model looks like, for ``daskem inspect`` and the end of ``daskem fit``.
 
@@ -286,6 +326,8 @@ class ModelEntry:
         The data it fits: rows of real features, or one column of integer symbols.
     objective : str
         What its per-sample ``lower_bound_`` is (summaries, the history figure's axis).
+    select : Selectable, optional
+        How ``daskem select`` chooses among its candidates; None: it cannot be selected.
     """
 
     name: str
@@ -297,6 +339,7 @@ class ModelEntry:
     figures: tuple[str, ...] = ()
     data: Literal["features", "symbols"] = "features"
     objective: str = "mean log-likelihood"
+    select: Selectable | None = None
 
     def param(self, name: str) -> str:
         """The constructor parameter of the engine parameter ``name`` (``max_iter`` -> ``n_iter``)."""
@@ -367,6 +410,7 @@ def register(
     figures: Sequence[str] = (),
     data: Literal["features", "symbols"] = "features",
     objective: str = "mean log-likelihood",
+    select: Selectable | None = None,
 ) -> Callable[[E], E]:
     """Declare an estimator class as the model ``name`` of the ``daskem`` command.
 
@@ -378,8 +422,8 @@ def register(
     Raises
     ------
     ParameterError
-        ``name`` is registered already for another class, or an option's parameter is
-        not one of the constructor's.
+        ``name`` is registered already for another class, an option's parameter is not
+        one of the constructor's, or ``select`` names an option the model does not have.
     """
 
     def declare(cls: E) -> E:
@@ -393,6 +437,7 @@ def register(
             tuple(figures),
             data,
             objective,
+            select,
         )
         accepted = inspect.signature(cls).parameters
         unknown = [o.param for o in entry.options if o.target == "estimator" and o.param not in accepted]
@@ -401,6 +446,10 @@ def register(
             raise ParameterError(
                 f"The model {name!r} declares options for {unknown}, which {cls.__name__} does not take."
             )
+        own = {option.name for option in entry.options}
+        missing = [o for o in (*select.axes, *select.settings) if o not in own] if select is not None else []
+        if missing:
+            raise ParameterError(f"The model {name!r} selects over options it does not declare: {missing}.")
         known = _ENTRIES.get(name)
         if known is not None and known.estimator.__qualname__ != cls.__qualname__:
             raise ParameterError(

@@ -1,16 +1,30 @@
-"""Model selection by BIC / AIC over a grid of Gaussian mixtures, in shared passes.
+"""Model selection by BIC / AIC over a grid of candidates fitted in shared passes.
 
-Every candidate (number of components x covariance type) is fitted by EM in the same
-passes over the data (:func:`daskem.em.driver.fit_em_restarts` with one model per run):
+Two grids, each named by the registry entry of its model
+(:class:`daskem.registry.Selectable`, which ``daskem select`` reads; :data:`SELECTIONS`):
+
+:func:`select_mixture`
+    Gaussian mixtures, every number of components with every covariance type, scored by
+    the mixture's log-likelihood (as scikit-learn's ``bic`` / ``aic``).
+:func:`select_kmeans`
+    k-means with every number of clusters, scored by the criterion of X-means (Pelleg &
+    Moore 2000): the log-likelihood of the identical spherical Gaussians the partition
+    implies (:func:`kmeans_log_likelihood`).
+
+Every candidate is fitted by EM in the same passes over the data
+(:func:`daskem.em.driver.fit_em_restarts` with one model per run):
 
 1. one uniform sample of at most :data:`daskem.em.init.INIT_SAMPLE_ROWS` rows, on which
    each number of components gets the best of ``n_init`` k-means (k-means++ seeds and
-   Lloyd, in memory) whose hard assignment starts every covariance type with that many
-   components;
+   Lloyd, in memory): a mixture starts from its hard assignment (every covariance type
+   with that many components), a k-means candidate from its centres (all of them
+   centred on one reference point, so that the candidates share each centred tile of
+   the E-step as restarts do);
 2. the EM iterations of all candidates, each block read once per pass for all of them
    (a candidate that converges leaves the pass);
-3. one last pass for the log-likelihood of every candidate's final parameters, from
-   which ``BIC = -2 log L + p log n`` and ``AIC = -2 log L + 2 p``.
+3. one last pass for the log-likelihood ``L`` of every candidate's final parameters, from
+   which ``BIC = -2 log L + p log n`` and ``AIC = -2 log L + 2 p`` (lower is better), ``p``
+   the candidate's free parameters and ``n`` the rows.
 
 Progress is reported after each phase and each EM pass (:class:`SelectionProgress`,
 ``callback=``). With ``checkpoint=``, every candidate is run ``r`` of one engine
@@ -26,9 +40,10 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from daskem.checkpoint.checkpoint import Checkpoint, CheckpointMismatchError, UnreadableCheckpointError, fit_metadata
 from daskem.em.checks import check_stats
@@ -37,10 +52,15 @@ from daskem.em.init import INIT_SAMPLE_ROWS, sample_rows, weighted_kmeans
 from daskem.em.runs import BatchedModel, EMResult, RestartsResult
 from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import ParameterError
-from daskem.io.sources import as_source
+from daskem.io.sources import DataSource, as_source
 from daskem.models.gaussian import COVARIANCE_TYPES, covariance_type
-from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
-from daskem.models.kmeans import KMeansModel, KMeansParams
+from daskem.models.gmm import GaussianMixtureModel
+from daskem.models.kmeans import KMeansModel, KMeansParams, KMeansStats, shared_reference
+
+
+def _label(n_components: int, covariance: str | None) -> str:
+    """``k=4 full``, or ``k=4`` for a grid without covariance types."""
+    return f"k={n_components}" + (f" {covariance}" if covariance is not None else "")
 
 
 @dataclass(frozen=True)
@@ -50,24 +70,31 @@ class Candidate:
     Attributes
     ----------
     n_components : int
-    covariance_type : str
-    params : GaussianMixtureParams
+        Number of components (k-means: of clusters).
+    covariance_type : str or None
+        The mixture's covariance type (None for k-means).
+    params : GaussianMixtureParams or KMeansParams
         Final parameters.
     log_likelihood : float
-        Total log-likelihood of the data under ``params``.
+        Total log-likelihood of the data under ``params``, as the criterion reads it (the
+        mixture's; k-means: :func:`kmeans_log_likelihood`).
     n_parameters : int
-        Free parameters of the mixture.
+        Free parameters of the model scored.
     bic, aic : float
         Information criteria (lower is better).
     n_iter : int
     converged : bool
     history : tuple of float
-        Mean log-likelihood per sample at every EM iteration (``lower_bounds_``).
+        The estimator's per-sample objective at every EM iteration (``lower_bounds_``:
+        the mean log-likelihood of a mixture, minus the mean squared distance for k-means).
+    hyperparameters : dict
+        The estimator's constructor arguments of this candidate (:class:`daskem.GaussianMixture`,
+        :class:`daskem.KMeans`): what ``daskem select -o`` restores it with.
     """
 
     n_components: int
-    covariance_type: str
-    params: GaussianMixtureParams
+    covariance_type: str | None
+    params: Any
     log_likelihood: float
     n_parameters: int
     bic: float
@@ -75,11 +102,17 @@ class Candidate:
     n_iter: int
     converged: bool
     history: tuple[float, ...]
+    hyperparameters: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        """``k=4 full`` (``k=4`` without a covariance type)."""
+        return _label(self.n_components, self.covariance_type)
 
 
 @dataclass(frozen=True)
 class Selection:
-    """The outcome of :func:`select_mixture`.
+    """The outcome of :func:`select_mixture` or :func:`select_kmeans`.
 
     Attributes
     ----------
@@ -107,7 +140,7 @@ PHASES = ("sample", "kmeans", "em", "loglik")
 
 @dataclass(frozen=True)
 class SelectionProgress:
-    """Where a selection stands; ``select_mixture(callback=...)`` gets one after every phase.
+    """Where a selection stands; ``callback`` gets one after every phase.
 
     Attributes
     ----------
@@ -132,16 +165,17 @@ class SelectionProgress:
     seconds : float
         Wall-clock seconds of this phase or pass.
     elapsed : float
-        Wall-clock seconds since :func:`select_mixture` started (in this process).
+        Wall-clock seconds since the selection started (in this process).
     resumed_from : int
         Most iterations any candidate read back from the checkpoint (0: nothing resumed).
     best_n_components : int or None
-        Number of components of the candidate with the lowest BIC so far (None before EM).
+        Number of components of the candidate with the lowest BIC so far (None before
+        EM), among those an EM pass of this process evaluated.
     best_covariance_type : str or None
-        Its covariance type.
+        Its covariance type (None for k-means).
     best_log_likelihood : float or None
-        Its mean log-likelihood per sample: during EM, of the parameters its latest pass
-        evaluated; at ``"loglik"``, of its final parameters.
+        Its log-likelihood per sample, as the criterion reads it: during EM, of the
+        parameters its latest pass evaluated; at ``"loglik"``, of its final parameters.
     best_bic : float or None
         Its BIC, from that log-likelihood.
     """
@@ -159,29 +193,196 @@ class SelectionProgress:
     best_log_likelihood: float | None = None
     best_bic: float | None = None
 
+    @property
+    def best_label(self) -> str | None:
+        """``k=4 full`` (``k=4`` without a covariance type) of the best so far; None before EM."""
+        if self.best_n_components is None:
+            return None
+        return _label(self.best_n_components, self.best_covariance_type)
+
 
 SelectionCallback = Callable[[SelectionProgress], None]
+
+#: One candidate of a grid: its number of components and covariance type (None for k-means).
+Point = tuple[int, str | None]
+
+
+class _Grid(Protocol):
+    """The candidates of one selection: their models, starts, scores and estimators."""
+
+    #: The model's name in the checkpoint's ``select`` section (its spec's ``model``).
+    name: ClassVar[str]
+
+    @property
+    def n_components(self) -> tuple[int, ...]:
+        """The numbers of components (k-means: of clusters) to try, as given."""
+        ...
+
+    @property
+    def points(self) -> list[Point]:
+        """The candidates, in grid order."""
+        ...
+
+    def models(self) -> list[Any]:
+        """One model per candidate."""
+        ...
+
+    def section(self) -> dict[str, Any]:
+        """The grid's own fields of the checkpoint's ``select`` section."""
+        ...
+
+    def starts(self, sample: np.ndarray, centres: dict[int, KMeansParams]) -> list[Any]:
+        """The candidates' initial parameters from the sample and the best k-means of it per k."""
+        ...
+
+    def log_likelihood(self, model: Any, stats: Any) -> float:
+        """The total log-likelihood the criterion scores, from a candidate's statistics."""
+        ...
+
+    def n_parameters(self, point: Point, n_features: int) -> int:
+        """Free parameters of a candidate."""
+        ...
+
+    def hyperparameters(self, point: Point) -> dict[str, Any]:
+        """The estimator's constructor arguments of a candidate."""
+        ...
+
+
+def n_parameters(n_components: int, n_features: int, covariance: str) -> int:
+    """Free parameters of a Gaussian mixture (as scikit-learn counts them for BIC)."""
+    k, d = n_components, n_features
+    return int(covariance_type(covariance).n_cov_parameters(k, d) + k * d + k - 1)
+
+
+@dataclass(frozen=True)
+class _MixtureGrid:
+    """Gaussian mixtures: every number of components with every covariance type."""
+
+    n_components: tuple[int, ...]
+    covariance_types: tuple[str, ...]
+    reg_covar: float
+    name: ClassVar[str] = "gmm"
+
+    @property
+    def points(self) -> list[Point]:
+        return [(k, ct) for ct in self.covariance_types for k in self.n_components]
+
+    def models(self) -> list[Any]:
+        return [GaussianMixtureModel(k, str(ct), self.reg_covar) for k, ct in self.points]
+
+    def section(self) -> dict[str, Any]:
+        return {"covariance_types": list(self.covariance_types), "reg_covar": float(self.reg_covar)}
+
+    def starts(self, sample: np.ndarray, centres: dict[int, KMeansParams]) -> list[Any]:
+        # Each k's hard assignment, computed once for every covariance type.
+        resp = {k: np.eye(k)[KMeansModel(k).predict(params, sample)] for k, params in centres.items()}
+        return [model.params_from_responsibilities(sample, resp[model.n_components]) for model in self.models()]
+
+    def log_likelihood(self, model: Any, stats: Any) -> float:
+        return float(model.log_likelihood(stats))
+
+    def n_parameters(self, point: Point, n_features: int) -> int:
+        return n_parameters(point[0], n_features, str(point[1]))
+
+    def hyperparameters(self, point: Point) -> dict[str, Any]:
+        return {"n_components": point[0], "covariance_type": point[1], "reg_covar": self.reg_covar}
+
+
+def kmeans_log_likelihood(counts: ArrayLike, inertia: float, n_features: int) -> float:
+    """The log-likelihood X-means scores a k-means partition by (Pelleg & Moore 2000).
+
+    The partition of ``n`` rows into ``k`` clusters of ``n_j`` rows, with sum of squared
+    distances ``inertia`` to their centres, is read as a mixture of ``k`` identical
+    spherical Gaussians in ``d`` dimensions with weights ``n_j / n``, every row drawn from
+    its own cluster::
+
+        sigma^2 = inertia / (d (n - k))
+        log L   = sum_j n_j log(n_j / n) - (n d / 2) log(2 pi sigma^2) - d (n - k) / 2
+
+    the last term being ``-inertia / (2 sigma^2)``; ``sigma^2`` is the common variance
+    (X-means' estimate: the maximum-likelihood one with the ``k`` centres' degrees of
+    freedom taken off). Its free parameters are ``p = (k - 1) + k d + 1`` (weights,
+    centres, the variance), so ``BIC = -2 log L + p log n`` and ``AIC = -2 log L + 2 p``,
+    lower is better, as for the mixtures.
+
+    Parameters
+    ----------
+    counts : array-like of shape (k,)
+        Rows in each cluster (an empty cluster adds nothing).
+    inertia : float
+        Sum of squared distances of the rows to their centres.
+    n_features : int
+        ``d``.
+
+    Returns
+    -------
+    float
+        ``log L`` (``+inf`` when every row lies on its centre).
+    """
+    n_j = np.asarray(counts, dtype=np.float64)
+    n, k, d = float(n_j.sum()), n_j.size, n_features
+    filled = n_j[n_j > 0]
+    with np.errstate(divide="ignore"):
+        spread = np.log(2.0 * np.pi * inertia / (d * (n - k)))
+    return float((filled * np.log(filled / n)).sum() - 0.5 * n * d * spread - 0.5 * d * (n - k))
+
+
+@dataclass(frozen=True)
+class _KMeansGrid:
+    """k-means with every number of clusters, scored by X-means' criterion."""
+
+    n_components: tuple[int, ...]
+    name: ClassVar[str] = "kmeans"
+
+    @property
+    def points(self) -> list[Point]:
+        return [(k, None) for k in self.n_components]
+
+    def models(self) -> list[Any]:
+        return [KMeansModel(k) for k in self.n_components]
+
+    def section(self) -> dict[str, Any]:
+        return {}
+
+    def starts(self, sample: np.ndarray, centres: dict[int, KMeansParams]) -> list[Any]:
+        # One reference for every candidate: each pass's E-step shares the centred tiles.
+        return shared_reference([centres[k].centers for k in self.n_components])
+
+    def log_likelihood(self, model: Any, stats: KMeansStats) -> float:
+        return kmeans_log_likelihood(stats.weight, stats.inertia, stats.sums.shape[1])
+
+    def n_parameters(self, point: Point, n_features: int) -> int:
+        k = point[0]
+        return (k - 1) + k * n_features + 1
+
+    def hyperparameters(self, point: Point) -> dict[str, Any]:
+        return {"n_clusters": point[0]}
 
 
 class _Progress:
     """Builds the :class:`SelectionProgress` events of one selection and hands them to the callback."""
 
-    def __init__(self, callback: SelectionCallback | None, grid: list[tuple[int, str]], n: int, d: int, max_iter: int):
+    def __init__(
+        self, callback: SelectionCallback | None, grid: _Grid, models: list[Any], n: int, d: int, max_iter: int
+    ):
         self.callback = callback
         self.grid = grid
+        self.points = grid.points
+        self.models = models
         self.n = n
-        self.penalties = [n_parameters(k, d, ct) * np.log(n) for k, ct in grid]
+        self.penalties = [grid.n_parameters(point, d) * np.log(n) for point in self.points]
         self.max_iter = max_iter
         self.start = self.last = time.perf_counter()
         self.passes = self.iteration = self.resumed_from = 0
-        self.alive = len(grid)
+        self.alive = len(self.points)
+        self.scores: dict[int, float] = {}  # each candidate's log L at its latest evaluated parameters
         self.best: tuple[int | None, str | None, float | None, float | None] = (None, None, None, None)
 
     def emit(self, phase: str) -> None:
         now = time.perf_counter()
         event = SelectionProgress(
             phase,
-            len(self.grid),
+            len(self.points),
             self.alive,
             self.passes,
             self.iteration,
@@ -194,20 +395,17 @@ class _Progress:
         if self.callback is not None:
             self.callback(event)
 
-    def em_pass(self, passes: int, results: tuple[EMResult, ...]) -> None:
+    def em_pass(self, passes: int, results: tuple[EMResult, ...], stats: dict[int, Any]) -> None:
         """The engine's ``pass_callback``: one ``"em"`` event per pass."""
         self.passes = passes
         self.iteration = max(r.n_iter for r in results)
         self.resumed_from = max(r.resumed_from for r in results)
         self.alive = sum(not (r.converged or r.pruned or r.n_iter >= self.max_iter) for r in results)
-        scored = [
-            (-2.0 * r.history[-1].log_likelihood * self.n + penalty, i)
-            for i, (r, penalty) in enumerate(zip(results, self.penalties, strict=True))
-            if r.history
-        ]
-        if scored:
-            bic, i = min(scored)
-            self.best = (*self.grid[i], results[i].history[-1].log_likelihood, bic)
+        for i, s in stats.items():
+            self.scores[i] = self.grid.log_likelihood(self.models[i], s)
+        if self.scores:
+            bic, i = min((-2.0 * loglik + self.penalties[i], i) for i, loglik in self.scores.items())
+            self.best = (*self.points[i], self.scores[i] / self.n, bic)
         self.emit("em")
 
 
@@ -243,6 +441,13 @@ def _prepare_checkpoint(checkpoint: Checkpoint, meta: dict[str, Any], overwrite:
                 "by a model selection. Choose another checkpoint location, or pass overwrite=True (daskem select "
                 "--force-restart) to start a selection there."
             )
+        model, wanted = (stored or {}).get("select", {}).get("model"), meta["select"]["model"]
+        if stored is not None and model != wanted:
+            raise CheckpointMismatchError(
+                f"The checkpoint at {checkpoint.location!r} holds a selection of {model} candidates, not of "
+                f"{wanted}. Choose another checkpoint location, or pass overwrite=True (daskem select "
+                "--force-restart) to start this selection there."
+            )
     try:
         return checkpoint.prepare(meta, compare=SELECT_COMPARED, overwrite=overwrite)
     except CheckpointMismatchError as err:
@@ -250,14 +455,8 @@ def _prepare_checkpoint(checkpoint: Checkpoint, meta: dict[str, Any], overwrite:
         raise CheckpointMismatchError(message.replace("a new fit there", "a new selection there")) from None
 
 
-def n_parameters(n_components: int, n_features: int, covariance: str) -> int:
-    """Free parameters of a Gaussian mixture (as scikit-learn counts them for BIC)."""
-    k, d = n_components, n_features
-    return int(covariance_type(covariance).n_cov_parameters(k, d) + k * d + k - 1)
-
-
-def _kmeans_labels(sample: np.ndarray, k: int, rng: np.random.Generator, n_init: int) -> np.ndarray:
-    """Labels of the best (lowest inertia) of ``n_init`` in-memory k-means of the sample."""
+def _best_kmeans(sample: np.ndarray, k: int, rng: np.random.Generator, n_init: int) -> KMeansParams:
+    """The best (lowest inertia) of ``n_init`` in-memory k-means of the sample."""
     model = KMeansModel(k)
     best, best_inertia = None, np.inf
     for _ in range(n_init):
@@ -266,20 +465,18 @@ def _kmeans_labels(sample: np.ndarray, k: int, rng: np.random.Generator, n_init:
         if inertia < best_inertia:
             best, best_inertia = params, inertia
     assert best is not None
-    return model.predict(best, sample)
+    return best
 
 
-def _check_grid(n_components: Sequence[int], covariance_types: Sequence[str], n_samples: int) -> None:
-    if not n_components or not covariance_types:
-        raise ParameterError("The grid is empty: give at least one number of components and one covariance type.")
-    for k in n_components:
+def _check_numbers(numbers: Sequence[int], what: str, most: int, why: str) -> None:
+    """Refuse an empty list, a number that is not an int >= 1, or one above ``most`` (``why``)."""
+    if not numbers:
+        raise ParameterError("The grid is empty: give at least one number of components.")
+    for k in numbers:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ParameterError(f"Numbers of components must be ints >= 1; got {k!r}.")
-        if k > n_samples:
-            raise ParameterError(f"n_components={k} is more than the {n_samples} rows of the data; lower it.")
-    for ct in covariance_types:
-        if ct not in COVARIANCE_TYPES:
-            raise ParameterError(f"Unknown covariance type {ct!r}; choose among {sorted(COVARIANCE_TYPES)}.")
+        if k > most:
+            raise ParameterError(f"{what}={k} is more than {why}; lower it.")
 
 
 def select_mixture(
@@ -352,42 +549,152 @@ def select_mixture(
         ``checkpoint`` holds a checkpoint of another grid, other data or a fit.
     """
     source = as_source(X)
-    _check_grid(n_components, covariance_types, source.n_samples)
+    n = source.n_samples
+    _check_numbers(n_components, "n_components", n, f"the {n} rows of the data")
+    if not covariance_types:
+        raise ParameterError("The grid is empty: give at least one covariance type.")
+    for ct in covariance_types:
+        if ct not in COVARIANCE_TYPES:
+            raise ParameterError(f"Unknown covariance type {ct!r}; choose among {sorted(COVARIANCE_TYPES)}.")
+    grid = _MixtureGrid(tuple(int(k) for k in n_components), tuple(covariance_types), float(reg_covar))
+    return _select(
+        source,
+        grid,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=random_state,
+        n_init=n_init,
+        split_every=split_every,
+        cache=cache,
+        callback=callback,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        keep_last=keep_last,
+        overwrite=overwrite,
+    )
+
+
+def select_kmeans(
+    X: Any,
+    n_clusters: Sequence[int],
+    *,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    random_state: int | None = 0,
+    n_init: int = 3,
+    split_every: int | None = None,
+    cache: str | bool = "auto",
+    callback: SelectionCallback | None = None,
+    checkpoint: str | os.PathLike[str] | Checkpoint | None = None,
+    checkpoint_every: int = 1,
+    keep_last: int = 2,
+    overwrite: bool = False,
+) -> Selection:
+    """Fit k-means for every number of clusters in shared passes and score it by X-means' BIC/AIC.
+
+    Each candidate starts from the best of ``n_init`` k-means of one uniform sample and
+    runs Lloyd's iterations over all the data (as :class:`daskem.KMeans` from those
+    centres), every candidate in the same passes. It is scored by the criterion of
+    X-means (Pelleg & Moore 2000), the BIC of the identical spherical Gaussian mixture its
+    partition implies: ``sigma^2 = inertia / (d (n - k))``,
+    ``log L = sum_j n_j log(n_j / n) - (n d / 2) log(2 pi sigma^2) - d (n - k) / 2`` and
+    ``p = (k - 1) + k d + 1`` (:func:`kmeans_log_likelihood`); ``BIC = -2 log L + p log n``,
+    ``AIC = -2 log L + 2 p``, lower is better.
+
+    Parameters
+    ----------
+    X : array-like, dask array, zarr.Array, str or DataSource
+        The data.
+    n_clusters : sequence of int
+        Numbers of clusters to try, each below the number of rows.
+    max_iter, tol, split_every, cache
+        As for :class:`daskem.KMeans`.
+    random_state, n_init, callback, checkpoint, checkpoint_every, keep_last, overwrite
+        As for :func:`select_mixture` (the grid a checkpoint must match: the numbers of
+        clusters, ``n_init`` and ``random_state``).
+
+    Returns
+    -------
+    Selection
+        Its candidates have ``covariance_type`` None and ``n_components`` the number of
+        clusters.
+
+    Raises
+    ------
+    ParameterError
+        The grid is empty or names a bad number of clusters.
+    CheckpointMismatchError
+        ``checkpoint`` holds a checkpoint of another grid, other data or a fit.
+    """
+    source = as_source(X)
+    n = source.n_samples
+    _check_numbers(n_clusters, "n_clusters", n - 1, f"{n - 1}: the variance needs more rows ({n}) than clusters")
+    return _select(
+        source,
+        _KMeansGrid(tuple(int(k) for k in n_clusters)),
+        max_iter=max_iter,
+        tol=tol,
+        random_state=random_state,
+        n_init=n_init,
+        split_every=split_every,
+        cache=cache,
+        callback=callback,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        keep_last=keep_last,
+        overwrite=overwrite,
+    )
+
+
+def _select(
+    source: DataSource,
+    grid: _Grid,
+    *,
+    max_iter: int,
+    tol: float,
+    random_state: int | None,
+    n_init: int,
+    split_every: int | None,
+    cache: str | bool,
+    callback: SelectionCallback | None,
+    checkpoint: str | os.PathLike[str] | Checkpoint | None,
+    checkpoint_every: int,
+    keep_last: int,
+    overwrite: bool,
+) -> Selection:
+    """Fit and score ``grid``'s candidates in shared passes (the body of every selection)."""
     fan_in = resolve_split_every(split_every)
     session = FitSession(source, cache=cache, split_every=fan_in)  # every pass reads through it
-    grid = [(int(k), ct) for ct in covariance_types for k in n_components]
-    models = [GaussianMixtureModel(k, ct, reg_covar) for k, ct in grid]
+    points = grid.points
+    models = grid.models()
     n, d = source.n_samples, source.n_features
     # default_rng(int) seeds SeedSequence(int): the same generator as before checkpoints.
     entropy = int(random_state) if random_state is not None else int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
     runs = None
     if checkpoint is not None:
         location = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint(checkpoint)
-        grid_section = {
-            "n_components": [int(k) for k in n_components],
-            "covariance_types": list(covariance_types),
-            "reg_covar": float(reg_covar),
+        section = {
+            "model": grid.name,
+            "n_components": list(grid.n_components),
+            **grid.section(),
             "n_init": int(n_init),
             "random_state": None if random_state is None else int(random_state),
             "sample_rows": INIT_SAMPLE_ROWS,
         }
-        meta = {**fit_metadata(models, source, fan_in), "select": grid_section, "random": {"entropy": entropy}}
+        meta = {**fit_metadata(models, source, fan_in), "select": section, "random": {"entropy": entropy}}
         stored = _prepare_checkpoint(location, meta, overwrite)
         entropy = int(stored["random"]["entropy"])
         runs = [location.run(i) for i in range(len(models))]
-    progress = _Progress(callback, grid, n, d, max_iter)
+    progress = _Progress(callback, grid, models, n, d, max_iter)
 
-    def starts() -> list[GaussianMixtureParams]:
+    def starts() -> list[Any]:
         # Called by the engine only when a candidate has nothing committed; seeded, so a
         # resumed selection recomputes exactly the starts of the interrupted one.
         rng = np.random.default_rng(entropy)
         sample = sample_rows(session, INIT_SAMPLE_ROWS, rng)
         progress.emit("sample")
-        labels = {k: _kmeans_labels(sample, k, rng, n_init) for k in sorted({k for k, _ in grid})}
-        params = [
-            model.params_from_responsibilities(sample, np.eye(k)[labels[k]])
-            for model, (k, _) in zip(models, grid, strict=True)
-        ]
+        centres = {k: _best_kmeans(sample, k, rng, n_init) for k in sorted(set(grid.n_components))}
+        params = grid.starts(sample, centres)
         progress.emit("kmeans")
         return params
 
@@ -403,17 +710,15 @@ def select_mixture(
         pass_callback=progress.em_pass,
     )
     finals = tuple(r.params for r in outcome.results)
-    batched = BatchedModel(models[0], tuple(models))
-    stats = session.stats(batched, finals)
+    stats = session.stats(BatchedModel(models[0], tuple(models)), finals)
     candidates = []
-    for (k, ct), model, result, s in zip(grid, models, outcome.results, stats, strict=True):
+    for point, model, result, s in zip(points, models, outcome.results, stats, strict=True):
         check_stats(s, n, model=model)
-        loglik = model.log_likelihood(s)
-        p = n_parameters(k, d, ct)
+        loglik = grid.log_likelihood(model, s)
+        p = grid.n_parameters(point, d)
         candidates.append(
             Candidate(
-                k,
-                ct,
+                *point,
                 result.params,
                 loglik,
                 p,
@@ -422,6 +727,7 @@ def select_mixture(
                 result.n_iter,
                 result.converged,
                 tuple(record.log_likelihood for record in result.history),
+                grid.hyperparameters(point),
             )
         )
     best_bic = min(candidates, key=lambda c: c.bic)
@@ -438,3 +744,8 @@ def select_mixture(
         n_samples=n,
         n_passes=n_passes,
     )
+
+
+#: The selections :class:`daskem.registry.Selectable` names: each is called as
+#: ``selection(X, numbers_of_components, **keywords)`` and returns a :class:`Selection`.
+SELECTIONS: dict[str, Callable[..., Selection]] = {"mixture": select_mixture, "kmeans": select_kmeans}

@@ -125,7 +125,7 @@ def test_cli_select_prints_json_and_plots(store, tmp_path):
 def test_cli_select_rejects_a_bad_range(store):
     result = daskem_cli("select", store, "-k", "4..x", "--workers", "0")
     assert result.returncode == 2
-    assert "is not a range like 2..16 or a list like 2,4,8" in result.stderr
+    assert "is not a range like 2-16 (or 2..16) or a list like 2,4,8" in result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -220,7 +220,7 @@ class SelectionDisplay:
             if event.best_n_components is None
             else {
                 "n_components": event.best_n_components,
-                "covariance_type": event.best_covariance_type,
+                **({"covariance_type": event.best_covariance_type} if event.best_covariance_type is not None else {}),
                 "log_likelihood": event.best_log_likelihood,
                 "bic": event.best_bic,
             }
@@ -242,8 +242,7 @@ class SelectionDisplay:
         best_text = (
             "-"
             if best is None
-            else f"k={event.best_n_components} {event.best_covariance_type}  log-lik {event.best_log_likelihood:.6f}"
-            f"  BIC {event.best_bic:.1f}"
+            else f"{event.best_label}  log-lik {event.best_log_likelihood:.6f}  BIC {event.best_bic:.1f}"
         )
         if self.mode == "bar":
             phases = {"sample": "k-means starts", "kmeans": "EM", "em": "EM", "loglik": "done"}

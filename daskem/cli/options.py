@@ -71,12 +71,13 @@ class ModelCommand(click.Command):
         self._built = None
 
 
-def _defaults(entries: tuple[ModelEntry, ...], param: str) -> str:
+def engine_defaults(entries: tuple[ModelEntry, ...], param: str) -> str:
     """Every model's default of the engine parameter ``param``, for ``--help``."""
     return ", ".join(f"{entry.name}={entry.estimator_default(entry.param(param))!r}" for entry in entries)
 
 
-def _click_type(option: Option, choices: tuple[str, ...] | None) -> Any:
+def click_type(option: Option, choices: tuple[str, ...] | None) -> Any:
+    """The click type of ``option``'s values (``choices``: those of every model that takes it)."""
     if choices:
         return click.Choice(choices)
     if option.kind is int:
@@ -86,7 +87,7 @@ def _click_type(option: Option, choices: tuple[str, ...] | None) -> Any:
     return click.STRING
 
 
-def _shared(entries: tuple[ModelEntry, ...]) -> dict[tuple[str, ...], list[tuple[ModelEntry, Option]]]:
+def shared_options(entries: tuple[ModelEntry, ...]) -> dict[tuple[str, ...], list[tuple[ModelEntry, Option]]]:
     """The models' options grouped by their flags, checked to agree where models share them."""
     groups: dict[tuple[str, ...], list[tuple[ModelEntry, Option]]] = {}
     spelled: dict[str, tuple[str, ...]] = {}
@@ -127,7 +128,7 @@ def fit_params() -> list[click.Parameter]:
             help=f"Model to fit ({described}).",
         )
     ]
-    for flags, declared in _shared(entries).items():
+    for flags, declared in shared_options(entries).items():
         first = declared[0][1]
         choices = tuple(dict.fromkeys(c for _, option in declared for c in option.choices or ()))
         if first.target == "data":
@@ -137,7 +138,7 @@ def fit_params() -> list[click.Parameter]:
         params.append(
             click.Option(
                 [first.name, *flags],
-                type=_click_type(first, choices),
+                type=click_type(first, choices),
                 default=None,
                 metavar=first.metavar,
                 help=f"{first.help} [{where}]",
@@ -152,7 +153,7 @@ def _engine_params(entries: tuple[ModelEntry, ...], accelerations: tuple[str, ..
             ["--max-iter"],
             type=click.IntRange(min=0),
             default=None,
-            help=f"EM iterations at most [default: {_defaults(entries, 'max_iter')}].",
+            help=f"EM iterations at most [default: {engine_defaults(entries, 'max_iter')}].",
         ),
         click.Option(
             ["--tol"],
@@ -160,7 +161,7 @@ def _engine_params(entries: tuple[ModelEntry, ...], accelerations: tuple[str, ..
             default=None,
             help="Convergence threshold, by each model's own rule (mixtures, PPCA, FA: change of the mean "
             "log-likelihood; HMMs: gain of the total log-likelihood; k-means: centre shift) "
-            f"[default: {_defaults(entries, 'tol')}].",
+            f"[default: {engine_defaults(entries, 'tol')}].",
         ),
         click.Option(["--seed"], type=int, default=0, show_default=True, help="Seed of the fit (random_state)."),
         click.Option(["--split-every"], type=click.IntRange(min=2), default=None, help="Fan-in of the reduction tree."),

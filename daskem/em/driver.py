@@ -52,7 +52,7 @@ def fit_em_restarts(
     overwrite: bool = False,
     cache: Cache = "auto",
     max_init_passes: int | None = None,
-    pass_callback: Callable[[int, tuple[EMResult, ...]], None] | None = None,
+    pass_callback: Callable[[int, tuple[EMResult, ...], dict[int, Any]], None] | None = None,
 ) -> RestartsResult:
     """Fit ``model`` from several initialisations at once, sharing every pass over the data.
 
@@ -92,9 +92,10 @@ def fit_em_restarts(
         The most passes ``inits`` makes, for progress displays
         (:func:`daskem.em.progress.reporting_progress`: "initialising, pass i of n").
     pass_callback : callable, optional
-        Called as ``pass_callback(passes, results)`` after every pass over the data, once
-        its records are committed: ``passes`` made so far and every run's
-        :class:`EMResult` so far, in run order (progress of a whole grid of runs).
+        Called as ``pass_callback(passes, results, stats)`` after every pass over the data,
+        once its records are committed: ``passes`` made so far, every run's
+        :class:`EMResult` so far, in run order, and the statistics the pass computed, by
+        run index (progress of a whole grid of runs).
 
     Returns
     -------
@@ -184,7 +185,8 @@ def fit_em_restarts(
                 if record is not None and callback is not None:
                     callback(run.index, record, run.params)
             if pass_callback is not None:
-                pass_callback(passes, tuple(r.result(source.n_samples, passes) for r in runs))
+                computed = {run.index: stats for run, stats in zip(active, all_stats, strict=True)}
+                pass_callback(passes, tuple(r.result(source.n_samples, passes) for r in runs), computed)
     results = tuple(r.result(source.n_samples, passes) for r in runs)
     best = max(range(len(results)), key=lambda i: (results[i].lower_bound, -i))
     return RestartsResult(best=best, results=results, pruned=tuple(pruned), n_passes=passes)

@@ -104,15 +104,18 @@ class BatchedModel:
     def e_step(self, params: tuple[Any, ...], block: Any, message: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
         """The statistics of ``block`` under every parameter set.
 
-        A single model with a batched E-step (:class:`daskem.models.base.BatchedEStep`)
-        computes them together (sharing work between the sets); otherwise each set's
-        ``e_step`` runs in turn (with its message, for a model that carries messages).
+        Models with a batched E-step (:class:`daskem.models.base.BatchedEStep`) and one
+        ``batch_key`` compute them together (sharing work between the sets); otherwise
+        each set's ``e_step`` runs in turn (with its message, for a model that carries
+        messages).
         """
         if message is not None:
             return tuple(self.model.e_step(p, block, m) for p, m in zip(params, message, strict=True))
-        if self.models is None and isinstance(self.model, BatchedEStep):
-            return tuple(self.model.e_step_batch(params, block))
-        return tuple(m.e_step(p, block) for m, p in zip(self._models(len(params)), params, strict=True))
+        models = self._models(len(params))
+        first = models[0]
+        if all(isinstance(m, BatchedEStep) for m in models) and len({m.batch_key() for m in models}) == 1:
+            return tuple(first.e_step_batch(params, block))
+        return tuple(m.e_step(p, block) for m, p in zip(models, params, strict=True))
 
     def combine(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
         """Combine two statistics tuples element by element."""

@@ -224,9 +224,7 @@ class GaussianMixture(DensityScores, EMEstimator):
         if self.precisions_init is not None:
             ct = covariance_type(self.covariance_type)
             precisions = check_shape(f"{self.covariance_type} precision", self.precisions_init, ct.shape(k, d))
-            if ct.matrices and not np.allclose(
-                precisions, np.swapaxes(precisions, -1, -2)
-            ):
+            if ct.matrices and not np.allclose(precisions, np.swapaxes(precisions, -1, -2)):
                 raise ParameterError(
                     f"'{self.covariance_type} precision' should be symmetric, positive-definite; got a "
                     "non-symmetric precisions_init. Pass symmetric matrices, e.g. (P + P.T) / 2."

@@ -19,7 +19,7 @@ from daskem.estimators._validation import check_int, check_option
 from daskem.io.sources import as_source
 from daskem.models.gaussian import check_shape
 from daskem.models.kmeans import KMeansModel, KMeansParams, shared_reference
-from daskem.registry import N_COMPONENTS, N_INIT, Option, attribute_summary, register
+from daskem.registry import N_COMPONENTS, N_INIT, Option, Selectable, attribute_summary, register
 
 KMEANS_INITS = ("k-means||", "k-means++", "random")
 
@@ -42,6 +42,7 @@ KMEANS_INITS = ("k-means||", "k-means++", "random")
     summary=attribute_summary("cluster", [("centre (first features)", "cluster_centers_")]),
     figures=("components",),
     objective="minus the mean squared distance to the nearest centre",
+    select=Selectable("kmeans", "X-means' identical spherical Gaussians of the partition (Pelleg & Moore 2000)"),
 )
 class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EMEstimator):
     """k-means clustering by Lloyd's algorithm (hard-assignment EM) on data of any size.
