@@ -149,8 +149,10 @@ def _command_line(entry, root, store, args):
     _, killed = default_run(Checkpoint(str(ckpt)))
     resumed = _finish(_start("resume", ckpt, "--max-iter", MAX_ITER, "--workers", "0", "-o", model))
     plotting, inspecting = _start("plot", ckpt, "-o", figures, "--sample", 500), _start("inspect", ckpt, "--json")
-    plotted, inspected = _finish(plotting), _finish(inspecting)
+    inspecting_file = _start("inspect", model, "--json")
+    plotted, inspected, inspected_file = _finish(plotting), _finish(inspecting), _finish(inspecting_file)
     return {
+        "inspected_file": json.loads(inspected_file.stdout),
         "killed": killed,
         "model": model,
         "resumed": resumed,
@@ -256,6 +258,19 @@ def test_inspect_json_reports_the_fit(case):
     expected = entry.summary(oracle)
     assert fitted["title"] == expected.title
     assert fitted["values"] == json.loads(json.dumps(expected.values))
+
+
+def test_inspect_json_reads_the_model_file(case):
+    entry, oracle, summary = case["entry"], case["oracle"], case["inspected_file"]
+    assert summary["kind"] == "model"
+    assert summary["location"] == str(case["store"])
+    assert summary["estimator"]["kind"] == entry.estimator.__name__
+    fit = summary["fit"]
+    assert (fit["n_iter"], fit["converged"], fit["n_passes"]) == (oracle.n_iter_, oracle.converged_, oracle.n_passes_)
+    assert [row["log_likelihood"] for row in summary["history"]] == oracle.lower_bounds_
+    expected = entry.summary(oracle)
+    assert (summary["fitted"]["name"], summary["fitted"]["title"]) == (entry.name, expected.title)
+    assert summary["fitted"]["values"] == json.loads(json.dumps(expected.values))
 
 
 def test_plot_writes_a_non_blank_png_per_figure(case):

@@ -29,22 +29,29 @@ if TYPE_CHECKING:
 @click.argument("run", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON, for scripts.")
 def inspect(run: str, as_json: bool) -> None:
-    """Summarise the checkpoint RUN: model, data, progress, the log-likelihood history and the fitted parameters.
+    """Summarise RUN (a checkpoint or a model file): model, data, progress, history and fitted parameters.
 
-    The parameters shown are those daskem.load(RUN) reads (the run a fit reports, its
-    newest iteration), summarised as the model's registry entry says (--json: in full).
+    The parameters shown are those daskem.load(RUN) reads (for a checkpoint: the run a
+    fit reports, its newest iteration), summarised as the model's registry entry says
+    (--json: in full).
     """
-    from daskem.checkpoint.checkpoint import Checkpoint
+    from daskem.checkpoint.checkpoint import Checkpoint, ForeignStoreError
     from daskem.errors import DaskemError
 
     try:
-        summary = checkpoint_summary(Checkpoint(run))
+        try:
+            summary = checkpoint_summary(Checkpoint(run))
+        except ForeignStoreError:
+            summary = model_file_summary(run)  # a model file (anything else is refused there)
     except DaskemError as err:
         raise click.ClickException(str(err)) from None
     if as_json:
         click.echo(json.dumps(summary, indent=2, allow_nan=False, default=str))
         return
     out = Console()
+    if summary["kind"] == "model":
+        _print_model_file(out, run, summary)
+        return
     specs = summary["model"]
     if isinstance(specs, list):  # one model per run: the candidates of daskem select
         model = "; ".join(f"run {r}: " + ", ".join(f"{k}={v}" for k, v in s.items()) for r, s in enumerate(specs))
@@ -119,6 +126,7 @@ def checkpoint_summary(checkpoint: Any) -> dict[str, Any]:
                 }
             )
     return {
+        "kind": "checkpoint",
         "location": meta["source"]["location"],
         "model": meta["model"],
         "data": meta["data"],
@@ -131,19 +139,79 @@ def checkpoint_summary(checkpoint: Any) -> dict[str, Any]:
     }
 
 
+def model_file_summary(path: str) -> dict[str, Any]:
+    """What ``daskem inspect`` shows of a model file (``daskem fit --output``, ``save``), as JSON-able data.
+
+    The estimator's hyperparameters, the fit record (data location, rows, features,
+    passes, convergence), the mean log-likelihood of every iteration, and ``fitted``: the
+    model's registry summary (as for a checkpoint, without run and iteration).
+    """
+    from daskem.estimators._base import load
+
+    est = load(path)
+    source = est._fit_source
+    history = [
+        {
+            "iteration": i + 1,
+            "log_likelihood": float(v),
+            "change": None if i == 0 else float(v - est.lower_bounds_[i - 1]),
+        }
+        for i, v in enumerate(est.lower_bounds_)
+    ]
+    return {
+        "kind": "model",
+        "location": None if source is None else source["location"],
+        "options": None if source is None else source["options"],
+        "estimator": {"kind": type(est).__name__, "params": est._stored_params()},
+        "fit": {
+            "converged": bool(est.converged_),
+            "n_iter": int(est.n_iter_),
+            "n_passes": int(est.n_passes_),
+            "n_samples": int(est._n_samples_fit),
+            "n_features": int(est.n_features_in_),
+            "lower_bound": float(est.lower_bound_),
+        },
+        "history": history,
+        "fitted": _registry_summary(est, None, None),
+    }
+
+
+def _print_model_file(out: Console, path: str, summary: dict[str, Any]) -> None:
+    fit = summary["fit"]
+    params = ", ".join(f"{k}={v}" for k, v in summary["estimator"]["params"].items() if v is not None)
+    state = "converged" if fit["converged"] else "not converged"
+    out.print(f"[bold]model file[/bold] {path}", highlight=False)
+    out.print(f"model      {summary['estimator']['kind']}({params})", highlight=False)
+    out.print(
+        f"data       {fit['n_samples']:,} x {fit['n_features']} from {summary['location'] or 'memory'}", highlight=False
+    )
+    out.print(
+        f"fit        {fit['n_iter']} iterations, {state}, {fit['n_passes']} passes over the data, "
+        f"mean log-likelihood {fit['lower_bound']}",
+        highlight=False,
+    )
+    fitted = summary["fitted"]
+    print_model(out, fitted["title"], fitted["columns"], fitted["rows"], fitted["notes"])
+
+
 def _fitted(checkpoint: Any) -> dict[str, Any]:
     """The registry summary of the parameters :func:`daskem.load` reads from ``checkpoint``."""
-    from daskem import registry
     from daskem.estimators._base import default_run, load
 
     run, state = default_run(checkpoint)
-    est = load(checkpoint.location, run=run)
+    return _registry_summary(load(checkpoint.location, run=run), run, state.iteration)
+
+
+def _registry_summary(est: Any, run: int | None, iteration: int | None) -> dict[str, Any]:
+    """``est`` summarised by its registry entry (``run`` and ``iteration`` of a checkpoint, else None)."""
+    from daskem import registry
+
     entry = registry.entry_for(type(est))
     summary = entry.summary(est)
     return {
         "name": entry.name,
         "run": run,
-        "iteration": state.iteration,
+        "iteration": iteration,
         "title": summary.title,
         "columns": list(summary.columns),
         "rows": [list(row) for row in summary.rows],
