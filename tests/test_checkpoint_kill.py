@@ -8,7 +8,9 @@ data, chunking and split_every, with the same ``n_iter_`` and log-likelihood his
 
 ``--workers 0`` runs the fit on threads in the driver, so killing the driver leaves no
 worker behind; one test kills a driver that runs a real LocalCluster and then kills its
-whole process group (the nannies and workers it left) as well.
+whole process group (the nannies and workers it left) as well. The killed fits are
+subprocesses; the uninterrupted reference fit and the resumes run in this process
+(Click's runner), where no process of their own is tested.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import daskem
 from daskem.checkpoint import Checkpoint
 from daskem.checkpoint.checkpoint import WRITE_DELAY_ENV
 from daskem.testing import write_mixture_zarr
+from daskem.testing.cli import invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -58,14 +61,7 @@ def setup(tmp_path_factory):
     data = root / "data.zarr"
     write_mixture_zarr(data, 100_000, 4, 3, seed=0, chunk_rows=10_000)
     model = root / "oracle.zarr"
-    done = subprocess.run(
-        [DASKEM, "fit", str(data), *FIT, "--workers", "0", "-o", str(model)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=environ(),
-        check=False,
-    )
+    done = invoke_cli("fit", data, *FIT, "--workers", "0", "-o", model)
     assert done.returncode == 0, done.stderr
     assert iterations_in(done.stderr) == list(range(1, MAX_ITER + 1))
     oracle = daskem.load(model)
@@ -137,15 +133,7 @@ def wait_group_gone(pgid, timeout=30):
 
 
 def resume(ckpt, output, *extra):
-    done = subprocess.run(
-        [DASKEM, "resume", str(ckpt), *extra, "-o", str(output)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=environ(),
-        start_new_session=True,
-        check=False,
-    )
+    done = invoke_cli("resume", ckpt, *extra, "-o", output)
     assert done.returncode == 0, done.stderr
     # Rich wraps long lines at 80 columns when stderr is not a terminal.
     assert f"Resuming the fit checkpointed in {ckpt}" in " ".join(done.stderr.split())

@@ -3,9 +3,11 @@
 A worker that has loaded daskem, numba and the E-step kernels holds ~325 MiB, and Dask
 pauses a worker at 80% of its memory limit (its nanny restarts it at 95%). Before these
 checks, ``--memory-limit 400MiB`` waited forever, ``100MiB`` restarted workers forever,
-and ``lots`` / ``-2GiB`` ended in tracebacks. Every test here runs real processes (the
-``daskem`` command in a subprocess, or a LocalCluster of worker processes) under a
-timeout, so a regression fails instead of hanging.
+and ``lots`` / ``-2GiB`` ended in tracebacks. Every test here runs real processes (a
+LocalCluster of worker processes, started by the ``daskem`` command or here) under a
+timeout, so a regression fails instead of hanging: the command runs in this process
+(Click's runner) under ``pytest.mark.timeout``, or in a subprocess under its own
+timeout where the environment of its workers is part of the test.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from distributed import Client
 from daskem.cli import MemoryLimit, local_cluster
 from daskem.errors import WorkerMemoryError
 from daskem.testing import write_mixture_zarr
-from daskem.testing.cli import run_cli
+from daskem.testing.cli import invoke_cli, run_cli
 from daskem.worker_memory import _stalled, memory_limit_needed, watch_worker_memory
 
 pytestmark = pytest.mark.slow
@@ -52,7 +54,7 @@ def small_zarr(tmp_path_factory) -> str:
 
 @pytest.mark.parametrize("value", ["lots", "-2GiB", "0", "1e400"])
 def test_unreadable_memory_limit_is_a_usage_error(value, small_zarr):
-    result = run_cli("fit", small_zarr, *FIT, f"--memory-limit={value}", timeout=60)
+    result = invoke_cli("fit", small_zarr, *FIT, f"--memory-limit={value}")
     assert result.returncode == 2, result.stderr
     err = _words(result.stderr)
     assert f"Invalid value for '--memory-limit': '{value}' is not a memory size" in err
@@ -76,10 +78,11 @@ def test_memory_limit_refuses_garbage_in_process():
 # -- the start-up check ----------------------------------------------------------------
 
 
+@pytest.mark.timeout(ENDS_WITHIN_SECONDS)
 @pytest.mark.parametrize("limit", ["300MiB", "100MiB"])
 def test_too_small_limit_ends_with_the_limit_to_use(limit, small_zarr):
     start = time.monotonic()
-    result = run_cli("fit", small_zarr, *FIT, "--workers", "2", "--memory-limit", limit, timeout=ENDS_WITHIN_SECONDS)
+    result = invoke_cli("fit", small_zarr, *FIT, "--workers", "2", "--memory-limit", limit)
     elapsed = time.monotonic() - start
     assert result.returncode == 1, result.stderr
     err = _words(result.stderr)
@@ -93,12 +96,13 @@ def test_too_small_limit_ends_with_the_limit_to_use(limit, small_zarr):
     print(f"--memory-limit {limit}: refused after {elapsed:.0f} s; baseline {baseline} MiB, use {use} MiB")
 
 
+@pytest.mark.timeout(2 * ENDS_WITHIN_SECONDS)
 def test_the_limit_the_message_names_fits(small_zarr):
-    refused = run_cli("fit", small_zarr, *FIT, "--memory-limit", "400MiB", timeout=ENDS_WITHIN_SECONDS)
+    refused = invoke_cli("fit", small_zarr, *FIT, "--memory-limit", "400MiB")
     assert refused.returncode == 1, refused.stderr
     use = USE.search(_words(refused.stderr))
     assert use is not None, refused.stderr
-    fitted = run_cli("fit", small_zarr, *FIT, "--memory-limit", f"{use.group(1)}MiB", timeout=ENDS_WITHIN_SECONDS)
+    fitted = invoke_cli("fit", small_zarr, *FIT, "--memory-limit", f"{use.group(1)}MiB")
     assert fitted.returncode == 0, fitted.stderr
     assert "converged" in fitted.stdout + fitted.stderr
 

@@ -23,6 +23,7 @@ from dask.utils import parse_bytes
 
 import daskem
 from daskem.checkpoint import Checkpoint
+from daskem.testing.cli import invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +46,9 @@ def _option(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
 
 
-def _daskem(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daskem.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
+def _daskem(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``daskem ARGS`` in ``cwd``, in this process (Click's runner): only the killed fit is a process."""
+    return invoke_cli(*args, cwd=cwd)
 
 
 def test_the_main_job_data_are_larger_than_the_workers_memory():
