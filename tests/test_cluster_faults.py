@@ -342,37 +342,17 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """The two datasets and their ``--workers 0`` models (fitted in parallel subprocesses)."""
+    """The two datasets and their ``daskem fit --workers 0`` models (run in this process)."""
     root = tmp_path_factory.mktemp("faults")
     out = {}
-    procs = Processes(root)
-    try:
-        for name, spec in (("small", SMALL), ("big", BIG)):
-            path = root / f"{name}.zarr"
-            write_mixture_zarr(path, spec["n_samples"], 4, 3, seed=0, chunk_rows=spec["chunk_rows"])
-            model = root / f"{name}-oracle.zarr"
-            args = [
-                "fit",
-                str(path),
-                *FIT,
-                "--max-iter",
-                str(spec["max_iter"]),
-                "--workers",
-                "0",
-                "-q",
-                "-o",
-                str(model),
-            ]
-            out[name] = {"path": path, "max_iter": spec["max_iter"], "model_path": model}
-            out[name]["proc"] = procs.spawn([DASKEM, *args], f"oracle-{name}")
-        for entry in out.values():
-            proc = entry.pop("proc")
-            proc.wait(timeout=240)
-            assert proc.returncode == 0, proc.log.read_text()
-            entry["oracle"] = daskem.load(entry["model_path"])
-            assert entry["oracle"].n_iter_ == entry["max_iter"]
-    finally:
-        procs.close()
+    for name, spec in (("small", SMALL), ("big", BIG)):
+        path = root / f"{name}.zarr"
+        write_mixture_zarr(path, spec["n_samples"], 4, 3, seed=0, chunk_rows=spec["chunk_rows"])
+        model = root / f"{name}-oracle.zarr"
+        max_iter = str(spec["max_iter"])
+        ok(invoke_cli("fit", path, *FIT, "--max-iter", max_iter, "--workers", "0", "-q", "-o", model))
+        out[name] = {"path": path, "max_iter": spec["max_iter"], "model_path": model, "oracle": daskem.load(model)}
+        assert out[name]["oracle"].n_iter_ == spec["max_iter"]
     return out
 
 
@@ -508,7 +488,7 @@ def test_scheduler_sigkill_then_resume(data, processes, tmp_path):
     for worker in cluster.workers:
         Processes.kill(worker)
     cluster.start(2)
-    resumed = ok(run_daskem(*shlex.split(command)[1:], "-o", model))
+    resumed = ok(invoke_cli(*shlex.split(command)[1:], "-o", model))  # in this process
     assert f"Resuming the fit checkpointed in {run} after iteration {committed}" in words(resumed.stderr)
     assert iterations_in(resumed.stderr) == list(range(committed + 1, big["max_iter"] + 1))
     assert_same_model(model, big["oracle"], big["max_iter"])
@@ -602,8 +582,8 @@ class FlakyModel(GaussianMixtureModel):
 
 class FlakyGaussianMixture(GaussianMixture):
     """``GaussianMixture`` fitting :class:`FlakyModel`; ``marker_dir`` is a class attribute,
-    so that ``daskem fit`` (which builds a plain ``GaussianMixture(...)``) can be pointed at
-    this class."""
+    so that ``daskem fit`` (which builds the registry entry's estimator from its options)
+    can be pointed at this class."""
 
     marker_dir = ""
     error = "OSError"
@@ -672,12 +652,21 @@ def test_retries_annotation_retries_transient_task_failures(data, cluster, flaky
 
 def fit_in_process(monkeypatch, *args):
     """``daskem ARGS`` in this process (Click's runner), fitting :class:`FlakyGaussianMixture`."""
+    import dataclasses
+
     from click.testing import CliRunner
 
     import daskem.cli
-    import daskem.estimators.gaussian_mixture
+    from daskem import registry
 
-    monkeypatch.setattr(daskem.estimators.gaussian_mixture, "GaussianMixture", FlakyGaussianMixture)
+    # The command builds the estimator of the model's registry entry (``--model gmm``).
+    get = registry.get
+
+    def flaky_get(name):
+        entry = get(name)
+        return dataclasses.replace(entry, estimator=FlakyGaussianMixture) if name == "gmm" else entry
+
+    monkeypatch.setattr(registry, "get", flaky_get)
     return CliRunner().invoke(daskem.cli.main, list(map(str, args)), env={"COLUMNS": "400"})
 
 

@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from sklearn.exceptions import ConvergenceWarning
 
 import daskem
 from daskem import FactorAnalysis, GaussianHMM, GaussianMixture, KMeans
@@ -137,7 +138,9 @@ def _fit(name, X):
 def local_estimator_fits(data):
     """Every estimator fitted on Dask's local threads (requested before any client exists)."""
     assert current_client() is None
-    return {(name, kind): _fit(name, X) for name in ESTIMATORS for kind, X in data.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # factor analysis stops at max_iter
+        return {(name, kind): _fit(name, X) for name in ESTIMATORS for kind, X in data.items()}
 
 
 def _start_recording(dask_scheduler=None):
