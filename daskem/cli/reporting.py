@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 @click.argument("run", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON, for scripts.")
 def inspect(run: str, as_json: bool) -> None:
-    """Summarise RUN (checkpoint or model file): model, data, progress, log-likelihood history, parameters.
+    """Summarise RUN (checkpoint or model file): its model, data, log-likelihood history and parameters.
 
     The parameters shown are those daskem.load(RUN) reads (for a checkpoint: the run a
     fit reports, its newest iteration), summarised as the model's registry entry says
