@@ -147,11 +147,12 @@ def fit_params() -> list[click.Parameter]:
     return [*params, *_engine_params(entries, tuple(a for a in ACCELERATIONS if a is not None))]
 
 
-def _engine_params(entries: tuple[ModelEntry, ...], accelerations: tuple[str, ...]) -> list[click.Parameter]:
+def stopping_options(entries: tuple[ModelEntry, ...], min_iter: int, tol_rule: str) -> list[click.Parameter]:
+    """``--max-iter`` (at least ``min_iter``) and ``--tol`` (judged by ``tol_rule``), defaults per model."""
     return [
         click.Option(
             ["--max-iter"],
-            type=click.IntRange(min=0),
+            type=click.IntRange(min=min_iter),
             default=None,
             help=f"EM iterations at most [default: {engine_defaults(entries, 'max_iter')}].",
         ),
@@ -159,10 +160,18 @@ def _engine_params(entries: tuple[ModelEntry, ...], accelerations: tuple[str, ..
             ["--tol"],
             type=click.FloatRange(min=0.0),
             default=None,
-            help="Convergence threshold, by each model's own rule (mixtures, PPCA, FA: change of the mean "
-            "log-likelihood; HMMs: gain of the total log-likelihood; k-means: centre shift) "
-            f"[default: {engine_defaults(entries, 'tol')}].",
+            help=f"Convergence threshold, by {tol_rule} [default: {engine_defaults(entries, 'tol')}].",
         ),
+    ]
+
+
+def _engine_params(entries: tuple[ModelEntry, ...], accelerations: tuple[str, ...]) -> list[click.Parameter]:
+    rule = (
+        "each model's own rule (mixtures, PPCA, FA: change of the mean log-likelihood; HMMs: gain of the total "
+        "log-likelihood; k-means: centre shift)"
+    )
+    return [
+        *stopping_options(entries, 0, rule),
         click.Option(["--seed"], type=int, default=0, show_default=True, help="Seed of the fit (random_state)."),
         click.Option(["--split-every"], type=click.IntRange(min=2), default=None, help="Fan-in of the reduction tree."),
         click.Option(

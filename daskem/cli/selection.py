@@ -27,10 +27,10 @@ from daskem.cli.options import (
     DEFAULT_MODEL,
     ModelCommand,
     click_type,
-    engine_defaults,
     shared_options,
     source_kwargs,
     source_options,
+    stopping_options,
 )
 
 if TYPE_CHECKING:
@@ -100,21 +100,7 @@ def _select_params() -> list[click.Parameter]:
             )
         )
     models = tuple(entry for entry, _ in selectable)
-    return [
-        *params,
-        click.Option(
-            ["--max-iter"],
-            type=click.IntRange(min=1),
-            default=None,
-            help=f"EM iterations at most [default: {engine_defaults(models, 'max_iter')}].",
-        ),
-        click.Option(
-            ["--tol"],
-            type=click.FloatRange(min=0.0),
-            default=None,
-            help=f"Convergence threshold, by the model's own rule [default: {engine_defaults(models, 'tol')}].",
-        ),
-    ]
+    return [*params, *stopping_options(models, 1, "the model's own rule")]
 
 
 def _grid_options() -> set[str]:
