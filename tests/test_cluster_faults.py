@@ -628,8 +628,10 @@ def test_retries_annotation_retries_transient_task_failures(data, cluster, flaky
     n_blocks = SMALL["n_samples"] // SMALL["chunk_rows"]
 
     def estimator():
+        # Streamed (cache=False): each block's E-step is a task of its own, retried alone
+        # (on cached data a task runs a leaf group of split_every blocks).
         return FlakyGaussianMixture(
-            3, tol=0, max_iter=SMALL["max_iter"], random_state=0, split_every=4, init_params="k-means++"
+            3, tol=0, max_iter=SMALL["max_iter"], random_state=0, split_every=4, init_params="k-means++", cache=False
         )
 
     with Client(cluster), warnings.catch_warnings():
@@ -674,7 +676,8 @@ def test_cli_retries_option_retries_transient_task_failures(data, cluster, flaky
     small = data["small"]
     markers = flaky()
     args = fit_args(small, "--scheduler", cluster.scheduler_address, "-q")
-    result = fit_in_process(monkeypatch, *args, "--retries", "1", "-o", tmp_path / "m")
+    # Streamed: a task per block, each retried alone (see the test above).
+    result = fit_in_process(monkeypatch, *args, "--retries", "1", "--cache", "no", "-o", tmp_path / "m")
     assert result.exit_code == 0, result.output
     assert len(os.listdir(markers)) == SMALL["n_samples"] // SMALL["chunk_rows"]
     assert_same_model(tmp_path / "m", small["oracle"], small["max_iter"])

@@ -8,6 +8,13 @@ One statistics pass is::
     ...                │
     block_B ── e_step ─┘
 
+When the blocks are already in memory (persisted, or NumPy) and there are at least as many
+leaf groups (``split_every`` consecutive blocks) as threads, a leaf group's E-steps and its
+combine run as one task instead of ``split_every + 1``: the same left fold in the same
+order, so the same bits, with a few tasks per pass instead of one per block (on a cluster
+each task costs a few milliseconds of scheduling). Streamed blocks are never grouped: a
+group would hold ``split_every`` blocks read from the store at once.
+
 The model and the parameters enter a graph once each, as one key every task references
 (``dask.delayed(..., pure=True, traverse=False)``), so the graph's keys are a function of
 its inputs and a pass sends the parameters to a worker once. Nothing here computes: the
@@ -55,6 +62,11 @@ def _e_step(model: Any, params: Any, block: Any) -> Any:
     return model.e_step(params, block)
 
 
+def _e_step_group(model: Any, params: Any, fn: Callable[..., Any], args: Sequence[Any], blocks: Sequence[Any]) -> Any:
+    # The left fold of _combine_all over the blocks' statistics, in the same order.
+    return functools.reduce(model.combine, (fn(model, params, b, *a) for b, a in zip(blocks, args, strict=True)))
+
+
 def _e_step_with_message(model: Any, params: Any, block: Any, message: Any) -> Any:
     return model.e_step(params, block, message)
 
@@ -66,6 +78,7 @@ def stats_graph(
     split_every: int,
     block_fn: Callable[..., Any] | None = None,
     block_args: Sequence[Any] | None = None,
+    groups: Sequence[Delayed | Sequence[Delayed]] | None = None,
 ) -> Delayed:
     """The graph of one pass: a statistic per block, tree-reduced to one.
 
@@ -82,6 +95,11 @@ def stats_graph(
     block_fn : callable, optional
         ``block_fn(model, params, block, *args)`` computing a block's statistics
         (default: ``model.e_step``); ``block_args[i]`` are the extra args of block ``i``.
+    groups : sequence, optional
+        Given for blocks already in memory: one task per leaf group of ``split_every``
+        consecutive blocks (their E-steps and their combine), the same bits as a task per
+        block. ``groups[g]`` is the list of group ``g``'s block Delayeds, or one Delayed
+        whose value is that list (a leaf group persisted on one worker).
 
     Returns
     -------
@@ -94,22 +112,38 @@ def stats_graph(
     extra = list(block_args) if block_args else [()] * len(blocks)
     # One layer of plain tasks under one token of the inputs (a dask.delayed call per block
     # tokenises its arguments again: ~1 ms a block on every pass).
-    name = funcname(fn) + "-" + tokenize(fn, model_key.key, params_key.key, [b.key for b in blocks], extra)
-    layer: dict[Any, Any] = {
-        (name, i): (fn, model_key.key, params_key.key, block.key, *map(quote, args))
-        for i, (block, args) in enumerate(zip(blocks, extra, strict=True))
-    }
-    inputs: list[Any] = [model_key, params_key, *blocks]
+    keys = [b.key for b in blocks]
+    inputs: list[Any] = [model_key, params_key]
+    if groups is not None and len(blocks) > 1:
+        group_keys = [g.key if isinstance(g, Delayed) else [b.key for b in g] for g in groups]
+        name = funcname(fn) + "-group-" + tokenize(fn, model_key.key, params_key.key, group_keys, extra)
+        layer: dict[Any, Any] = {
+            (name, g): (_e_step_group, model_key.key, params_key.key, fn, quote(extra[i : i + split_every]), key)
+            for g, (i, key) in enumerate(zip(range(0, len(blocks), split_every), group_keys, strict=True))
+        }
+        inputs += [d for g in groups for d in ([g] if isinstance(g, Delayed) else g)]
+    else:
+        name = funcname(fn) + "-" + tokenize(fn, model_key.key, params_key.key, keys, extra)
+        layer = {
+            (name, i): (fn, model_key.key, params_key.key, key, *map(quote, args))
+            for i, (key, args) in enumerate(zip(keys, extra, strict=True))
+        }
+        inputs += blocks
     graph = HighLevelGraph.from_collections(name, layer, dependencies=inputs)
-    parts = [Delayed((name, i), graph, layer=name) for i in range(len(blocks))]
+    parts = [Delayed((name, i), graph, layer=name) for i in range(len(layer))]
     return tree_reduce(model_key, parts, split_every)
 
 
 def message_stats_graph(
-    model: Any, params: Any, blocks: Sequence[Delayed], split_every: int, messages: Sequence[Any]
+    model: Any,
+    params: Any,
+    blocks: Sequence[Delayed],
+    split_every: int,
+    messages: Sequence[Any],
+    groups: Sequence[Delayed | Sequence[Delayed]] | None = None,
 ) -> Delayed:
     """:func:`stats_graph` of a model whose E-step takes each block's message."""
-    return stats_graph(model, params, blocks, split_every, _e_step_with_message, [(m,) for m in messages])
+    return stats_graph(model, params, blocks, split_every, _e_step_with_message, [(m,) for m in messages], groups)
 
 
 def _call(model: Any, method: str, check: bool, params: Any, block: Any, *message: Any) -> Any:

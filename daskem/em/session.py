@@ -29,6 +29,7 @@ import copy
 import dataclasses
 import functools
 import logging
+import operator
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -237,6 +238,10 @@ def weighted_rows(source: DataSource) -> DataSource:
     return replace(source, array=rows, weights=None)
 
 
+def _as_list(*blocks: Any) -> list[Any]:
+    return list(blocks)
+
+
 @dataclass
 class _Counter:
     passes: int = 0
@@ -276,6 +281,8 @@ class FitSession:
         self._resources: ComputeResources | None = None
         self._cached: bool | None = None
         self._blocks: list[Delayed] | None = None
+        self._group_leaves = False
+        self._groups: list[Delayed] | None = None
         self._rows: tuple[int, ...] = ()
         self._chunking_checked = False
 
@@ -313,6 +320,23 @@ class FitSession:
         """Continue the count from a checkpointed fit that had made ``passes`` passes."""
         self._counter.passes = max(self._counter.passes, int(passes))
 
+    def leaf_groups(self) -> list[Any] | None:
+        """The leaf groups a pass runs as one task each, or None for a task per block.
+
+        When the blocks are in memory (persisted, or NumPy on local threads) and there are
+        at least as many leaf groups (``split_every`` consecutive blocks) as threads, a
+        group's E-steps and combine run as one task: fewer tasks, the same bits
+        (:func:`daskem.em.graph.stats_graph`). On a cluster each group is persisted as one
+        value, so it lives on one worker and its task moves no data.
+        """
+        blocks = self.blocks()
+        if not self._group_leaves:
+            return None
+        if self._groups is not None:
+            return self._groups
+        every = self.split_every
+        return [blocks[i : i + every] for i in range(0, len(blocks), every)]
+
     def check_chunking(self, name: str = "X") -> None:
         """Warn once about blocks too small or too large for a fit (:func:`check_chunking`)."""
         if not self._chunking_checked:
@@ -345,6 +369,9 @@ class FitSession:
         if cached and _many_small_blocks(source):
             array = array.rechunk({0: target_block_rows(source.n_samples, source.n_features)})
         self._rows = tuple(int(c) for c in array.chunks[0])
+        groups = -(-len(self._rows) // self.split_every)
+        resident = cached or (self.in_memory and self.client is None)
+        self._group_leaves = resident and groups >= self.resources.threads
         blocks = list(array.to_delayed().ravel())
         logger.info(
             "data %s (%.3g GiB, %d blocks): %s (memory available to hold them: %.3g GiB)",
@@ -359,11 +386,22 @@ class FitSession:
         if self.client is None:
             return list(dask.persist(*blocks))
         # Persist the blocks, not the array: a persisted array's to_delayed() drops its
-        # futures, so the data would be released ("lost dependencies") on return.
+        # futures, so the data would be released ("lost dependencies") on return. Grouped
+        # leaves (leaf_groups) are persisted a group as one value, so a group lives on one
+        # worker; its blocks are then items of it.
         with warnings.catch_warnings():
             # The one-time upload of in-memory data is the point here, not a mistake.
             warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
-            return list(self.client.persist(blocks))
+            if not self._group_leaves:
+                return list(self.client.persist(blocks))
+            every = self.split_every
+            groups = [dask.delayed(_as_list, pure=True)(*blocks[i : i + every]) for i in range(0, len(blocks), every)]
+            self._groups = list(self.client.persist(groups))
+        return [
+            dask.delayed(operator.getitem, pure=True)(group, j)
+            for group, i in zip(self._groups, range(0, len(blocks), every), strict=True)
+            for j in range(len(blocks[i : i + every]))
+        ]
 
     def leading_columns(self, count: int) -> FitSession:
         """A session over the first ``count`` columns of this one's data.
@@ -375,7 +413,7 @@ class FitSession:
         blocks, rows = self.blocks(), self.block_rows
         view = copy.copy(self)  # the same counter, client, resources and cache decision
         view.source = dataclasses.replace(self.source, array=self.source.array[:, :count])
-        view._blocks, view._rows = leading_columns(blocks, count), rows
+        view._blocks, view._rows, view._groups = leading_columns(blocks, count), rows, None
         view._chunking_checked = True
         return view
 
@@ -418,11 +456,12 @@ class FitSession:
         (:class:`daskem.models.base.MessagePassing`) first takes its messages in a pass of
         its own (:meth:`messages`): two passes.
         """
-        blocks = self.blocks()
+        blocks, groups = self.blocks(), self.leaf_groups()
         if block_fn is None and carries_messages(model):
-            graph = message_stats_graph(model, params, blocks, self.split_every, self.messages(model, params))
+            messages = self.messages(model, params)
+            graph = message_stats_graph(model, params, blocks, self.split_every, messages, groups)
         else:
-            graph = stats_graph(model, params, blocks, self.split_every, block_fn, block_args)
+            graph = stats_graph(model, params, blocks, self.split_every, block_fn, block_args, groups)
         (total,) = self.compute(graph)
         return total
 
