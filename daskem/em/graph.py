@@ -48,14 +48,21 @@ def _combine_all(model: Any, *parts: Any) -> Any:
     return functools.reduce(model.combine, parts)
 
 
-def tree_reduce(model: Any, parts: Sequence[Any], split_every: int) -> Any:
-    """Combine delayed statistics in a tree whose fan-in never exceeds ``split_every``."""
+def tree_top(model: Any, parts: Sequence[Any], split_every: int) -> list[Any]:
+    """The tree of :func:`tree_reduce` without its root: at most ``split_every`` delayed parts
+    whose left fold (``functools.reduce(model.combine, ...)``) is the root's value."""
     level = list(parts)
-    while len(level) > 1:
+    while len(level) > split_every:
         groups = [level[i : i + split_every] for i in range(0, len(level), split_every)]
         # A lone leftover moves up a level as it is: no single-input combine task.
         level = [g[0] if len(g) == 1 else dask.delayed(_combine_all, pure=True)(model, *g) for g in groups]
-    return level[0]
+    return level
+
+
+def tree_reduce(model: Any, parts: Sequence[Any], split_every: int) -> Any:
+    """Combine delayed statistics in a tree whose fan-in never exceeds ``split_every``."""
+    top = tree_top(model, parts, split_every)
+    return top[0] if len(top) == 1 else dask.delayed(_combine_all, pure=True)(model, *top)
 
 
 def _e_step(model: Any, params: Any, block: Any) -> Any:
@@ -79,7 +86,8 @@ def stats_graph(
     block_fn: Callable[..., Any] | None = None,
     block_args: Sequence[Any] | None = None,
     groups: Sequence[Delayed | Sequence[Delayed]] | None = None,
-) -> Delayed:
+    root: bool = True,
+) -> Any:
     """The graph of one pass: a statistic per block, tree-reduced to one.
 
     Parameters
@@ -101,10 +109,15 @@ def stats_graph(
         block. ``groups[g]`` is the list of group ``g``'s block Delayeds, or one Delayed
         whose value is that list (a leaf group persisted on one worker).
 
+    root : bool
+        Whether the graph ends in the root combine task; else the root's inputs
+        (:func:`tree_top`) are returned, for the driver to fold (one task and one transfer
+        fewer per pass).
+
     Returns
     -------
-    Delayed
-        The combined statistics.
+    Delayed or list of Delayed
+        The combined statistics, or the root's inputs (``root=False``).
     """
     model_key = _shared(model)
     params_key = _shared(params)
@@ -131,7 +144,7 @@ def stats_graph(
         inputs += blocks
     graph = HighLevelGraph.from_collections(name, layer, dependencies=inputs)
     parts = [Delayed((name, i), graph, layer=name) for i in range(len(layer))]
-    return tree_reduce(model_key, parts, split_every)
+    return tree_reduce(model_key, parts, split_every) if root else tree_top(model_key, parts, split_every)
 
 
 def message_stats_graph(
@@ -141,9 +154,11 @@ def message_stats_graph(
     split_every: int,
     messages: Sequence[Any],
     groups: Sequence[Delayed | Sequence[Delayed]] | None = None,
-) -> Delayed:
+    root: bool = True,
+) -> Any:
     """:func:`stats_graph` of a model whose E-step takes each block's message."""
-    return stats_graph(model, params, blocks, split_every, _e_step_with_message, [(m,) for m in messages], groups)
+    messages_args = [(m,) for m in messages]
+    return stats_graph(model, params, blocks, split_every, _e_step_with_message, messages_args, groups, root)
 
 
 def _call(model: Any, method: str, check: bool, params: Any, block: Any, *message: Any) -> Any:
@@ -212,7 +227,8 @@ def rows_array(
 
 
 def _take(block: Any, index: np.ndarray) -> Any:
-    return block[index]
+    rows = block[index]
+    return rows.toarray() if hasattr(rows, "toarray") else rows  # sparse blocks: the few rows taken, dense
 
 
 def take_rows(

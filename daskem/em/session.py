@@ -40,6 +40,7 @@ import dask
 import dask.array as da
 import numpy as np
 import psutil
+import scipy.sparse
 import threadpoolctl
 from dask.delayed import Delayed
 
@@ -234,8 +235,25 @@ def weighted_rows(source: DataSource) -> DataSource:
         )
     if total <= 0.0:
         raise DataError("sample_weight must have a positive sum; got all zeros. Give some rows positive weight.")
+    if source.sparse:
+        # Sparse blocks keep their weights as a last (dense-valued) sparse column.
+        rows = da.map_blocks(
+            _sparse_with_weights,
+            source.array,
+            weights[:, None],
+            dtype=np.float64,
+            chunks=(source.array.chunks[0], (source.n_features + 1,)),
+            meta=_sparse_with_weights(source.array._meta, np.zeros((0, 1))),
+        )
+        return replace(source, array=rows, weights=None)
     rows = da.concatenate([source.array.astype(np.float64), weights[:, None]], axis=1).rechunk({1: -1})
     return replace(source, array=rows, weights=None)
+
+
+def _sparse_with_weights(block: Any, weights: np.ndarray) -> Any:
+    """A CSR block with its rows' weights as one more, last column (float64, same container kind)."""
+    stacked = scipy.sparse.hstack([block, weights.astype(np.float64)], format="csr", dtype=np.float64)
+    return type(block)(stacked) if type(block) is not type(stacked) else stacked
 
 
 def _as_list(*blocks: Any) -> list[Any]:
@@ -459,11 +477,11 @@ class FitSession:
         blocks, groups = self.blocks(), self.leaf_groups()
         if block_fn is None and carries_messages(model):
             messages = self.messages(model, params)
-            graph = message_stats_graph(model, params, blocks, self.split_every, messages, groups)
+            top = message_stats_graph(model, params, blocks, self.split_every, messages, groups, root=False)
         else:
-            graph = stats_graph(model, params, blocks, self.split_every, block_fn, block_args, groups)
-        (total,) = self.compute(graph)
-        return total
+            top = stats_graph(model, params, blocks, self.split_every, block_fn, block_args, groups, root=False)
+        # The root's combine here, as its task would do it: the same bits, a task fewer.
+        return functools.reduce(model.combine, self.compute(*top))
 
     def block_results(self, model: Any, method: str, params: Any, messages: Sequence[Any] | None = None) -> list[Any]:
         """``model.<method>(params, block[, message])`` of every block, computed: one pass."""
