@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from dask.core import get_dependencies
 from dask.utils import key_split
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
 import daskem
@@ -411,3 +412,136 @@ def test_e_step_statistics_equal_their_definitions(
     np.testing.assert_array_equal(stats.shift, params.means)
     for name, value in expected.items():
         assert_rel(getattr(stats, name), value, rtol, name)
+
+
+# -- scikit-learn's behaviours its own tests pin (tests/peers) -----------------------------------
+
+
+def _peer_blobs(dtype: Any = np.float64) -> np.ndarray:
+    rng = np.random.RandomState(0)
+    return np.r_[rng.randn(150, 2), rng.randn(150, 2) * 0.5 + 4.0].astype(dtype)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_float32_data_give_float32_attributes_near_sklearn(covariance_type: str) -> None:
+    X = _peer_blobs(np.float32)
+    kw = {"n_components": 2, "covariance_type": covariance_type, "means_init": [[0.0, 0.0], [4.0, 4.0]], "max_iter": 20}
+    ours = daskem.GaussianMixture(**kw).fit(X)
+    theirs = SklearnGaussianMixture(**kw).fit(X)
+    for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
+        assert getattr(ours, name).dtype == np.float32, name
+        # float32 E-steps on both sides: agreement to float32 rounding grown over the iterations.
+        np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_float32_weights_init_use_sklearns_tolerance() -> None:
+    weights = np.full(3, 1.0 / 3.0, dtype=np.float32)  # sums to 1 within float32 rounding only
+    assert abs(1.0 - weights.astype(np.float64).sum()) > 1e-8
+    X = np.r_[_peer_blobs(), np.random.RandomState(1).randn(50, 2) - 4.0]
+    ours = daskem.GaussianMixture(3, weights_init=weights, random_state=0, max_iter=5).fit(X)
+    theirs = SklearnGaussianMixture(3, weights_init=weights, random_state=0, max_iter=5).fit(X)
+    assert ours.weights_.shape == theirs.weights_.shape == (3,)
+
+
+def test_warm_start_first_change_is_from_the_previous_lower_bound() -> None:
+    X = _peer_blobs()
+    kw = {"n_components": 2, "warm_start": True, "max_iter": 1, "tol": 1e-3, "means_init": [[0.0, 0.0], [4.0, 4.0]]}
+    ours = daskem.GaussianMixture(**kw)
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        ours.fit(X)
+    for _ in range(50):
+        if ours.converged_:
+            break
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ours.fit(X)
+        assert ours.n_iter_ == 1
+    assert ours.converged_  # without the carried-over lower bound it never would
+
+
+def test_underflow_is_harmless_under_a_raising_error_state() -> None:
+    X = _peer_blobs() * 30.0  # far-apart components: responsibilities underflow to 0
+    with np.errstate(all="raise"):
+        gm = daskem.GaussianMixture(2, random_state=0).fit(X)
+        proba = gm.predict_proba(X)
+    theirs = SklearnGaussianMixture(2, random_state=0).fit(X)
+    np.testing.assert_allclose(np.sort(gm.means_[:, 0]), np.sort(theirs.means_[:, 0]), rtol=1e-8)
+    assert np.all(np.isfinite(proba))
+
+
+def test_regularised_m_step_decrease_is_within_its_gap_and_does_not_warn() -> None:
+    # reg_covar large against the data's variance: the regularised M-step is not an exact
+    # maximiser and scikit-learn's lower bound falls too (same start, same numbers).
+    X = np.random.RandomState(0).rand(10, 2)
+    kw = {"n_components": 2, "tol": 1e-4, "max_iter": 30, "reg_covar": 0.1, "init_params": "random", "random_state": 1}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", daskem.em.monitor.LikelihoodDecreaseWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        ours = daskem.GaussianMixture(**kw).fit(X)
+    assert np.diff(ours.lower_bounds_).min() < -1e-4  # a real decrease, tolerated
+    model = GaussianMixtureModel(2, "full", 0.1)
+    stats = model.e_step(ours._params(), X)
+    assert model.m_step_gap(stats) > 0.0
+    assert GaussianMixtureModel(2, "full", 0.0).m_step_gap(stats) == 0.0
+
+
+def test_singleton_collapse_with_reg_covar_0_finishes_like_sklearn() -> None:
+    # scikit-learn's issue #18216: one iteration from these parameters collapses two components.
+    X = np.random.RandomState(0).uniform(size=(30, 3))
+    kw = {
+        "n_components": 6,
+        "covariance_type": "spherical",
+        "reg_covar": 0,
+        "weights_init": [1 / 30, 1 / 30, 2 / 30, 2 / 30, 0.7, 0.1],
+        "means_init": [
+            [0.670637869618158, 0.21038256107384043, 0.12892629765485303],
+            [0.09394051075844147, 0.5759464955561779, 0.929296197576212],
+            [0.5033230372781258, 0.9569852381759425, 0.08654043447295741],
+            [0.18578301420435747, 0.5531158970919143, 0.19388943970532435],
+            [0.4548589928173794, 0.35182513658825276, 0.568146063202464],
+            [0.609279894978321, 0.7929063819678847, 0.9620097270828052],
+        ],
+        "precisions_init": np.array([999999.999604483, 999999.9990869573, 553.76, 204.79, 15.87, 85.46]),
+        "max_iter": 1,
+    }
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = daskem.GaussianMixture(**kw).fit(X)
+        theirs = SklearnGaussianMixture(**kw).fit(X)
+    assert not ours.converged_
+    assert not theirs.converged_
+    assert abs(ours.lower_bound_ - theirs.lower_bound_) <= 1e-10 * abs(theirs.lower_bound_)
+    assert np.all(ours.covariances_ > 0.0)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+def test_partial_initial_parameters_pair_by_fit_not_by_index(covariance_type: str) -> None:
+    # The order of the k-means components is arbitrary: given precisions (and weights)
+    # are paired with the components they fit, given means set the order themselves.
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.randn(300, 2) + 20.0, rng.randn(300, 2) @ np.array([[0.0, -0.7], [3.5, 0.7]])])
+    kw = {"n_components": 2, "covariance_type": covariance_type, "random_state": 0}
+    start = daskem.GaussianMixture(**kw, max_iter=0).fit(X)
+    plain = daskem.GaussianMixture(**kw).fit(X)
+    reverse = slice(None, None, -1)
+    given = daskem.GaussianMixture(**kw, precisions_init=start.precisions_[reverse]).fit(X)
+    assert given.n_iter_ == plain.n_iter_
+    np.testing.assert_allclose(given.means_, plain.means_, rtol=1e-10)
+    np.testing.assert_allclose(given.precisions_, plain.precisions_, rtol=1e-8)
+    # Means given in the other order: the fit follows them (the base is reordered to them).
+    follow = daskem.GaussianMixture(**kw, means_init=start.means_[reverse]).fit(X)
+    np.testing.assert_allclose(follow.means_, plain.means_[reverse], rtol=1e-8)
+    np.testing.assert_allclose(follow.weights_, plain.weights_[reverse], rtol=1e-8)
+    # scikit-learn pairs by index: the same reversed precisions there start from a mismatched model.
+    theirs = [
+        SklearnGaussianMixture(**kw, means_init=start.means_, precisions_init=start.precisions_[order]).fit(X)
+        for order in (slice(None), reverse)
+    ]
+    assert theirs[1].n_iter_ > theirs[0].n_iter_

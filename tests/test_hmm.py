@@ -1029,27 +1029,228 @@ def test_unknown_parameter_letters(gaussian_X: np.ndarray, categorical_X: np.nda
         CategoricalHMM(K, **{what: "stm"}).fit(categorical_X)
 
 
-@pytest.mark.parametrize(
-    ("init_params", "attribute", "letter"),
-    [("tmc", "startprob_", "s"), ("smc", "transmat_", "t"), ("stc", "means_", "m")],
-)
-def test_parameter_not_set(gaussian_X: np.ndarray, init_params: str, attribute: str, letter: str) -> None:
-    with pytest.raises(
-        ParameterError,
-        match=rf"^{attribute} must be set before fitting when init_params \('{init_params}'\) "
-        rf"does not contain '{letter}'",
-    ):
-        GaussianHMM(K, init_params=init_params, random_state=0).fit(gaussian_X)
+# -- hmmlearn's initialisation rules, hyperparameters and criteria ---------------------------------
 
 
-def test_emissionprob_not_set(categorical_X: np.ndarray) -> None:
-    with pytest.raises(ParameterError, match=r"^emissionprob_ must be set .* does not contain 'e'"):
-        CategoricalHMM(K, init_params="st").fit(categorical_X)
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "tied"])
+def test_parameters_not_set_are_initialised_as_hmmlearn(gaussian_X: np.ndarray, covariance_type: str) -> None:
+    """init_params="" on an unfitted model initialises what is not set (hmmlearn's ``_needs_init``):
+    here the covariances, hmmlearn's np.cov(X.T) + min_covar * I; what is set stays."""
+    ref = hmmlearn_hmm.GaussianHMM(K, covariance_type, init_params="", min_covar=0.05)
+    ours = GaussianHMM(K, covariance_type, init_params="", min_covar=0.05, n_iter=0)
+    for est in (ref, ours):
+        est.startprob_, est.transmat_, est.means_ = START0.copy(), TRANS0.copy(), MEANS0.copy()
+    ref._init(gaussian_X, LENGTHS)
+    ours.fit(gaussian_X, LENGTHS)
+    assert_rel(ours._covars_, ref._covars_, 1e-12, "_covars_")
+    for attr in ("startprob_", "transmat_", "means_"):
+        assert_bitwise(getattr(ours, attr), getattr(ref, attr), attr)
+    # Nothing set: everything is initialised (the chain uniformly, daskem's rule).
+    fresh = GaussianHMM(K, covariance_type, init_params="", n_iter=0, random_state=0).fit(gaussian_X, LENGTHS)
+    np.testing.assert_array_equal(fresh.startprob_, np.full(K, 1.0 / K))
+    assert fresh.means_.shape == (K, D)
 
 
-def test_covars_not_set_names_covars(gaussian_X: np.ndarray) -> None:
-    with pytest.raises(ParameterError, match=r"^covars_ must be set before fitting .* does not contain 'c'"):
-        GaussianHMM(K, init_params="stm", random_state=0).fit(gaussian_X)
+def test_categorical_symbols_inferred_when_emissions_not_set(categorical_X: np.ndarray) -> None:
+    """init_params="" and no emissionprob_: the symbols are the data's and ``n_features`` is set,
+    as hmmlearn sets it."""
+    ref = hmmlearn_hmm.CategoricalHMM(K, init_params="", n_iter=1, random_state=0).fit(categorical_X, LENGTHS)
+    ours = CategoricalHMM(K, init_params="", n_iter=1, random_state=0).fit(categorical_X, LENGTHS)
+    assert ours.n_features == ref.n_features == N_SYMBOLS
+    assert ours.emissionprob_.shape == ref.emissionprob_.shape
+    # The inferred count is kept: symbols beyond it are refused, as hmmlearn refuses them.
+    with pytest.raises(DataError, match=r"Symbol 4 is outside the range of symbols \[0, 4\)"):
+        ours.fit(np.array([[0], [4], [1]]))
+
+
+def test_overwritten_parameter_is_logged_as_hmmlearn(gaussian_X: np.ndarray, caplog: Any) -> None:
+    """A parameter set and named in init_params is overwritten with hmmlearn's logged warning."""
+    messages = []
+    for cls in (hmmlearn_hmm.GaussianHMM, GaussianHMM):
+        est = cls(K, "diag", n_iter=1, random_state=0)
+        est.startprob_ = START0.copy()
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            est.fit(gaussian_X, LENGTHS)
+        messages.append([r.getMessage() for r in caplog.records if "overwritten" in r.getMessage()])
+    assert messages[1] == messages[0] != []
+
+
+def test_too_little_data_is_logged_as_hmmlearn(caplog: Any) -> None:
+    X = np.random.default_rng(0).normal(size=(5, D))
+    messages = []
+    for cls in (hmmlearn_hmm.GaussianHMM, GaussianHMM):
+        est = cls(K, "full", init_params="")
+        est.startprob_, est.transmat_, est.means_, est.covars_ = START0, TRANS0, MEANS0, COVARS0["full"]
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            est._init(X, [5])
+        messages.append([r.getMessage() for r in caplog.records])
+    assert messages[1] == messages[0]
+    assert len(messages[0]) == 1
+    assert "degenerate solution" in messages[0][0]
+
+
+def test_init_is_the_start_of_fit(gaussian_X: np.ndarray, categorical_X: np.ndarray) -> None:
+    """``_init`` (hmmlearn's) sets the start a fit of ``n_iter=0`` ends with, bitwise."""
+    by_init = GaussianHMM(K, "full", random_state=3)
+    by_init._init(gaussian_X, LENGTHS)
+    by_fit = GaussianHMM(K, "full", random_state=3, n_iter=0).fit(gaussian_X, LENGTHS)
+    for attr in GAUSSIAN_ATTRS:
+        assert_bitwise(getattr(by_init, attr), getattr(by_fit, attr), attr)
+    cat = CategoricalHMM(K, random_state=3)
+    cat._init(categorical_X, LENGTHS)
+    cat_fit = CategoricalHMM(K, random_state=3, n_iter=0).fit(categorical_X, LENGTHS)
+    assert cat.n_features == cat_fit.n_features == N_SYMBOLS
+    for attr in CATEGORICAL_ATTRS:
+        assert_bitwise(getattr(cat, attr), getattr(cat_fit, attr), attr)
+
+
+def test_check_validates_parameters() -> None:
+    _, est = gaussian_pair("diag")
+    est._check()
+    est.means_ = MEANS0[:2]
+    with pytest.raises(ValueError, match="means"):
+        est._check()
+    _, cat = categorical_pair()
+    cat._check()
+    cat.emissionprob_ = np.zeros((1, N_SYMBOLS))
+    with pytest.raises(ValueError, match="emissionprob"):
+        cat._check()
+
+
+def test_constant_feature_fits_as_hmmlearn() -> None:
+    """A constant feature: the data covariance has min_covar on its diagonal before anything is
+    factorised (hmmlearn's ``np.cov(X.T) + min_covar * I``), and the fit runs as hmmlearn's."""
+    rng = np.random.default_rng(1)
+    X = np.column_stack([np.full(300, 7.0), rng.normal(size=300), rng.normal(size=300)])
+    X[150:, 1:] += 4.0
+    ref = LearnGaussianHMM(2, "diag", init_params="", n_iter=5, tol=0.0)
+    ours = GaussianHMM(2, "diag", init_params="", n_iter=5, tol=0.0)
+    means = np.array([[7.0, 0.0, 0.0], [7.0, 4.0, 4.0]])
+    for est in (ref, ours):
+        est.startprob_, est.transmat_, est.means_ = np.array([0.5, 0.5]), np.full((2, 2), 0.5), means.copy()
+    ref._init(X)
+    ref.fit(X)
+    ours.fit(X)
+    assert_same_gaussian(ours, ref, 1e-10)
+    # Under the default init_params too (k-means|| means): it fits.
+    default = GaussianHMM(2, "full", random_state=0).fit(X)
+    assert np.isfinite(default.monitor_.history).all()
+
+
+def test_singular_full_covariance_falls_back_as_hmmlearn() -> None:
+    """A full covariance that is not positive definite (a state collapsed onto a few rows) is
+    kept and its density taken from covariance + 1e-7 * I, as hmmlearn's density does."""
+    rng = np.random.default_rng(2)
+    on_line = rng.normal(0.8, 0.3, size=30)
+    X = np.concatenate(
+        [rng.normal(3.0, 1.0, size=(100, D)), np.column_stack([on_line, on_line]), rng.normal(size=(100, D))]
+    )
+    # State 0 sits on the rows of the line x1 = x2: its covariance is singular before and after
+    # every M-step (the scatter of those rows plus hmmlearn's scalar covars_prior, both rank one).
+    singular = np.array([[[0.09, 0.09], [0.09, 0.09]], [[1.0, 0.2], [0.2, 1.0]], [[2.0, 0.0], [0.0, 0.5]]])
+    # One iteration: its E-step reads the singular start in both (whether a later M-step's
+    # covariance factorises or falls back depends on rounding, and its likelihood with it).
+    ref = LearnGaussianHMM(K, "full", init_params="", n_iter=1)
+    ours = GaussianHMM(K, "full", init_params="", n_iter=1)
+    for est in (ref, ours):
+        est.startprob_, est.transmat_, est.means_ = START0.copy(), TRANS0.copy(), MEANS0.copy()
+    ref._covars_ = singular.copy()  # hmmlearn's setter refuses it; its density falls back
+    ours.covars_ = singular.copy()
+    assert relative_difference(ours.score(X), ref.score(X)) <= 1e-9
+    ref.fit(X)
+    ours.fit(X)
+    assert ours.covariance_type == "full"
+    assert np.linalg.eigvalsh(ours._covars_[0]).min() < 1e-12  # (nearly) singular: kept as estimated
+    # covariance + 1e-7 * I has a condition number of ~1e7: the two factorisations round apart by that much.
+    assert_same_gaussian(ours, ref, 1e-6)
+    np.testing.assert_allclose(ours.monitor_.history, ref.monitor_.history, rtol=1e-8)
+
+
+@pytest.mark.parametrize("shape", [(K,), (K, 1), (K, 1, 1, 1)])
+def test_spherical_covars_shapes_as_hmmlearn(gaussian_X: np.ndarray, shape: tuple[int, ...]) -> None:
+    """hmmlearn takes spherical variances in any shape of n_components values."""
+    ref, ours = gaussian_pair("spherical")
+    ref.covars_ = np.array([0.5, 1.0, 2.0])
+    ours.covars_ = np.array([0.5, 1.0, 2.0]).reshape(shape)
+    assert relative_difference(ours.score(gaussian_X, LENGTHS), ref.score(gaussian_X, LENGTHS)) <= 1e-12
+    assert_rel(ours.covars_, ref.covars_, 0.0, "covars_")
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_aic_bic_equal_hmmlearn(gaussian_X: np.ndarray, covariance_type: str) -> None:
+    ref, ours = gaussian_pair(covariance_type, n_iter=2, params="stm")
+    ours.fit(gaussian_X, LENGTHS)
+    ref.startprob_, ref.transmat_, ref.means_ = ours.startprob_, ours.transmat_, ours.means_
+    ref._check()  # sets hmmlearn's n_features, which its parameter count reads
+    for criterion in ("aic", "bic"):
+        expected = getattr(ref, criterion)(gaussian_X, LENGTHS)
+        assert relative_difference(getattr(ours, criterion)(gaussian_X, LENGTHS), expected) <= 1e-12, criterion
+
+
+def test_categorical_aic_bic_equal_hmmlearn(categorical_X: np.ndarray) -> None:
+    ref, ours = categorical_pair()
+    ref._check()
+    for criterion in ("aic", "bic"):
+        expected = getattr(ref, criterion)(categorical_X, LENGTHS)
+        assert relative_difference(getattr(ours, criterion)(categorical_X, LENGTHS), expected) <= 1e-12, criterion
+
+
+def _underflow_data() -> np.ndarray:
+    """hmmlearn's test_underflow_from_scaling: an outlier whose densities underflow to zero."""
+    rng = np.random.default_rng(4)
+    data = np.concatenate([rng.normal(0, 1, 100), rng.normal(5, 1, 100), rng.normal(0, 1, 100), rng.normal(5, 1, 100)])
+    data[40] = 10_000.0
+    return data[:, None]
+
+
+def _underflow_pair(implementation: str) -> tuple[Any, GaussianHMM]:
+    kwargs = {"init_params": "", "n_iter": 5, "tol": 0.0, "implementation": implementation}
+    ref = LearnGaussianHMM(2, "spherical", **kwargs)
+    ours = GaussianHMM(2, "spherical", **kwargs)
+    for est in (ref, ours):
+        est.startprob_, est.transmat_ = np.array([0.0, 1.0]), np.array([[0.4, 0.6], [0.6, 0.4]])
+        est.means_, est.covars_ = np.array([[0.0], [5.0]]), np.array([1.0, 1.0])
+    return ref, ours
+
+
+def test_implementation_is_a_parameter() -> None:
+    """``implementation`` is a real scikit-learn parameter, validated; both values compute the same."""
+    from sklearn.base import clone
+
+    est = GaussianHMM(K, implementation="scaling")
+    assert est.get_params()["implementation"] == "scaling"
+    assert clone(est).implementation == "scaling"
+    assert est.set_params(implementation="log").implementation == "log"
+    assert CategoricalHMM(K, implementation="scaling").get_params()["implementation"] == "scaling"
+    for cls in (GaussianHMM, CategoricalHMM):
+        with pytest.raises(ValueError, match=r"'implementation' parameter of .*'fast'"):
+            cls(K, implementation="fast").fit(np.zeros((4, 1), dtype=np.int64))
+    X = np.random.default_rng(5).normal(size=(300, D))
+    fits = []
+    for implementation in ("scaling", "log"):
+        _, ours = gaussian_pair("full", n_iter=3, implementation=implementation)
+        fits.append(ours.fit(X, [100, 200]))
+    for attr in GAUSSIAN_ATTRS:
+        assert_bitwise(getattr(fits[0], attr), getattr(fits[1], attr), attr)
+
+
+def test_scaling_refuses_underflow_log_fits_as_hmmlearn() -> None:
+    """hmmlearn's test_underflow_from_scaling: "scaling" raises, as hmmlearn's scaled forward pass
+    does; "log" fits, with hmmlearn's log-space numbers."""
+    data = _underflow_data()
+    ref, ours = _underflow_pair("scaling")
+    with pytest.raises(ValueError, match="underflow"):
+        ref.fit(data)
+    with pytest.raises(ValueError, match=r"^Forward pass failed with underflow .* consider using implementation='log'"):
+        ours.fit(data)
+    ref, ours = _underflow_pair("log")
+    ref.fit(data)
+    ours.fit(data)
+    # hmmlearn's variances come from raw moments: the outlier's square (1e8) costs it ~1e-8.
+    assert_same_gaussian(ours, ref, 1e-6)
+    assert relative_difference(ours.score(data), ref.score(data)) <= 1e-8
 
 
 def test_not_fitted_and_other_hyperparameters(gaussian_X: np.ndarray, fitted_gaussian: GaussianHMM) -> None:

@@ -180,13 +180,22 @@ def gmm_collapsed_on(point: np.ndarray, reg_covar: float = 1e-6) -> Callable[[An
 
     def check(ctx: Any, est: GaussianMixture) -> None:
         finite_gmm(ctx, est)
-        np.testing.assert_allclose(est.means_, np.broadcast_to(point, est.means_.shape), rtol=1e-12, atol=0)
+        # The float64 parameters the fit computed (the attributes are them in X's dtype:
+        # float32 data give float32 attributes, as scikit-learn's, so compare those exactly
+        # to the float64 values rounded once).
+        params = est._params()
+        dtype = np.float32 if getattr(ctx, "dtype", None) == np.float32 else np.float64  # ctx: the data
+        for name in ("means", "covariances"):
+            attribute = getattr(est, f"{name}_")
+            assert attribute.dtype == dtype, name
+            np.testing.assert_array_equal(attribute, getattr(params, name).astype(attribute.dtype), err_msg=name)
+        np.testing.assert_allclose(params.means, np.broadcast_to(point, params.means.shape), rtol=1e-12, atol=0)
         diagonal = {
             "full": lambda c: np.diagonal(c, axis1=-2, axis2=-1),
             "tied": np.diagonal,
             "diag": lambda c: c,
             "spherical": lambda c: c,
-        }[est.covariance_type](est.covariances_)
+        }[est.covariance_type](params.covariances)
         np.testing.assert_allclose(diagonal, reg_covar, rtol=1e-9)
 
     return check

@@ -24,13 +24,14 @@ import zarr
 from scipy.stats import multivariate_normal
 from sklearn.decomposition import PCA
 from sklearn.decomposition import FactorAnalysis as SklearnFactorAnalysis
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import daskem
 from daskem.em import current_client, fit_em
 from daskem.errors import DataError, ParameterError
 from daskem.models import FactorAnalysisModel, FactorAnalysisParams, PPCAModel, PPCAParams
+from daskem.models.linear_gaussian import ortho_rotation
 from daskem.testing import ModelContract
 from daskem.testing.contract import relative_difference
 
@@ -136,11 +137,148 @@ def test_factor_analysis_reaches_sklearns_fit(
     assert_rel(est.mean_, sklearn_fa.mean_, 1e-12, "mean_")
     # Posterior means agree up to a rotation of the latent space, which E[z|x]^T W removes.
     assert_rel(est.transform(fa_X) @ est.components_, sklearn_fa.transform(fa_X) @ sklearn_fa.components_, 1e-5)
-    # loglike_ is scikit-learn's: total log-likelihoods, never decreasing.
+    # loglike_ is scikit-learn's: total log-likelihoods after each iteration, never
+    # decreasing, the last one that of the returned model (lower_bounds_ are those each
+    # iteration started from, one behind).
     assert len(est.loglike_) == est.n_iter_
     assert np.all(np.diff(est.loglike_) >= -1e-9 * n)
-    assert est.loglike_[-1] == pytest.approx(n * est.lower_bound_, rel=1e-15)
+    assert est.loglike_[:-1] == pytest.approx([n * v for v in est.lower_bounds_[1:]], rel=1e-15)
+    assert est.loglike_[-1] == pytest.approx(est.score_samples(fa_X).sum(), rel=1e-12)
+    assert est.loglike_[-1] >= n * est.lower_bound_ - 1e-9 * n
     assert est.loglike_[-1] == pytest.approx(sklearn_fa.loglike_[-1], abs=1e-6 * n)
+
+
+# -- (b2) scikit-learn's FactorAnalysis parameters: each against scikit-learn's numbers ---------
+
+
+@pytest.mark.parametrize("svd_method", ["lapack", "randomized"])
+def test_svd_start_is_sklearns_first_iteration(svd_method: str, fa_X: np.ndarray) -> None:
+    # On at most INIT_ROWS rows the start is scikit-learn's first SVD step: its loadings
+    # for the given noise (scikit-learn's max_iter=1 returns them), whatever the SVD method.
+    X = fa_X[:500]
+    noise = np.linspace(0.5, 2.0, X.shape[1])
+    ours = FactorAnalysisModel(Q).svd_init_params(X, noise, svd_method=svd_method, iterated_power=3, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        theirs = SklearnFactorAnalysis(Q, max_iter=1, noise_variance_init=noise, svd_method=svd_method).fit(X)
+    # Singular vectors are defined up to sign; the randomized SVD is exact here (Q + 10 > 8 columns).
+    assert_rel(np.abs(ours.components), np.abs(theirs.components_), 1e-10, "components")
+    assert_rel(ours.mean, X.mean(axis=0), 1e-14, "mean")
+    assert np.array_equal(ours.noise_variance, noise)
+    # The estimator starts there: one EM iteration from it is what the fit's first M-step gives.
+    est = daskem.FactorAnalysis(Q, max_iter=1, noise_variance_init=noise, svd_method=svd_method)
+    with pytest.warns(ConvergenceWarning):
+        est.fit(X)
+    W, _, psi = numpy_em_step(X, ours.components, noise, isotropic=False)
+    assert_rel(est.components_.T @ est.components_, W.T @ W, 1e-10, "W^T W after one iteration")
+    assert_rel(est.noise_variance_, psi, 1e-10, "noise after one iteration")
+
+
+def test_randomized_svd_with_fewer_power_iterations_differs(fa_X: np.ndarray) -> None:
+    # iterated_power is used: with 0 power iterations a randomized SVD of a wide matrix
+    # is not exact, with 3 it is nearer the LAPACK one (as scikit-learn's randomized_svd).
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(200, 3)) @ rng.normal(size=(3, 60)) + rng.normal(size=(200, 60))
+    model = FactorAnalysisModel(1)
+    exact = model.svd_init_params(X, svd_method="lapack").components
+    errors = [
+        relative_difference(
+            np.abs(model.svd_init_params(X, svd_method="randomized", iterated_power=p, random_state=0).components),
+            np.abs(exact),
+        )
+        for p in (0, 3)
+    ]
+    assert errors[1] < errors[0]
+    assert errors[1] < 1e-3
+
+
+def test_svd_methods_reach_the_same_fit(fa_X: np.ndarray) -> None:
+    fits = [daskem.FactorAnalysis(Q, tol=1e-10, svd_method=m).fit(fa_X) for m in ("lapack", "randomized")]
+    assert fits[0].n_iter_ == fits[1].n_iter_
+    np.testing.assert_allclose(fits[0].loglike_, fits[1].loglike_, rtol=1e-10)
+    assert_rel(fits[0].get_covariance(), fits[1].get_covariance(), 1e-8)
+
+
+@pytest.mark.parametrize("rotation", ["varimax", "quartimax"])
+def test_rotation_is_sklearns(rotation: str, fa_X: np.ndarray) -> None:
+    from sklearn.decomposition._factor_analysis import _ortho_rotation  # the oracle (private)
+
+    plain = daskem.FactorAnalysis(Q, tol=1e-10).fit(fa_X)
+    rotated = daskem.FactorAnalysis(Q, tol=1e-10, rotation=rotation).fit(fa_X)
+    expected = _ortho_rotation(plain.components_.T, method=rotation, tol=1e-6)
+    np.testing.assert_array_equal(rotated.components_, expected)
+    np.testing.assert_array_equal(ortho_rotation(plain.components_, rotation), expected)
+    # A rotation changes the factors, not the model: same covariance and likelihood.
+    assert_rel(rotated.get_covariance(), plain.get_covariance(), 1e-12, "covariance")
+    assert rotated.loglike_ == plain.loglike_
+    assert not np.allclose(rotated.transform(fa_X), plain.transform(fa_X))
+    np.testing.assert_allclose(rotated.transform(fa_X) @ rotated.components_, plain.transform(fa_X) @ plain.components_)
+    # scikit-learn's rotated fit: the same loadings up to sign and its convergence.
+    theirs = SklearnFactorAnalysis(Q, tol=1e-10, max_iter=10_000, rotation=rotation, svd_method="lapack").fit(fa_X)
+    assert_rel(np.abs(rotated.components_), np.abs(theirs.components_), 1e-4, "rotated components")
+
+
+def test_noise_variance_init(fa_X: np.ndarray) -> None:
+    noise = np.full(fa_X.shape[1], 3.0)
+    est = daskem.FactorAnalysis(Q, noise_variance_init=noise, max_iter=0).fit(fa_X)
+    assert np.array_equal(est.noise_variance_, noise)  # max_iter=0: the start itself
+    fitted = daskem.FactorAnalysis(Q, tol=1e-12, max_iter=5000, noise_variance_init=noise).fit(fa_X)
+    theirs = SklearnFactorAnalysis(Q, tol=1e-10, max_iter=10_000, noise_variance_init=noise).fit(fa_X)
+    assert fitted.score(fa_X) == pytest.approx(theirs.score(fa_X), abs=1e-6)
+    assert_rel(fitted.noise_variance_, theirs.noise_variance_, 1e-4, "noise_variance_")
+    with pytest.raises(ValueError, match=re.escape("noise_variance_init has 8 values but X has 3 features")):
+        daskem.FactorAnalysis(2, noise_variance_init=noise).fit(fa_X[:, :3])
+    message = "The 'noise_variance_init' parameter of FactorAnalysis must be an array-like of shape (n_features,)"
+    for bad in ([1.0, -1.0], [[1.0]], [np.nan], "x"):
+        with pytest.raises(ParameterError, match=re.escape(message)):
+            daskem.FactorAnalysis(1, noise_variance_init=bad).fit(fa_X[:, :2])
+
+
+def test_n_components_zero_is_sklearns_diagonal_gaussian(fa_X: np.ndarray) -> None:
+    n, d = fa_X.shape
+    est = daskem.FactorAnalysis(0).fit(fa_X)
+    theirs = SklearnFactorAnalysis(0).fit(fa_X)
+    assert est.components_.shape == theirs.components_.shape == (0, d)
+    assert_rel(est.noise_variance_, theirs.noise_variance_, 1e-12, "noise_variance_")
+    assert est.loglike_[-1] == pytest.approx(theirs.loglike_[-1], rel=1e-12)
+    assert est.score(fa_X) == pytest.approx(theirs.score(fa_X), rel=1e-12)
+    assert_rel(est.get_precision(), theirs.get_precision(), 1e-12, "precision")
+    assert est.transform(fa_X).shape == (n, 0)
+    assert est.converged_
+
+
+def test_loglike_ends_with_the_returned_models_likelihood(fa_X: np.ndarray) -> None:
+    # scikit-learn's meaning: one total log-likelihood per iteration, the last that of
+    # the returned model (its loglike_[-1] is its own model's score too).
+    theirs = SklearnFactorAnalysis(Q, svd_method="lapack").fit(fa_X)
+    assert theirs.loglike_[-1] == pytest.approx(theirs.score_samples(fa_X).sum(), rel=1e-9)
+    est = daskem.FactorAnalysis(Q, tol=1e-4).fit(fa_X)
+    assert len(est.loglike_) == est.n_iter_
+    assert est.loglike_[-1] == pytest.approx(est.score_samples(fa_X).sum(), rel=1e-13)
+    # One block: reading the first rows is a pass, then one per iteration and one scoring the returned model.
+    assert est.n_passes_ == 1 + est.n_iter_ + 1
+
+
+@silence_convergence
+def test_copy_is_accepted_and_x_is_never_modified(fa_X: np.ndarray) -> None:
+    X = fa_X.copy()
+    for copy in (True, False):
+        daskem.FactorAnalysis(Q, copy=copy, max_iter=3).fit(X)
+        assert np.array_equal(X, fa_X)
+    with pytest.raises(ParameterError, match="The 'copy' parameter of FactorAnalysis must be an instance of 'bool'"):
+        daskem.FactorAnalysis(Q, copy="yes").fit(X)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"svd_method": "arpack"}, "The 'svd_method' parameter of FactorAnalysis must be a str among"),
+        ({"iterated_power": -1}, "The 'iterated_power' parameter of FactorAnalysis must be an int in the range [0"),
+        ({"rotation": "promax"}, "The 'rotation' parameter of FactorAnalysis must be a str among"),
+    ],
+)
+def test_bad_factor_analysis_parameters(params: dict[str, Any], message: str, fa_X: np.ndarray) -> None:
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        daskem.FactorAnalysis(Q, **params).fit(fa_X)
 
 
 # -- (c) one EM step against a plain in-memory NumPy EM step ------------------------------------
@@ -308,7 +446,9 @@ def test_resumed_fit_equals_the_uninterrupted_fit_bitwise(
         for name in ("components_", "mean_", "noise_variance_"):
             assert np.asarray(getattr(fitted, name)).tobytes() == np.asarray(getattr(expected, name)).tobytes(), name
         assert fitted.lower_bounds_ == expected.lower_bounds_
-        assert fitted.loglike_ == expected.loglike_
+        # A checkpoint holds the engine's records: the last pass scoring the returned
+        # parameters (loglike_[-1]) is the fit's, not the checkpoint's.
+        assert fitted.loglike_ == (expected.loglike_ if fitted is resumed else expected.loglike_[:-1])
         assert fitted.n_iter_ == expected.n_iter_ == 12
 
 
@@ -337,18 +477,18 @@ def test_more_components_than_features(estimator: type, fa_X: np.ndarray) -> Non
 @pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: e.__name__)
 def test_bad_n_components(estimator: type, fa_X: np.ndarray) -> None:
     message = (
-        f"The 'n_components' parameter of {estimator.__name__} must be an int in the range [1, inf) or None. "
-        "Got 0 instead."
+        f"The 'n_components' parameter of {estimator.__name__} must be an int in the range [0, inf) or None. "
+        "Got -1 instead."
     )
     with pytest.raises(ParameterError, match=re.escape(message)):
-        estimator(n_components=0).fit(fa_X)
+        estimator(n_components=-1).fit(fa_X)
 
 
 @pytest.mark.parametrize("model_type", [PPCAModel, FactorAnalysisModel], ids=MODEL_IDS)
 def test_bad_model_n_components(model_type: type) -> None:
-    message = f"The 'n_components' parameter of {model_type.__name__} must be an int in the range [1, inf). Got 0"
+    message = f"The 'n_components' parameter of {model_type.__name__} must be an int in the range [0, inf). Got -1"
     with pytest.raises(ParameterError, match=re.escape(message)):
-        model_type(0)
+        model_type(-1)
 
 
 @pytest.mark.parametrize(
@@ -376,8 +516,7 @@ def test_bad_model_n_components(model_type: type) -> None:
         ),
         (
             lambda: PPCAParams(np.ones(3), np.zeros(3), 1.0),
-            "The parameter 'components' should be 2-D (n_components, n_features) with n_components >= 1, but got "
-            "shape (3,).",
+            "The parameter 'components' should be 2-D (n_components, n_features), but got shape (3,).",
         ),
         (
             lambda: FactorAnalysisParams(np.ones((4, 3)), np.zeros(3), np.ones(3)),

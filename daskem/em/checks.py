@@ -41,7 +41,8 @@ def check_log_likelihood(loglik: float, model: Any = None) -> None:
 
 def check_rows(block: Any) -> None:
     """Raise :class:`DataError` if a block to predict on holds NaN or infinite values."""
-    bad = block.size - np.count_nonzero(np.isfinite(block))
+    values = block.data if hasattr(block, "tocsr") else block  # a sparse block: its stored values
+    bad = values.size - np.count_nonzero(np.isfinite(values))
     if bad:
         raise DataError(
             f"Input X contains {bad} NaN or infinite value(s) in a block of {block.shape[0]} rows. "

@@ -53,6 +53,7 @@ def fit_em_restarts(
     cache: Cache = "auto",
     max_init_passes: int | None = None,
     pass_callback: Callable[[int, tuple[EMResult, ...], dict[int, Any]], None] | None = None,
+    previous_lower_bound: float = -np.inf,
 ) -> RestartsResult:
     """Fit ``model`` from several initialisations at once, sharing every pass over the data.
 
@@ -96,6 +97,10 @@ def fit_em_restarts(
         once its records are committed: ``passes`` made so far, every run's
         :class:`EMResult` so far, in run order, and the statistics the pass computed, by
         run index (progress of a whole grid of runs).
+    previous_lower_bound : float, default=-inf
+        The per-sample log-likelihood the first iteration's change is measured from: a warm
+        start passes the previous fit's ``lower_bound_`` (scikit-learn's rule), so one
+        iteration can already meet ``tol``.
 
     Returns
     -------
@@ -136,7 +141,9 @@ def fit_em_restarts(
         raise ValueError(f"{len(targets)} checkpoint runs were given for {n_runs} initialisations.")
     runs = []
     for i in range(n_runs):
-        monitor = ConvergenceMonitor(tol=tol, max_iter=max_iter, decrease_rtol=decrease_rtol, run=i)
+        monitor = ConvergenceMonitor(
+            tol=tol, max_iter=max_iter, decrease_rtol=decrease_rtol, run=i, previous=float(previous_lower_bound)
+        )
         run = Run(i, models[i] if models else model, monitor, targets[i] if targets else None)
         state = states[i] if states else None
         if state is not None:

@@ -35,7 +35,14 @@ from daskem.em.driver import fit_em_restarts
 from daskem.em.runs import BatchedModel
 from daskem.em.session import Cache, FitSession, as_session
 from daskem.errors import NumericalError
-from daskem.models.kmeans import KMeansModel, KMeansParams, rounding_bound, shared_reference
+from daskem.models.kmeans import (
+    KMeansModel,
+    KMeansParams,
+    count_nonfinite,
+    dense_rows,
+    rounding_bound,
+    shared_reference,
+)
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -178,9 +185,8 @@ def _oversample_block(
         d = centers.shape[1]
         cost, rows, start, bad = 0.0, [np.zeros((0, d + 1))], 0, 0
         for xs, w, _, dist in _nearest(model, centers, block):
-            if not np.all(np.isfinite(xs)):  # centring can overflow finite data: count the raw rows
-                raw = block[start : start + xs.shape[0], :d]
-                bad += int(raw.size - np.count_nonzero(np.isfinite(raw)))
+            if count_nonfinite(xs):  # centring can overflow finite data: count the raw rows
+                bad += count_nonfinite(block[start : start + xs.shape[0], :d])
             mass = dist if w is None else w * dist
             cost += float(mass.sum(dtype=np.float64))
             with np.errstate(divide="ignore"):
@@ -189,7 +195,7 @@ def _oversample_block(
             if keep.size > reducer.size:
                 keep = keep[np.argpartition(-keys[keep], reducer.size - 1)[: reducer.size]]
             tile = np.empty((keep.size, d + 1))
-            tile[:, 0], tile[:, 1:] = keys[keep], block[start + keep, :d]
+            tile[:, 0], tile[:, 1:] = keys[keep], dense_rows(block[start + keep, :d])
             rows.append(tile)
             start += xs.shape[0]
         out.append((cost, _top_keys(np.concatenate(rows), reducer.size), bad))

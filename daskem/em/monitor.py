@@ -54,7 +54,8 @@ class ConvergenceMonitor:
 
     Converged when ``abs(change) < tol``, as scikit-learn's mixtures decide, unless the
     model decides itself (``update(..., converged=...)``, e.g. k-means' centre shift). A decrease
-    larger than rounding (``decrease_rtol`` relative) raises :class:`LikelihoodDecreaseWarning`.
+    larger than rounding (``decrease_rtol`` relative) and than what the previous M-step may
+    cost (``slack`` of :meth:`update`) raises :class:`LikelihoodDecreaseWarning`.
 
     Parameters
     ----------
@@ -66,12 +67,17 @@ class ConvergenceMonitor:
         Relative decrease tolerated as rounding (larger for float32 computations).
     run : int
         Index of the initialisation monitored (copied into its records).
+    previous : float
+        The log-likelihood the first iteration's change is measured from: ``-inf`` for a
+        new fit, the previous fit's ``lower_bound_`` for a warm start (as scikit-learn does,
+        so a warm-started fit of one iteration can report convergence).
     """
 
     tol: float
     max_iter: int
     decrease_rtol: float = 1e-10
     run: int = 0
+    previous: float = -math.inf
     history: list[IterationRecord] = field(default_factory=list)
     converged: bool = False
 
@@ -106,7 +112,13 @@ class ConvergenceMonitor:
         }
 
     def update(
-        self, log_likelihood: float, seconds: float, passes: int = 0, converged: bool | None = None
+        self,
+        log_likelihood: float,
+        seconds: float,
+        passes: int = 0,
+        converged: bool | None = None,
+        *,
+        slack: float = 0.0,
     ) -> IterationRecord:
         """Record an iteration's per-sample log-likelihood and return its record.
 
@@ -120,15 +132,19 @@ class ConvergenceMonitor:
             Passes over the data made so far.
         converged : bool, optional
             The model's own convergence verdict; ``None`` applies ``abs(change) < tol``.
+        slack : float, default=0
+            Per-sample decrease the previous M-step can cause without any fault: the gap of
+            a regularised M-step (:class:`daskem.models.base.RegularisedMStep`); only a
+            decrease beyond it and rounding warns.
         """
-        previous = self.history[-1].log_likelihood if self.history else -math.inf
+        previous = self.history[-1].log_likelihood if self.history else self.previous
         change = log_likelihood - previous
         self.converged = abs(change) < self.tol if converged is None else bool(converged)
         record = IterationRecord(
             len(self.history) + 1, log_likelihood, change, seconds, passes, self.run, self.converged
         )
         self.history.append(record)
-        if change < -self.decrease_rtol * max(1.0, abs(log_likelihood)):
+        if change < -self.decrease_rtol * max(1.0, abs(log_likelihood)) - slack:
             warnings.warn(
                 f"Log-likelihood decreased at iteration {record.iteration}: "
                 f"{previous!r} -> {log_likelihood!r} (change {change:.3e}).",

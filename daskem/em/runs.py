@@ -23,7 +23,7 @@ from daskem.em.accelerate import Squarem
 from daskem.em.checks import check_stats
 from daskem.em.monitor import ConvergenceMonitor, IterationRecord
 from daskem.errors import NumericalError
-from daskem.models.base import BatchedEStep, OwnConvergence, carries_messages
+from daskem.models.base import BatchedEStep, OwnConvergence, RegularisedMStep, carries_messages
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,8 @@ class Run:
         self.resumed_passes = 0
         self.rules: tuple[tuple[int, float, int], ...] = ((0, monitor.tol, monitor.max_iter),)
         self.started = time.perf_counter()
+        # Per-sample decrease the last M-step may cause (a regularised M-step's gap).
+        self.slack = 0.0
 
     @property
     def active(self) -> bool:
@@ -224,8 +226,11 @@ class Run:
             # still moving: an accelerated run stops after two small changes in a row.
             verdict = abs(mean_loglik - history[-1].log_likelihood) < tol and abs(history[-1].change) < tol
         now = time.perf_counter()
-        record = self.monitor.update(mean_loglik, now - self.started, passes, verdict)
+        record = self.monitor.update(mean_loglik, now - self.started, passes, verdict, slack=self.slack)
         self.started = now
+        # A regularised M-step is not an exact maximiser: the next log-likelihood may fall by
+        # up to its gap (an accepted SQUAREM jump is no M-step and is checked against it anyway).
+        self.slack = self.model.m_step_gap(stats) / stats.n if isinstance(self.model, RegularisedMStep) else 0.0
         self.params = result
         if self.squarem is not None:
             self.pending = self.squarem.accepted(point, result, self.model.log_likelihood(stats))

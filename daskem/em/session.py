@@ -387,9 +387,9 @@ class FitSession:
         if cached and _many_small_blocks(source):
             array = array.rechunk({0: target_block_rows(source.n_samples, source.n_features)})
         self._rows = tuple(int(c) for c in array.chunks[0])
-        groups = -(-len(self._rows) // self.split_every)
+        n_groups = -(-len(self._rows) // self.split_every)
         resident = cached or (self.in_memory and self.client is None)
-        self._group_leaves = resident and groups >= self.resources.threads
+        self._group_leaves = resident and n_groups >= self.resources.threads
         blocks = list(array.to_delayed().ravel())
         logger.info(
             "data %s (%.3g GiB, %d blocks): %s (memory available to hold them: %.3g GiB)",

@@ -225,6 +225,8 @@ class EMEstimator(BaseEstimator):
             checkpoint_every=self.checkpoint_every,
             keep_last=self.keep_last,
             max_init_passes=0 if warm else self._max_init_passes(n_init),
+            # A warm start measures its first change from the previous fit (scikit-learn's rule).
+            previous_lower_bound=float(getattr(self, "lower_bound_", -np.inf)) if warm else -np.inf,
         )
         self._print_end(outcome)
         best = outcome.results[outcome.best]
@@ -299,6 +301,9 @@ class EMEstimator(BaseEstimator):
 
     # -- prediction ------------------------------------------------------------------------
 
+    #: Whether the model computes with scipy.sparse blocks (only KMeans): others refuse sparse X.
+    _ACCEPT_SPARSE = False
+
     def _check_fitted(self) -> None:
         if not all(hasattr(self, a) for a in self._FITTED):
             raise NotFittedError(
@@ -308,7 +313,7 @@ class EMEstimator(BaseEstimator):
 
     def _source_for_predict(self, X: Any) -> DataSource:
         self._check_fitted()
-        source = as_source(X)
+        source = as_source(X, accept_sparse=self._ACCEPT_SPARSE)
         if source.n_features != self.n_features_in_:
             raise DataError(
                 f"X has {source.n_features} features, but {type(self).__name__} is expecting "
@@ -390,9 +395,15 @@ class EMEstimator(BaseEstimator):
         n_passes: int,
         n_samples: int = 0,
         source: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> EMEstimator:
-        """A fitted estimator from stored hyperparameters, parameter arrays and fit record."""
+        """A fitted estimator from stored hyperparameters, parameter arrays and fit record.
+
+        ``extra`` is what the estimator's own ``_fit_record`` added under ``"extra"``
+        (read by its ``_restored``).
+        """
         est = cls(**params)
+        est._fit_extra = dict(extra or {})
         est._set_params_attributes(est._model_for_arrays(arrays).params_from_arrays(arrays))
         est.converged_ = converged
         est.n_iter_ = len(lower_bounds)
@@ -466,6 +477,7 @@ def restore(
     n_passes: int,
     n_samples: int = 0,
     source: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> EMEstimator:
     """A fitted estimator from its hyperparameters, parameter arrays and fit record.
 
@@ -494,6 +506,8 @@ def restore(
     source : dict, optional
         ``{"location": ..., "options": ...}`` of the data fitted (None: in-memory data),
         which ``daskem plot`` reads again.
+    extra : dict, optional
+        What the estimator's fit record adds of its own (a model file's ``fit.extra``).
 
     Returns
     -------
@@ -510,6 +524,7 @@ def restore(
         n_passes=n_passes,
         n_samples=n_samples,
         source=record,
+        extra=extra,
     )
 
 
@@ -572,6 +587,7 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
             n_passes=int(fit["n_passes"]),
             n_samples=int(fit.get("n_samples", 0)),
             source=fit["source"] if isinstance(fit.get("source"), dict) else None,
+            extra=fit["extra"] if isinstance(fit.get("extra"), dict) else None,
         )
     estimator = meta.get("estimator")
     if "select" in meta:

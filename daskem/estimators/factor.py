@@ -7,12 +7,17 @@ The models, their statistics and the M-step algebra are in
 ``get_covariance``, ...), with the EM iterations run over Dask blocks, one pass over the
 data per iteration.
 
-Start: the mean and per-feature variances ``v`` of the first
-:data:`INIT_ROWS` rows (read from the blocks holding them; a pass only when those are
-more than half of the blocks), loadings drawn standard normal with the seed and scaled by
-``sqrt(v / (2 q))``, noise ``v / 2`` (its mean for PPCA). scikit-learn's FactorAnalysis
-starts from unit noise and iterates SVDs; daskem runs plain EM (optionally
-SQUAREM-accelerated), whose first M-step already moves the mean to the sample mean.
+Start: the mean and per-feature variances ``v`` of the first :data:`INIT_ROWS` rows
+(read from the blocks holding them; a pass only when those are more than half of the
+blocks). PPCA (and FactorAnalysis' restarts after the first): loadings drawn standard
+normal with the seed and scaled by ``sqrt(v / (2 q))``, noise ``v / 2`` (its mean for
+PPCA). FactorAnalysis' first start is one step of scikit-learn's algorithm on those rows:
+the noise ``noise_variance_init`` (default ``v / 2``; scikit-learn's default is 1) and the
+maximum-likelihood loadings given it, from an SVD computed as ``svd_method`` and
+``iterated_power`` say (:meth:`~daskem.models.linear_gaussian.FactorAnalysisModel.svd_init_params`).
+scikit-learn's FactorAnalysis then iterates such SVD steps over all the data held in
+memory; daskem runs EM over blocks (optionally SQUAREM-accelerated), one pass per
+iteration, and one last pass scoring the returned model (``loglike_[-1]``).
 """
 
 from __future__ import annotations
@@ -27,14 +32,18 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from daskem.em.checks import nonfinite_error
 from daskem.em.monitor import IterationRecord
 from daskem.em.session import FitSession, resolve_split_every
+from daskem.errors import ParameterError
 from daskem.estimators._base import DensityScores, EMEstimator
-from daskem.estimators._validation import check_int
+from daskem.estimators._validation import check_int, check_option
 from daskem.io.sources import as_source
 from daskem.models.linear_gaussian import (
+    ROTATIONS,
+    SVD_METHODS,
     FactorAnalysisModel,
     LinearGaussianParams,
     PPCAModel,
     check_latent_dimension,
+    ortho_rotation,
 )
 from daskem.registry import N_COMPONENTS, N_INIT, attribute_summary, register
 
@@ -103,7 +112,7 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
     def _validate_hyperparameters(self) -> None:
         name = type(self).__name__
-        check_int(name, "n_components", self.n_components, 1, none_ok=True)
+        check_int(name, "n_components", self.n_components, 0, none_ok=True)
         check_int(name, "n_init", self.n_init, 1)
         self._validate_engine_parameters()
 
@@ -144,13 +153,39 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         source = as_source(X)
         n_components = source.n_features if self.n_components is None else int(self.n_components)
         check_latent_dimension(n_components, source.n_features)
-        self._fit_restarts(self._MODEL(n_components), source, self.n_init, False, callback)
-        self._restored()
+        self._check_source(source)
+        model = self._MODEL(n_components)
+        session = self._session(source)
+        self._fit_restarts(model, session, self.n_init, False, callback)
+        # scikit-learn's loglike_ ends with the log-likelihood of the returned model; the
+        # engine's records are those of the parameters each iteration started from (one
+        # behind). One more pass scores the returned parameters.
+        totals = [value * self._n_samples_fit for value in self.lower_bounds_[1:]]
+        if self.n_iter_ > 0:
+            totals.append(model.log_likelihood(session.stats(model, self._params())))
+            self.n_passes_ = session.passes
+        self.loglike_ = totals
+        self._rotate()
         return self
 
+    def _check_source(self, source: Any) -> None:
+        """Checks of the data against the hyperparameters, before the fit (hook)."""
+
+    def _rotate(self) -> None:
+        """Post-process the fitted loadings (hook: FactorAnalysis' ``rotation``)."""
+
+    def _fit_record(self) -> dict[str, Any]:
+        # loglike_ ends with a score of the returned model that no engine record holds.
+        return {**super()._fit_record(), "extra": {"loglike": [float(v) for v in self.loglike_]}}
+
     def _restored(self) -> None:
-        # scikit-learn's loglike_ holds total log-likelihoods; the fit records them per sample.
-        self.loglike_ = [value * self._n_samples_fit for value in self.lower_bounds_]
+        stored = getattr(self, "_fit_extra", {}).get("loglike")
+        if stored is not None:
+            self.loglike_ = [float(v) for v in stored]
+        else:
+            # A checkpoint records the log-likelihood each iteration started from: the
+            # returned parameters' own (a last pass over the data) is not among them.
+            self.loglike_ = [value * self._n_samples_fit for value in self.lower_bounds_[1:]]
 
     def _initial_params(
         self, model: PPCAModel | FactorAnalysisModel, session: FitSession, rngs: list[np.random.Generator]
@@ -199,7 +234,7 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         return self._model().covariance(self._params())
 
     def get_precision(self) -> np.ndarray:
-        """The inverse of :meth:`get_covariance`, by Woodbury's identity (a q x q solve).
+        """The inverse of :meth:`get_covariance` (by its Cholesky factorisation).
 
         Returns
         -------
@@ -229,8 +264,9 @@ class PPCA(_LinearGaussianEstimator):
     Parameters
     ----------
     n_components : int or None, default=None
-        Number of latent factors ``q``, at most ``n_features``; None keeps every feature
-        (``noise_variance_`` then reaches its floor, as PCA's reaches 0).
+        Number of latent factors ``q``, ``0 <= q <= n_features``; None keeps every
+        feature (``noise_variance_`` then reaches its floor, as PCA's reaches 0); 0 fits
+        isotropic Gaussian noise alone.
     tol : float, default=1e-6
         Convergence threshold on the change of the mean per-sample log-likelihood (not
         scikit-learn's total log-likelihood).
@@ -260,12 +296,15 @@ class PPCA(_LinearGaussianEstimator):
         The maximum-likelihood noise variance (PCA's ``noise_variance_`` times
         ``(n_samples - 1) / n_samples``: PCA divides by ``n_samples - 1``).
     loglike_ : list of float
-        Total log-likelihood at every iteration.
+        Total log-likelihood after every iteration, the last that of the returned model
+        (as :class:`FactorAnalysis`' ``loglike_``).
     lower_bound_ : float
-        Mean per-sample log-likelihood at the last iteration; ``lower_bounds_`` at each.
+        Mean per-sample log-likelihood of the parameters the last iteration started
+        from; ``lower_bounds_`` for every iteration.
     converged_ : bool
     n_iter_ : int
     n_passes_ : int
+        Passes over the data, the last one scoring the returned model.
     n_features_in_ : int
 
     Examples
@@ -294,24 +333,48 @@ class FactorAnalysis(_LinearGaussianEstimator):
 
     The model is ``x = components_.T @ z + mean_ + eps`` with ``z ~ N(0, I)`` and
     ``eps ~ N(0, diag(noise_variance_))``, one noise variance per feature. A drop-in for
-    :class:`sklearn.decomposition.FactorAnalysis` (without ``rotation``; ``svd_method``
-    and ``iterated_power`` do not apply): it reaches the same maximum of the likelihood
-    by EM, each iteration one pass over Dask blocks costing ``O(n d q)``.
+    :class:`sklearn.decomposition.FactorAnalysis`: it reaches the same maximum of the
+    likelihood by EM, each iteration one pass over Dask blocks costing ``O(n d q)``
+    (scikit-learn iterates SVDs of the whole data in memory).
 
     Parameters
     ----------
     n_components : int or None, default=None
-        Number of latent factors ``q``, at most ``n_features``; None uses ``n_features``.
+        Number of latent factors ``q``, ``0 <= q <= n_features``; None uses
+        ``n_features``. 0 fits the diagonal Gaussian (``noise_variance_`` the variances).
     tol : float, default=1e-6
         Convergence threshold on the change of the mean per-sample log-likelihood
-        (scikit-learn's ``tol`` is on the total log-likelihood).
+        (scikit-learn's ``tol``, default 1e-2, is on the total log-likelihood).
+    copy : bool, default=True
+        Accepted for scikit-learn compatibility. daskem never modifies ``X`` (blocks
+        are centred into scratch buffers), so ``copy=False`` changes nothing (in
+        scikit-learn it lets the fit overwrite ``X``).
     max_iter : int, default=1000
         Most EM iterations.
-    n_init : int, default=1
-        Number of random starts, run in the same passes over the data; the most likely
-        fit is kept.
+    noise_variance_init : array-like of shape (n_features,), default=None
+        The starting noise variance of every feature (positive). None: half of each
+        feature's variance in the first :data:`INIT_ROWS` rows (scikit-learn starts
+        from 1, which suits standardised data only).
+    svd_method : {"lapack", "randomized"}, default="randomized"
+        How the SVD of the starting step is computed: the first start's loadings are the
+        maximum-likelihood ones given ``noise_variance_init`` on the first
+        :data:`INIT_ROWS` rows (scikit-learn's SVD step, of an ``INIT_ROWS x n_features``
+        matrix). "lapack": exact SVD (:func:`scipy.linalg.svd`); "randomized":
+        :func:`sklearn.utils.extmath.randomized_svd`, faster for many features. It
+        changes the start, not the EM iterations that follow (scikit-learn runs an SVD
+        every iteration).
+    iterated_power : int, default=3
+        Power iterations of the randomized SVD (``svd_method="randomized"`` only).
+    rotation : {"varimax", "quartimax"} or None, default=None
+        Rotate the fitted loadings to maximise this criterion (Kaiser 1958), as
+        scikit-learn does, by :func:`daskem.models.linear_gaussian.ortho_rotation`
+        (the same numbers). The covariance and likelihood are unchanged.
     random_state : int, RandomState instance or None, default=0
-        Seed of the random initial loadings (see :mod:`daskem.estimators.factor`).
+        Seed of the randomized SVD and of the random loadings of further restarts (see
+        :mod:`daskem.estimators.factor`).
+    n_init : int, default=1
+        Number of starts, run in the same passes over the data; the most likely fit is
+        kept. The first is the SVD start, the others random loadings.
     verbose : int, default=0
         1 prints the initialisation and iteration numbers, 2 also times and changes.
     verbose_interval : int, default=10
@@ -327,12 +390,17 @@ class FactorAnalysis(_LinearGaussianEstimator):
         The sample mean.
     noise_variance_ : ndarray of shape (n_features,)
     loglike_ : list of float
-        Total log-likelihood at every iteration, as scikit-learn's.
+        Total log-likelihood after every iteration, as scikit-learn's: the last entry is
+        that of the returned model (scored in one last pass over the data). A model
+        loaded from a checkpoint (not a model file) lacks that last entry.
     lower_bound_ : float
-        Mean per-sample log-likelihood at the last iteration; ``lower_bounds_`` at each.
+        Mean per-sample log-likelihood of the parameters the last iteration started from
+        (one iteration behind ``loglike_``); ``lower_bounds_`` for every iteration.
     converged_ : bool
     n_iter_ : int
     n_passes_ : int
+        Passes over the data: reading the first rows (when they span more than half of
+        the blocks), one per iteration, one scoring the returned model.
     n_features_in_ : int
 
     Examples
@@ -347,3 +415,125 @@ class FactorAnalysis(_LinearGaussianEstimator):
     """
 
     _MODEL = FactorAnalysisModel
+
+    def __init__(
+        self,
+        n_components: int | None = None,
+        *,
+        tol: float = 1e-6,
+        copy: bool = True,
+        max_iter: int = 1000,
+        noise_variance_init: Any = None,
+        svd_method: str = "randomized",
+        iterated_power: int = 3,
+        rotation: str | None = None,
+        random_state: Any = 0,
+        n_init: int = 1,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        split_every: int | None = None,
+        accelerate: str | None = None,
+        prune_restarts: bool = False,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: int = 1,
+        keep_last: int = 2,
+        overwrite_checkpoint: bool = False,
+        cache: str | bool = "auto",
+    ) -> None:
+        super().__init__(
+            n_components,
+            tol=tol,
+            max_iter=max_iter,
+            n_init=n_init,
+            random_state=random_state,
+            verbose=verbose,
+            verbose_interval=verbose_interval,
+            split_every=split_every,
+            accelerate=accelerate,
+            prune_restarts=prune_restarts,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            keep_last=keep_last,
+            overwrite_checkpoint=overwrite_checkpoint,
+            cache=cache,
+        )
+        self.copy = copy
+        self.noise_variance_init = noise_variance_init
+        self.svd_method = svd_method
+        self.iterated_power = iterated_power
+        self.rotation = rotation
+
+    def _validate_hyperparameters(self) -> None:
+        super()._validate_hyperparameters()
+        name = type(self).__name__
+        if not isinstance(self.copy, bool | np.bool_):
+            raise ParameterError(
+                f"The 'copy' parameter of {name} must be an instance of 'bool' or an instance of 'numpy.bool'. "
+                f"Got {self.copy!r} instead."
+            )
+        check_option(name, "svd_method", self.svd_method, SVD_METHODS)
+        check_int(name, "iterated_power", self.iterated_power, 0)
+        if self.rotation is not None:
+            check_option(name, "rotation", self.rotation, ROTATIONS)
+        if self.noise_variance_init is not None:
+            self._noise_init()
+
+    def _noise_init(self) -> np.ndarray | None:
+        """``noise_variance_init`` as a checked float64 vector (None when not given)."""
+        if self.noise_variance_init is None:
+            return None
+        try:
+            noise = np.asarray(self.noise_variance_init, dtype=np.float64)
+        except (TypeError, ValueError):
+            noise = np.array([np.nan])
+        if noise.ndim != 1 or not np.all(np.isfinite(noise) & (noise > 0)):
+            raise ParameterError(
+                f"The 'noise_variance_init' parameter of {type(self).__name__} must be an array-like of shape "
+                f"(n_features,) of positive finite variances or None. Got {self.noise_variance_init!r} instead."
+            )
+        return noise
+
+    def _check_source(self, source: Any) -> None:
+        noise = self._noise_init()
+        if noise is not None and noise.shape[0] != source.n_features:
+            raise ParameterError(
+                f"noise_variance_init has {noise.shape[0]} values but X has {source.n_features} features: pass "
+                f"one starting noise variance per feature."
+            )
+
+    def _init_config(self) -> dict[str, Any]:
+        noise = self._noise_init()
+        return {
+            "svd_method": self.svd_method,
+            "iterated_power": int(self.iterated_power),
+            "noise_variance_init": None if noise is None else noise.tolist(),
+        }
+
+    def _initial_params(
+        self, model: PPCAModel | FactorAnalysisModel, session: FitSession, rngs: list[np.random.Generator]
+    ) -> list[LinearGaussianParams]:
+        # The first start is scikit-learn's SVD step on the first rows; further restarts
+        # draw random loadings (an SVD start is the same for every seed).
+        rows = _first_rows(session)
+        noise = self._noise_init()
+        starts = []
+        for index, rng in enumerate(rngs):
+            seed = int(rng.integers(np.iinfo(np.int32).max))
+            if index == 0:
+                params = model.svd_init_params(
+                    rows,
+                    noise,
+                    svd_method=self.svd_method,
+                    iterated_power=int(self.iterated_power),
+                    random_state=seed,
+                )
+            else:
+                params = model.init_params(rows, rng)
+                if noise is not None:
+                    params = model.make_params(params.components, params.mean, noise)
+            starts.append(params)
+        return starts
+
+    def _rotate(self) -> None:
+        if self.rotation is not None and self.components_.shape[0] > 0:
+            self.components_ = ortho_rotation(self.components_, self.rotation)

@@ -210,14 +210,22 @@ class GaussianMixture(DensityScores, EMEstimator):
         weights = means = precisions = None
         if self.weights_init is not None:
             weights = check_shape("weights", self.weights_init, (k,))
-            if weights.min() < 0.0 or weights.max() > 1.0:
+            low, high = weights.min(), weights.max()
+            if low < 0.0 or high > 1.0:
                 raise ParameterError(
                     "The parameter 'weights' should be in the range [0, 1], but got "
-                    f"max value {weights.max():.5f}, min value {weights.min():.5f}."
+                    f"max value {high:.5f}, min value {low:.5f}. (scikit-learn's message, which swaps the two, "
+                    "reads: The parameter 'weights' should be in the range [0, 1], but got "
+                    f"max value {low:.5f}, min value {high:.5f}.)"
                 )
-            if not np.isclose(weights.sum(), 1.0, rtol=0.0, atol=1e-8):
+            # scikit-learn's rule: the sum in the weights' own precision, within 1e-6 for float32
+            # weights, 1e-8 otherwise.
+            given = np.asarray(self.weights_init)
+            total = given.sum(dtype=np.float32) if given.dtype == np.float32 else weights.sum()
+            atol = 1e-6 if given.dtype == np.float32 else 1e-8
+            if not abs(1.0 - float(total)) <= atol:
                 raise ParameterError(
-                    f"The parameter 'weights' should be normalized, but got sum(weights) = {weights.sum():.5f}."
+                    f"The parameter 'weights' should be normalized, but got sum(weights) = {total:.5f}."
                 )
         if self.means_init is not None:
             means = check_shape("means", self.means_init, (k, d))
@@ -268,6 +276,9 @@ class GaussianMixture(DensityScores, EMEstimator):
             )
         warm = self.warm_start and hasattr(self, "converged_")
         self._inits = self._checked_inits(source.n_features)
+        # The fitted attributes take the data's precision, as scikit-learn's do: float32 for
+        # float32 data (computed in float64 all the same), float64 otherwise.
+        self._attribute_dtype = np.dtype(np.float32 if source.array.dtype == np.float32 else np.float64)
         self._fit_restarts(self._model(), source, 1 if warm else self.n_init, warm, callback)
         return self
 
@@ -307,16 +318,27 @@ class GaussianMixture(DensityScores, EMEstimator):
 
     def _set_params_attributes(self, params: GaussianMixtureParams) -> None:
         ct = covariance_type(self.covariance_type)
-        self.weights_ = params.weights
-        self.means_ = params.means
-        self.covariances_ = params.covariances
-        self.precisions_cholesky_ = params.precisions_cholesky
-        self.precisions_ = ct.precisions(params.precisions_cholesky)
+        dtype = getattr(self, "_attribute_dtype", np.dtype(np.float64))
+        self.weights_ = np.asarray(params.weights, dtype=dtype)
+        self.means_ = np.asarray(params.means, dtype=dtype)
+        self.covariances_ = np.asarray(params.covariances, dtype=dtype)
+        self.precisions_cholesky_ = np.asarray(params.precisions_cholesky, dtype=dtype)
+        self.precisions_ = np.asarray(ct.precisions(params.precisions_cholesky), dtype=dtype)
+        # The float64 parameters themselves: predictions and warm starts continue from them
+        # while the attributes are the ones set here.
+        self._fitted_params = (params, self._attributes())
 
     # -- prediction -----------------------------------------------------------------------
 
+    def _attributes(self) -> tuple[Any, ...]:
+        return (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
+
     def _params(self) -> GaussianMixtureParams:
-        return GaussianMixtureParams(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
+        kept = getattr(self, "_fitted_params", None)
+        attributes = self._attributes()
+        if kept is not None and all(a is b for a, b in zip(attributes, kept[1], strict=True)):
+            return kept[0]
+        return GaussianMixtureParams(*(np.asarray(a, dtype=np.float64) for a in attributes))
 
     def predict(self, X: Any) -> Any:
         """Component label of every row.
@@ -343,8 +365,33 @@ class GaussianMixture(DensityScores, EMEstimator):
         Returns
         -------
         ndarray or dask array of shape (n_samples, n_components)
+            float32 when both ``X`` and the fitted attributes are float32 (scikit-learn's
+            dtype), else float64.
         """
-        return self._per_row(X, "predict_proba", columns=self.n_components)
+        return self._in_dtype_of(X, self._per_row(X, "predict_proba", columns=self.n_components))
+
+    def score_samples(self, X: Any) -> Any:
+        """Log-likelihood of every row under the fitted model.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The data.
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_samples,)
+            NumPy for in-memory input, a lazy dask array for dask or Zarr input; float32
+            when both ``X`` and the fitted attributes are float32 (scikit-learn's dtype),
+            else float64 (computed in float64 either way).
+        """
+        return self._in_dtype_of(X, self._per_row(X, "score_samples"))
+
+    def _in_dtype_of(self, X: Any, values: Any) -> Any:
+        """``values`` (float64) as float32 when ``X`` and the fitted attributes are float32."""
+        if getattr(X, "dtype", None) == np.float32 and self.means_.dtype == np.float32:
+            return values.astype(np.float32)
+        return values
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the fitted mixture (scikit-learn's draw for the same seed).

@@ -13,6 +13,7 @@ emission component (:class:`GaussianEmission`, :class:`CategoricalEmission`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -26,12 +27,13 @@ from daskem.em.monitor import IterationRecord
 from daskem.em.sequences import largest_value, sequence_source
 from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import DataError, ParameterError
-from daskem.estimators._base import EMEstimator
+from daskem.estimators._base import EMEstimator, _entropy
 from daskem.estimators._validation import check_int, check_option, check_real
 from daskem.io.sources import DataSource, as_source, lengths_from_ids
 from daskem.models.gaussian import COVARIANCE_TYPES, FULL_COVARIANCE, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
 from daskem.models.hmm import (
+    IMPLEMENTATIONS,
     CategoricalEmission,
     Emission,
     GaussianEmission,
@@ -52,6 +54,10 @@ _ALGORITHM = Option(
 
 #: The rows of an HMM's summary that every HMM has.
 _CHAIN_ROWS = [("start probability", "startprob_"), ("transition probabilities", "transmat_")]
+
+#: hmmlearn's messages (overwritten parameters, too little data) go to this logger, as
+#: hmmlearn's go to ``hmmlearn.base``'s.
+logger = logging.getLogger("daskem")
 
 
 @dataclass
@@ -97,6 +103,7 @@ class _BaseHMM(EMEstimator):
     algorithm: str
     params: str
     init_params: str
+    implementation: str
 
     @property
     def max_iter(self) -> int:  # type: ignore[override]
@@ -112,6 +119,7 @@ class _BaseHMM(EMEstimator):
         check_int(name, "n_components", self.n_components, 1)
         check_int(name, "n_iter", self.n_iter, 0)
         check_option(name, "algorithm", self.algorithm, ["viterbi", "map"])
+        check_option(name, "implementation", self.implementation, list(IMPLEMENTATIONS))
         for what in ("params", "init_params"):
             value = getattr(self, what)
             if not isinstance(value, str) or set(value) - set(self._LETTERS):
@@ -134,6 +142,7 @@ class _BaseHMM(EMEstimator):
             carry,
             self.startprob_prior,
             self.transmat_prior,
+            self.implementation,
         )
 
     def _model(self) -> HMMModel[Any]:
@@ -182,6 +191,96 @@ class _BaseHMM(EMEstimator):
         self._restored()
         return self
 
+    def _init(self, X: Any, lengths: Any = None) -> None:
+        """Initialise the parameters as :meth:`fit` does, without iterating (hmmlearn's ``_init``).
+
+        The parameters that ``init_params`` names, and those not set, are initialised from
+        ``X`` (one or two passes: k-means|| means, the data covariance, the symbol count);
+        the others stay. A parameter set and named in ``init_params`` is overwritten, with a
+        logged warning, as in hmmlearn.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The rows of all sequences.
+        lengths : array-like of int or int, optional
+            Accepted for hmmlearn's signature; the initialisation reads the rows alone, so
+            the sequence boundaries do not change it.
+        """
+        self._validate_hyperparameters()
+        resolve_split_every(self.split_every)
+        raw = as_source(X)
+        self._check_data(raw)
+        source, carry = sequence_source(raw)
+        session = self._session(source)
+        # The generator of fit's first (only) initialisation.
+        rng = np.random.default_rng(np.random.SeedSequence(_entropy(self.random_state)).spawn(1)[0])
+        (params,) = self._initial_params(self._fit_model(session, carry), session, [rng])
+        self._set_params_attributes(params)
+
+    def _check(self) -> None:
+        """Validate the hyperparameters and the parameters set (hmmlearn's ``_check``).
+
+        Raises
+        ------
+        ValueError
+            A hyperparameter is invalid, or a parameter has the wrong shape or its
+            probabilities do not sum to one.
+        """
+        self._validate_hyperparameters()
+        self._check_fitted()
+        self._params()
+
+    def _n_fit_scalars(self, size: int) -> dict[str, int]:
+        """The number of free scalars of every parameter letter (hmmlearn's count), for an
+        emission of ``size`` (features of a Gaussian, symbols of a categorical emission)."""
+        k = self.n_components
+        return {"s": k - 1, "t": k * (k - 1), **self._emission_scalars(size)}
+
+    def _emission_scalars(self, size: int) -> dict[str, int]:
+        """The free scalars of the emission's parameter letters."""
+        raise NotImplementedError
+
+    def _emission_size(self, model: HMMModel[Any] | None = None, session: FitSession | None = None) -> int:
+        """The emission's size: of the fitted (or set) parameters, or of a fit's ``model`` on ``session``."""
+        raise NotImplementedError
+
+    def aic(self, X: Any, lengths: Any = None) -> float:
+        """Akaike information criterion of the model on ``X`` (hmmlearn's): lower is better.
+
+        ``AIC = -2 * score(X, lengths) + 2 * p``, with ``p`` the free scalars of all the
+        parameters (start, transitions and emissions, whatever ``params`` says).
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+        lengths : array-like of int, optional
+
+        Returns
+        -------
+        float
+        """
+        return -2.0 * self.score(X, lengths) + 2.0 * sum(self._n_fit_scalars(self._emission_size()).values())
+
+    def bic(self, X: Any, lengths: Any = None) -> float:
+        """Bayesian information criterion of the model on ``X`` (hmmlearn's): lower is better.
+
+        ``BIC = -2 * score(X, lengths) + p * log(n_samples)``, with ``p`` as in :meth:`aic`.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+        lengths : array-like of int, optional
+
+        Returns
+        -------
+        float
+        """
+        n_samples = as_source(X, lengths=lengths).n_samples
+        return -2.0 * self.score(X, lengths) + sum(self._n_fit_scalars(self._emission_size()).values()) * float(
+            np.log(n_samples)
+        )
+
     def _restored(self) -> None:
         """hmmlearn's ``monitor_`` from the fit record (total log-likelihoods)."""
         n = getattr(self, "_n_samples_fit", 0)
@@ -197,6 +296,16 @@ class _BaseHMM(EMEstimator):
     def _initial_params(self, model: HMMModel[Any], session: FitSession, rngs: list[np.random.Generator]) -> list[Any]:
         rng = rngs[0]
         k = self.n_components
+        n_fit = self._n_fit_scalars(self._emission_size(model, session))
+        n_data = session.source.n_samples * (session.source.n_features - self._ADDED_COLUMNS)
+        n_free = sum(n_fit[letter] for letter in self.params)
+        if n_data < n_free:
+            logger.warning(
+                "Fitting a model with %d free scalar parameters with only %d data points will result in a "
+                "degenerate solution.",
+                n_free,
+                n_data,
+            )
         startprob = self._given("s", "startprob_", lambda: np.full(k, 1.0 / k))
         transmat = self._given("t", "transmat_", lambda: np.full((k, k), 1.0 / k))
         check_probabilities("startprob_", np.asarray(startprob, dtype=np.float64))
@@ -210,17 +319,24 @@ class _BaseHMM(EMEstimator):
     ) -> HMMParams:
         raise NotImplementedError
 
-    def _given(self, letter: str, attribute: str, initialise: Callable[[], Any]) -> Any:
-        """hmmlearn's rule: initialise what ``init_params`` names, take the rest as set."""
+    def _needs_init(self, letter: str, attribute: str) -> bool:
+        """hmmlearn's rule: initialise what ``init_params`` names (warning, through the
+        logger, when it is set) and what is not set; take the rest as set."""
+        shown = attribute.lstrip("_")
         if letter in self.init_params:
-            return initialise()
-        if not hasattr(self, attribute):
-            shown = attribute.lstrip("_")
-            raise ParameterError(
-                f"{shown} must be set before fitting when init_params ({self.init_params!r}) does not "
-                f"contain {letter!r}: set {type(self).__name__}.{shown} or add {letter!r} to init_params."
-            )
-        return getattr(self, attribute)
+            if hasattr(self, attribute):
+                logger.warning(
+                    "Even though the %r attribute is set, it will be overwritten during initialization "
+                    "because 'init_params' contains %r",
+                    shown,
+                    letter,
+                )
+            return True
+        return not hasattr(self, attribute)
+
+    def _given(self, letter: str, attribute: str, initialise: Callable[[], Any]) -> Any:
+        """The parameter ``attribute``: initialised (:meth:`_needs_init`) or as set."""
+        return initialise() if self._needs_init(letter, attribute) else getattr(self, attribute)
 
     # -- sequences after the fit ------------------------------------------------------------
 
@@ -459,7 +575,14 @@ class GaussianHMM(_BaseHMM):
     params, init_params : str
         Letters of the parameters updated by the M-step / initialised by :meth:`fit`:
         ``s`` start, ``t`` transitions, ``m`` means, ``c`` covariances. Parameters not
-        in ``init_params`` are taken from the attributes set before fitting.
+        in ``init_params`` are taken from the attributes set before fitting, or
+        initialised when not set; one set and named in ``init_params`` is overwritten (a
+        warning is logged), as in hmmlearn.
+    implementation : {"log", "scaling"}
+        hmmlearn's choice of recursion. Both give daskem's computation (scaled recursions
+        normalised by every row's largest log-density: stable, the same numbers either
+        way); ``"scaling"`` keeps hmmlearn's refusal of a row whose densities all underflow
+        to zero in linear space (ValueError). Anything else raises ValueError.
     split_every, cache, checkpoint, checkpoint_every, keep_last, overwrite_checkpoint, accelerate
         daskem's engine parameters, as for :class:`daskem.GaussianMixture`.
     verbose_interval : int
@@ -474,7 +597,7 @@ class GaussianHMM(_BaseHMM):
         Full covariance matrices (hmmlearn's convention); ``_covars_`` holds them in the
         covariance type's own shape.
     n_features : int
-        Dimension of the emissions.
+        Dimension of the emissions (set by a fit, or by hand as in hmmlearn).
     monitor_ : ConvergenceMonitor
         History of the last fit.
     converged_, n_iter_, lower_bound_, lower_bounds_, n_passes_
@@ -502,6 +625,7 @@ class GaussianHMM(_BaseHMM):
         verbose: bool | int = False,
         params: str = "stmc",
         init_params: str = "stmc",
+        implementation: str = "log",
         *,
         split_every: int | None = None,
         cache: bool | str = "auto",
@@ -528,6 +652,7 @@ class GaussianHMM(_BaseHMM):
         self.verbose = verbose
         self.params = params
         self.init_params = init_params
+        self.implementation = implementation
         self.split_every = split_every
         self.cache = cache
         self.checkpoint = checkpoint
@@ -557,23 +682,28 @@ class GaussianHMM(_BaseHMM):
     ) -> HMMParams:
         k = self.n_components
         means = self._given("m", "means_", lambda: kmeans_centers(rows, k, [rng])[0])
-        if "c" in self.init_params:
-            covariances = self._data_covariance(rows, np.asarray(means, dtype=np.float64))
-        else:
-            covariances = self._given("c", "_covars_", lambda: None)
+        covariances = self._given(
+            "c", "_covars_", lambda: self._data_covariance(model, rows, np.asarray(means, dtype=np.float64))
+        )
         return model.make_params(startprob, transmat, model.emission.make_params(k, means, covariances))
 
-    def _data_covariance(self, rows: FitSession, means: np.ndarray) -> np.ndarray:
-        """hmmlearn's start: the data covariance plus ``min_covar`` on the diagonal (one pass)."""
+    def _data_covariance(self, model: HMMModel[GaussianEmission], rows: FitSession, means: np.ndarray) -> np.ndarray:
+        """hmmlearn's start: the data covariance plus ``min_covar`` on the diagonal (one pass;
+        :meth:`GaussianEmission.start_covariances`)."""
         one = GaussianMixtureModel(1, FULL_COVARIANCE, 0.0)
         centre = means.mean(axis=0, keepdims=True)
         d = rows.source.n_features
         start = GaussianMixtureParams(np.ones(1), centre, np.eye(d)[None], np.eye(d)[None])
-        stats = rows.stats(one, start)
-        n = stats.resp_sum[0]
-        # np.cov's unbiased scaling, as hmmlearn uses.
-        cv = one.m_step(stats, start).covariances[0] * (n / max(n - 1.0, 1.0)) + self.min_covar * np.eye(d)
-        return covariance_type(self.covariance_type).from_full(cv, self.n_components)
+        return model.emission.start_covariances(rows.stats(one, start), self.n_components, float(self.min_covar))
+
+    def _emission_scalars(self, size: int) -> dict[str, int]:
+        k, d = self.n_components, size
+        return {"m": k * d, "c": covariance_type(self.covariance_type).n_cov_parameters(k, d)}
+
+    def _emission_size(self, model: HMMModel[Any] | None = None, session: FitSession | None = None) -> int:
+        if session is not None:
+            return session.source.n_features - self._ADDED_COLUMNS
+        return int(np.shape(self.means_)[1])
 
     def _set_params_attributes(self, params: HMMParams) -> None:
         self.startprob_ = params.startprob
@@ -643,13 +773,16 @@ class CategoricalHMM(_BaseHMM):
     startprob_prior, transmat_prior, emissionprob_prior : float or array
         Dirichlet concentrations.
     n_features : int, optional
-        Number of symbols. Default: when ``init_params`` initialises the emissions, the
-        largest symbol in the data plus one (one pass over the data); else the columns of
-        ``emissionprob_``.
+        Number of symbols. Default: when the emissions are initialised (``"e"`` in
+        ``init_params`` or ``emissionprob_`` not set), the largest symbol in the data plus
+        one (one pass over the data); else the columns of ``emissionprob_``. As in
+        hmmlearn, a fit (or :meth:`_init`) that infers it sets ``n_features``.
     algorithm, random_state, n_iter, tol, verbose, verbose_interval
         As for :class:`GaussianHMM`.
     params, init_params : str
         Letters among ``s`` start, ``t`` transitions, ``e`` emissions.
+    implementation : {"log", "scaling"}
+        As for :class:`GaussianHMM`.
     split_every, cache, checkpoint, checkpoint_every, keep_last, overwrite_checkpoint, accelerate
         daskem's engine parameters.
 
@@ -679,6 +812,7 @@ class CategoricalHMM(_BaseHMM):
         verbose: bool | int = False,
         params: str = "ste",
         init_params: str = "ste",
+        implementation: str = "log",
         split_every: int | None = None,
         cache: bool | str = "auto",
         checkpoint: Any = None,
@@ -700,6 +834,7 @@ class CategoricalHMM(_BaseHMM):
         self.verbose = verbose
         self.params = params
         self.init_params = init_params
+        self.implementation = implementation
         self.split_every = split_every
         self.cache = cache
         self.checkpoint = checkpoint
@@ -732,12 +867,21 @@ class CategoricalHMM(_BaseHMM):
             )
 
     def _fit_model(self, session: FitSession, carry: bool) -> HMMModel[CategoricalEmission]:
-        """The model of a fit: with ``n_features`` unset and ``"e"`` initialised, its symbols
-        are the data's (the largest plus one: one pass over the data)."""
-        if self.n_features is not None or "e" not in self.init_params:
+        """The model of a fit: with ``n_features`` unset and the emissions initialised (``"e"``
+        in ``init_params``, or ``emissionprob_`` not set), its symbols are the data's (the
+        largest plus one: one pass over the data)."""
+        if self.n_features is not None or ("e" not in self.init_params and hasattr(self, "emissionprob_")):
             return self._engine_model(carry)
         largest = largest_value(session)
         return self._engine_model(carry, self._emission(int(largest) + 1 if np.isfinite(largest) else 0))
+
+    def _emission_scalars(self, size: int) -> dict[str, int]:
+        return {"e": self.n_components * (size - 1)}
+
+    def _emission_size(self, model: HMMModel[Any] | None = None, session: FitSession | None = None) -> int:
+        if model is not None:
+            return int(model.emission.n_features)
+        return int(np.shape(self.emissionprob_)[-1])
 
     def _model_for_arrays(self, arrays: dict[str, np.ndarray]) -> HMMModel[CategoricalEmission]:
         return self._engine_model(False, self._emission(int(np.shape(arrays["emissionprob"])[-1])))
@@ -764,6 +908,37 @@ class CategoricalHMM(_BaseHMM):
         self.transmat_ = params.transmat
         self.emissionprob_ = params.emission.emissionprob
         self.n_features_ = params.emission.emissionprob.shape[1]
+
+    def fit(
+        self, X: Any, lengths: Any = None, *, callback: Callable[[IterationRecord, Any], None] | None = None
+    ) -> Self:
+        """Estimate the parameters by Baum-Welch (EM).
+
+        As in hmmlearn, ``n_features`` unset is set to the symbols of the fit (``n_features_``).
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, 1)
+            The symbols of all sequences, one after the other.
+        lengths : array-like of int, optional
+            Lengths of the sequences, summing to ``n_samples`` (default: one sequence).
+        callback : callable, optional
+            Called as ``callback(record, params)`` after every iteration.
+
+        Returns
+        -------
+        self
+        """
+        super().fit(X, lengths, callback=callback)
+        if self.n_features is None:
+            self.n_features = int(self.n_features_)
+        return self
+
+    def _init(self, X: Any, lengths: Any = None) -> None:
+        """hmmlearn's ``_init`` (see :meth:`GaussianHMM._init`); sets ``n_features`` when unset."""
+        super()._init(X, lengths)
+        if self.n_features is None:
+            self.n_features = int(self.n_features_)
 
     def _n_columns(self) -> int:
         return 1

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_array, check_random_state
 
 from daskem.em.init import INIT_SAMPLE_ROWS, KMEANS_PARALLEL_ROUNDS, kmeans_parallel, kmeans_plusplus, sample_rows
 from daskem.em.monitor import IterationRecord
@@ -16,12 +21,18 @@ from daskem.em.session import FitSession, resolve_split_every, weighted_rows
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import EMEstimator
 from daskem.estimators._validation import check_int, check_option
-from daskem.io.sources import as_source
-from daskem.models.gaussian import check_shape
+from daskem.io.sources import DataSource, as_source
 from daskem.models.kmeans import KMeansModel, KMeansParams, shared_reference
 from daskem.registry import N_COMPONENTS, N_INIT, Option, Selectable, attribute_summary, register
 
 KMEANS_INITS = ("k-means||", "k-means++", "random")
+
+#: Accepted values of ``algorithm``: Elkan's algorithm is an exact acceleration of Lloyd's,
+#: so both run Lloyd's iterations and give the same result.
+KMEANS_ALGORITHMS = ("lloyd", "elkan")
+
+#: ``n_init="auto"`` for ``init="random"`` or a callable (scikit-learn's default_n_init).
+DEFAULT_N_INIT = 10
 
 
 @register(
@@ -47,24 +58,37 @@ KMEANS_INITS = ("k-means||", "k-means++", "random")
 class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EMEstimator):
     """k-means clustering by Lloyd's algorithm (hard-assignment EM) on data of any size.
 
-    A drop-in for :class:`sklearn.cluster.KMeans`: the same parameters (``algorithm``
-    accepts only "lloyd"), methods and fitted attributes, with each iteration one pass
-    over Dask blocks. Converges by scikit-learn's rule (squared centre shift at most
-    ``tol`` times the mean feature variance), so from the same initial centres it makes
-    the same iterations and reaches the same centres, labels and inertia.
+    A drop-in for :class:`sklearn.cluster.KMeans`: the same parameters, methods and
+    fitted attributes, with each iteration one pass over Dask blocks. Converges by
+    scikit-learn's rule (squared centre shift at most ``tol`` times the mean feature
+    variance), so from the same initial centres it makes the same iterations and
+    reaches the same centres, labels and inertia.
+
+    ``X`` may be dense or sparse: scipy.sparse matrices or arrays (CSR, CSC, ...; e.g.
+    TF-IDF text) in memory, or dask arrays of scipy.sparse blocks. Sparse rows are never
+    centred or densified (distances are ``|x|^2 - 2 x.c + |c|^2`` from sparse products);
+    the centres are dense.
 
     Parameters
     ----------
     n_clusters : int, default=8
         Number of clusters.
-    init : {"k-means||", "k-means++", "random"} or array of shape (n_clusters, n_features), default="k-means||"
+    init : {"k-means||", "k-means++", "random"}, callable or array-like of shape (n_clusters, n_features), \
+default="k-means||"
         "k-means||": Bahmani et al.'s scalable k-means++ over all the data, in at most 6
         passes (:func:`daskem.em.init.kmeans_parallel`); "k-means++": greedy k-means++ on
-        a uniform sample of at most 100,000 rows; "random": ``n_clusters`` random rows;
-        an array: the initial centres.
+        a uniform sample of at most 100,000 rows (sparse rows densified in the sample);
+        "random": ``n_clusters`` random rows; an array-like (nested lists too): the
+        initial centres; a callable: ``init(X, n_clusters, random_state)`` returning the
+        centres, called once per initialisation with ``random_state`` a
+        :class:`numpy.random.RandomState` (as scikit-learn). ``X`` is what scikit-learn
+        passes for in-memory input (the validated NumPy array or CSR matrix); for
+        out-of-core input it is the data as a (lazy) dask array.
     n_init : "auto" or int, default="auto"
         Initialisations, all run in the same passes over the data; the lowest final
-        inertia wins. "auto" is 10 for ``init="random"`` and 1 otherwise.
+        inertia wins. "auto" is 10 for ``init="random"`` or a callable and 1 otherwise;
+        an array ``init`` makes one (with a RuntimeWarning if ``n_init`` asks for more).
+        The number used is stored as ``_n_init`` by :meth:`fit`, as scikit-learn does.
     max_iter : int, default=300
         Most Lloyd iterations per initialisation.
     tol : float, default=1e-4
@@ -75,9 +99,15 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
         Iterations between verbose messages.
     random_state : int, RandomState instance or None, default=None
         Seed of the initialisation.
-    algorithm : {"lloyd"}, default="lloyd"
-        Only Lloyd's algorithm is implemented (Elkan's needs per-row bounds kept between
-        passes, which out-of-core data cannot hold).
+    copy_x : bool, default=True
+        scikit-learn's flag to copy ``X`` rather than centre it in place. daskem never
+        modifies ``X`` (its blocks are read, never written), so both values leave ``X``
+        unchanged; True copies nothing either. Accepted for compatibility.
+    algorithm : {"lloyd", "elkan"}, default="lloyd"
+        Both run Lloyd's iterations. Elkan's algorithm is an exact acceleration of
+        Lloyd's (it skips distance computations by the triangle inequality, with per-row
+        bounds kept between iterations, which out-of-core passes cannot hold), so it
+        gives the same centres, labels, inertia and iteration count by definition.
     split_every, accelerate, prune_restarts, checkpoint, checkpoint_every, keep_last, overwrite_checkpoint, cache
         As for :class:`daskem.GaussianMixture`.
 
@@ -89,6 +119,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
     inertia_ : float
         Sum of (weighted) squared distances of the rows to their nearest centre.
     n_iter_ : int
+        Lloyd iterations of the best initialisation.
     converged_ : bool
     n_passes_ : int
         Full passes over the data, initialisation, the final inertia pass and (for
@@ -108,6 +139,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
 
     _FITTED = ("cluster_centers_",)
     _WARN_NOT_CONVERGED = False  # scikit-learn's KMeans does not warn at max_iter either
+    _ACCEPT_SPARSE = True  # the k-means model computes with sparse blocks
 
     def __init__(
         self,
@@ -120,6 +152,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
         verbose: int = 0,
         verbose_interval: int = 10,
         random_state: Any = None,
+        copy_x: bool = True,
         algorithm: str = "lloyd",
         split_every: int | None = None,
         accelerate: str | None = None,
@@ -138,6 +171,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.random_state = random_state
+        self.copy_x = copy_x
         self.algorithm = algorithm
         self.split_every = split_every
         self.accelerate = accelerate
@@ -154,27 +188,70 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
         name = type(self).__name__
         check_int(name, "n_clusters", self.n_clusters, 1)
         check_int(name, "max_iter", self.max_iter, 1)
-        if not isinstance(self.init, str) and (callable(self.init) or not hasattr(self.init, "__array__")):
-            raise ParameterError(
-                f"The 'init' parameter of {name} must be a str among {list(KMEANS_INITS)} or an array-like of "
-                f"initial centres. Got {self.init!r} instead."
-            )
         if isinstance(self.init, str):
-            check_option(name, "init", self.init, KMEANS_INITS)
+            check_option(name, "init", str(self.init), KMEANS_INITS)
+        elif not callable(self.init):
+            try:
+                init = np.asarray(self.init, dtype=np.float64)
+            except (TypeError, ValueError):
+                init = None
+            if init is None or init.ndim != 2:
+                raise ParameterError(
+                    f"The 'init' parameter of {name} must be a str among {list(KMEANS_INITS)}, a callable or an "
+                    f"array-like of shape (n_clusters, n_features). Got {self.init!r} instead."
+                )
         if self.n_init != "auto":
             check_int(name, "n_init", self.n_init, 1)
-        check_option(name, "algorithm", self.algorithm, ["lloyd"])
+        if not isinstance(self.copy_x, bool | np.bool_):
+            raise ParameterError(
+                f"The 'copy_x' parameter of {name} must be an instance of 'bool' or an instance of 'numpy.bool'. "
+                f"Got {self.copy_x!r} instead."
+            )
+        check_option(name, "algorithm", self.algorithm, KMEANS_ALGORITHMS)
         self._validate_engine_parameters()
 
-    def _n_init(self) -> int:
-        if not isinstance(self.init, str):
-            return 1
+    def _resolve_n_init(self) -> int:
+        """scikit-learn's ``_n_init``: "auto" -> 1 (k-means++, k-means||, array) or 10; one for an array."""
+        array_init = not isinstance(self.init, str) and not callable(self.init)
         if self.n_init == "auto":
-            return 10 if self.init == "random" else 1
-        return int(self.n_init)
+            n_init = (
+                DEFAULT_N_INIT if callable(self.init) or (isinstance(self.init, str) and self.init == "random") else 1
+            )
+        else:
+            n_init = int(self.n_init)
+        if array_init and n_init != 1:
+            warnings.warn(
+                "Explicit initial center position passed: performing only one init in "
+                f"{type(self).__name__} instead of n_init={n_init}.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            n_init = 1
+        return n_init
+
+    def _check_centers(self, centers: Any, n_features: int) -> np.ndarray:
+        """Initial centres as float64 after checking their shape (scikit-learn's messages)."""
+        values = np.array(centers.toarray() if sparse.issparse(centers) else centers, dtype=np.float64)
+        if values.ndim != 2 or values.shape[0] != self.n_clusters:
+            raise ParameterError(
+                f"The shape of the initial centers {values.shape} does not match the number of clusters "
+                f"{self.n_clusters}."
+            )
+        if values.shape[1] != n_features:
+            raise ParameterError(
+                f"The shape of the initial centers {values.shape} does not match the number of features of the "
+                f"data {n_features}."
+            )
+        return values
 
     def _model(self) -> KMeansModel:
         return KMeansModel(self.n_clusters)
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's tags: sparse input accepted (as scikit-learn's KMeans)."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
     # -- fitting ------------------------------------------------------------------------
 
@@ -190,8 +267,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
 
         Parameters
         ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
-            The data; a string is the path or URL of a Zarr array.
+        X : array-like, sparse matrix, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The data; a string is the path or URL of a Zarr array. Sparse data (scipy.sparse,
+            or a dask array of scipy.sparse blocks) stay sparse.
         y : None
             Ignored; present for API consistency.
         sample_weight : array-like or dask array of shape (n_samples,), default=None
@@ -206,27 +284,62 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
         """
         self._validate_hyperparameters()
         resolve_split_every(self.split_every)
-        source = as_source(X, sample_weight=sample_weight)
+        source = as_source(X, sample_weight=sample_weight, accept_sparse=True)
         if source.n_samples < self.n_clusters:
             raise DataError(
                 f"n_samples={source.n_samples} should be >= n_clusters={self.n_clusters}. Reduce n_clusters or "
                 "pass more rows."
             )
-        if not isinstance(self.init, str):
-            check_shape("init", self.init, (self.n_clusters, source.n_features))
+        self._n_init = self._resolve_n_init()
+        if self.algorithm == "elkan" and self.n_clusters == 1:
+            warnings.warn(
+                "algorithm='elkan' doesn't make sense for a single cluster. Using 'lloyd' instead.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self._init_data = None
+        if callable(self.init):
+            self._init_data = self._callable_init_data(X, source)
+        elif not isinstance(self.init, str):
+            self._check_centers(self.init, source.n_features)
         session = self._session(weighted_rows(source))
         model = KMeansModel(self.n_clusters, weighted=source.weights is not None)
-        outcome = self._fit_restarts(model, session, self._n_init(), False, callback)
+        try:
+            outcome = self._fit_restarts(model, session, self._n_init, False, callback)
+        finally:
+            self._init_data = None
         self.n_features_in_ = source.n_features
         best = outcome.results[outcome.best].params
-        self.inertia_ = session.stats(model, best).inertia
+        final = session.stats(model, best)
+        self.inertia_ = float(final.inertia)
+        distinct = int(np.count_nonzero(final.weight > 0.0))
         if source.kind == "numpy":
             self.labels_ = np.concatenate(session.block_results(model, "predict", best))
+            distinct = int(np.unique(self.labels_).size)
+        # Centres in the data's dtype (float32 data: float32 centres), as scikit-learn.
+        self.cluster_centers_ = best.centers.astype(source.array.dtype)
         self.n_passes_ = session.passes
+        if distinct < self.n_clusters:
+            warnings.warn(
+                f"Number of distinct clusters ({distinct}) found smaller than n_clusters ({self.n_clusters}). "
+                "Possibly due to duplicate points in X.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         return self
 
+    def _callable_init_data(self, X: Any, source: DataSource) -> Any:
+        """What a callable ``init`` receives as ``X``: scikit-learn's validated array in memory, else dask."""
+        if source.kind == "numpy":
+            return check_array(
+                X, accept_sparse="csr", dtype=[np.float64, np.float32], order="C", ensure_all_finite=False
+            )
+        return source.array
+
     def _init_config(self) -> dict[str, Any]:
-        return {"init": self.init if isinstance(self.init, str) else "array"}
+        if callable(self.init):
+            return {"init": "callable"}
+        return {"init": str(self.init) if isinstance(self.init, str) else "array"}
 
     def _max_init_passes(self, n_init: int) -> int | None:
         if not isinstance(self.init, str):
@@ -234,14 +347,46 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
         return KMEANS_PARALLEL_ROUNDS + 1 if self.init == "k-means||" else n_init
 
     def _initial_params(self, model: KMeansModel, session: FitSession, rngs: list[np.random.Generator]) -> list[Any]:
-        return shared_reference(self._initial_centers(model, session, rngs))
+        centers = self._initial_centers(model, session, rngs)
+        if self.verbose:
+            print("Initialization complete", file=sys.stdout)
+        self._verbose_state = {"previous": dict(enumerate(centers)), "rows": session.source.n_samples}
+        if session.source.sparse:
+            # Sparse rows are not centred: statistics around the origin keep them sparse.
+            zero = np.zeros(centers[0].shape[1])
+            return [KMeansParams.from_centers(c, zero) for c in centers]
+        return shared_reference(centers)
+
+    def _iteration_callback(self, n_init: int, user: Any) -> Callable[[int, IterationRecord, Any], None]:
+        """scikit-learn's verbose lines for KMeans (iterations counted from 0, as it prints them)."""
+
+        def callback(index: int, record: IterationRecord, params: KMeansParams) -> None:
+            if self.verbose:
+                state = getattr(self, "_verbose_state", {"previous": {}, "rows": 1})
+                i = record.iteration - 1
+                print(f"Iteration {i}, inertia {-record.log_likelihood * state['rows']}.")
+                previous = state["previous"].get(index)
+                shift = 0.0 if previous is None else float(((params.centers - previous) ** 2).sum())
+                state["previous"][index] = params.centers
+                if record.converged and shift == 0.0:
+                    print(f"Converged at iteration {i}: strict convergence.")
+                elif record.converged:
+                    tol = float(self.tol) * float(params.variance or 0.0)
+                    print(f"Converged at iteration {i}: center shift {shift} within tolerance {tol}.")
+            if user is not None:
+                user(record, params)
+
+        return callback
 
     def _initial_centers(
         self, model: KMeansModel, session: FitSession, rngs: list[np.random.Generator]
     ) -> list[np.ndarray]:
         d = session.source.n_features - int(model.weighted)
+        if callable(self.init):
+            state = check_random_state(self.random_state)
+            return [self._check_centers(self.init(self._init_data, self.n_clusters, state), d) for _ in rngs]
         if not isinstance(self.init, str):
-            return [np.asarray(self.init, dtype=np.float64) for _ in rngs]
+            return [self._check_centers(self.init, d) for _ in rngs]
         if self.init == "k-means||":
             return kmeans_parallel(session, self.n_clusters, rngs, weighted=model.weighted)
         out = []
@@ -271,7 +416,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
 
         Parameters
         ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+        X : array-like, sparse matrix, dask array, zarr.Array or str of shape (n_samples, n_features)
             The data.
         y : None
             Ignored.
@@ -289,7 +434,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
 
         Parameters
         ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+        X : array-like, sparse matrix, dask array, zarr.Array or str of shape (n_samples, n_features)
             The data.
 
         Returns
@@ -304,7 +449,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
 
         Parameters
         ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+        X : array-like, sparse matrix, dask array, zarr.Array or str of shape (n_samples, n_features)
             The data.
 
         Returns
@@ -318,7 +463,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
 
         Parameters
         ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+        X : array-like, sparse matrix, dask array, zarr.Array or str of shape (n_samples, n_features)
             The data.
         y : None
             Ignored.
@@ -330,7 +475,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, EM
         float
         """
         model = KMeansModel(self.n_clusters, weighted=sample_weight is not None)
-        source = weighted_rows(as_source(self._source_for_predict(X), sample_weight=sample_weight))
+        source = as_source(self._source_for_predict(X), sample_weight=sample_weight, accept_sparse=True)
+        source = weighted_rows(source)
         stats = self._prediction_session(source).stats(model, self._params())
         if stats.n_nonfinite:
             raise DataError(f"Input X contains {stats.n_nonfinite} NaN or infinite value(s). Remove or impute them.")

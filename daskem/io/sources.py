@@ -125,6 +125,10 @@ class DataSource:
         data's description as ``lengths`` are; reopened from ``options["sample_weight"]``
         when they were given as a Zarr array's location. Their values are checked when a
         fit reads them (:func:`daskem.em.session.weighted_rows`), not here.
+    sparse : bool
+        Whether the blocks are scipy.sparse CSR matrices (or arrays) instead of NumPy
+        arrays. Only models that declare sparse support read such sources
+        (``as_source(..., accept_sparse=True)``).
     """
 
     array: da.Array
@@ -133,6 +137,7 @@ class DataSource:
     options: dict[str, Any] = field(default_factory=dict)
     lengths: np.ndarray | None = field(default=None, compare=False)
     weights: da.Array | None = field(default=None, compare=False)
+    sparse: bool = False
 
     @property
     def n_samples(self) -> int:
@@ -312,6 +317,44 @@ def _check_dask(array: da.Array, name: str, chunk_rows: int | None = None) -> da
     return array
 
 
+def _reject_sparse(name: str) -> None:
+    raise DataError(
+        f"Sparse data was passed for {name}, but this model needs dense data: use {name}.toarray(), or a "
+        "dask array of dense blocks for data larger than memory. (daskem.KMeans accepts sparse data.)"
+    )
+
+
+def _csr_block(block: Any, dtype: Any) -> Any:
+    """A sparse block as CSR of ``dtype`` (the same container kind: matrix or array)."""
+    return block.tocsr().astype(dtype, copy=False)
+
+
+def _sparse_memory(X: Any, name: str, chunk_rows: int | None) -> DataSource:
+    """In-memory scipy.sparse data as a dask array of CSR blocks (``kind="numpy"``)."""
+    try:
+        values = check_array(
+            X, accept_sparse=["csr"], dtype=[np.float64, np.float32], ensure_all_finite=False, input_name=name
+        )
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    values.sort_indices()
+    rows = chunk_rows or default_chunk_rows(values.shape[0], values.shape[1])
+    array = da.from_array(values, chunks=(rows, values.shape[1]), asarray=False)
+    return DataSource(array, "numpy", sparse=True)
+
+
+def _sparse_dask(X: da.Array, name: str, chunk_rows: int | None, options: dict[str, Any]) -> DataSource:
+    """A dask array of scipy.sparse blocks, checked and made of CSR float blocks."""
+    _check_ndim(X.shape)
+    kind = X.dtype.kind
+    if kind not in "iubf":
+        _reject_dtype(X.dtype, name)
+    dtype = X.dtype if kind == "f" and X.dtype.itemsize >= 4 else np.dtype(np.float64)
+    meta = _csr_block(X._meta, dtype)
+    array = da.map_blocks(_csr_block, X, dtype, dtype=dtype, meta=meta)
+    return DataSource(_check_dask(array, name, chunk_rows), "dask", None, options, sparse=True)
+
+
 def _as_dask(values: Any) -> da.Array:
     return values if isinstance(values, da.Array) else da.from_array(np.asarray(values))
 
@@ -403,6 +446,7 @@ def as_source(
     sequence_ids: str | None = None,
     sample_weight: Any = None,
     name: str = "X",
+    accept_sparse: bool = False,
 ) -> DataSource:
     """Validate ``X`` and return it as a :class:`DataSource`.
 
@@ -436,6 +480,10 @@ def as_source(
         are read again on resume.
     name : str
         The name used for the data in error messages.
+    accept_sparse : bool
+        Accept scipy.sparse matrices or arrays (CSR, CSC, ...: kept as CSR blocks) and
+        dask arrays of scipy.sparse blocks; only models that compute with sparse blocks
+        pass True (k-means). Otherwise sparse data raise :class:`DataError`.
 
     Returns
     -------
@@ -464,9 +512,10 @@ def as_source(
             lengths=lengths,
             sequence_ids=sequence_ids,
             name=name,
+            accept_sparse=accept_sparse,
         )
         return _with_weights(source, sample_weight, storage_options)
-    if isinstance(X, DataSource):
+    if isinstance(X, DataSource):  # validated already (a sparse one by a caller that accepts sparse data)
         return _with_lengths(X, lengths, None)
     if isinstance(X, str | os.PathLike):
         loc = os.fspath(X)
@@ -482,6 +531,10 @@ def as_source(
     if isinstance(X, zarr.Array):
         source = DataSource(_check_dask(zarr_dask(X), name, chunk_rows), "zarr", str(X.store_path), options)
         return _with_lengths(source, lengths, None)
+    if isinstance(X, da.Array) and sparse.issparse(X._meta):
+        if not accept_sparse:
+            _reject_sparse(name)
+        return _with_lengths(_sparse_dask(X, name, chunk_rows, options), lengths, None)
     if isinstance(X, da.Array):
         return _with_lengths(DataSource(_check_dask(X, name, chunk_rows), "dask", None, options), lengths, None)
     if module.startswith("xarray."):
@@ -491,10 +544,9 @@ def as_source(
         data, ids = table_array(X, columns, name, sequence_ids)
         return _with_lengths(DataSource(_check_dask(data, name, chunk_rows), "dask", None, options), lengths, ids)
     if sparse.issparse(X):
-        raise DataError(
-            f"Sparse data was passed for {name}, but daskem needs dense data: use {name}.toarray(), or a "
-            "dask array of dense blocks for data larger than memory."
-        )
+        if not accept_sparse:
+            _reject_sparse(name)
+        return _with_lengths(_sparse_memory(X, name, chunk_rows), lengths, None)
     values = np.asarray(X)
     _check_ndim(values.shape)
     if values.dtype.kind in "USMmcV":

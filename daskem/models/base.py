@@ -142,6 +142,24 @@ class OwnConvergence(Protocol):
 
 
 @runtime_checkable
+class RegularisedMStep(Protocol):
+    """An M-step that is not an exact maximiser (a regularised covariance), with its gap.
+
+    EM never lowers the log-likelihood when the M-step maximises the expected complete-data
+    log-likelihood Q; a regularised M-step gives up part of that maximum, and the next
+    log-likelihood may then fall by at most what it gave up. The monitor tolerates that much
+    before it warns of a decrease.
+
+    Law: the gap is >= 0, and 0 without regularisation.
+    """
+
+    def m_step_gap(self, stats: Any) -> float:
+        """Q at the unregularised maximiser minus Q at the M-step's parameters (>= 0; inf if
+        the unregularised maximiser is degenerate)."""
+        ...
+
+
+@runtime_checkable
 class MessagePassing(Protocol):
     """Rows that depend on the rows of neighbouring blocks (an HMM sequence split across blocks).
 

@@ -35,10 +35,18 @@ FloatArray = NDArray[np.float64]
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
+#: scikit-learn's text for a covariance that is not positive definite (its tests match it).
+ILL_DEFINED_COVARIANCE = (
+    "Fitting the mixture model failed because some components have ill-defined empirical covariance "
+    "(for instance caused by singleton or collapsed samples). Try to decrease the number of components, "
+    "increase reg_covar, or scale the input data."
+)
+
+
 def _singular_message(component: int | None, reg_covar: float) -> str:
     where = "the tied covariance" if component is None else f"the covariance of component {component}"
     return (
-        f"Fitting failed because {where} is not positive definite (it collapsed onto too few "
+        f"{ILL_DEFINED_COVARIANCE} Here {where} is not positive definite (it collapsed onto too few "
         f"distinct points, or features are constant or collinear) with reg_covar={reg_covar!r}. "
         "Increase reg_covar (e.g. reg_covar=1e-3), reduce n_components, or scale the features."
     )
@@ -62,8 +70,11 @@ def _chol_precision_from_precision(prec: FloatArray, component: int | None) -> F
     try:
         return np.asarray(linalg.cholesky(prec, lower=True))
     except linalg.LinAlgError:
-        where = "precisions_init" if component is None else f"precisions_init[{component}]"
-        raise NumericalError(f"{where} is not symmetric positive definite; pass a valid precision matrix.") from None
+        kind, where = ("tied", "precisions_init") if component is None else ("full", f"precisions_init[{component}]")
+        raise NumericalError(
+            f"'{kind} precision' should be symmetric, positive-definite: {where} is not symmetric positive "
+            "definite; pass a valid precision matrix."
+        ) from None
 
 
 def _cov_from_chol_precision(prec_chol: FloatArray) -> FloatArray:
@@ -147,6 +158,15 @@ class CovarianceType:
         sym = (covariances + np.swapaxes(covariances, -1, -2)) / 2
         return float(np.min(np.linalg.eigvalsh(sym)))
 
+    def eigenvalues(self, covariances: FloatArray, n_features: int) -> FloatArray:
+        """The ``n_features`` eigenvalues of every distinct covariance: ``(1, d)`` for tied,
+        else ``(k, d)`` (a spherical variance ``d`` times, the diagonal's variances)."""
+        if self.matrices:
+            sym = (covariances + np.swapaxes(covariances, -1, -2)) / 2
+            return np.asarray(np.linalg.eigvalsh(sym), dtype=np.float64).reshape(-1, n_features)
+        values = np.asarray(covariances, dtype=np.float64).reshape(covariances.shape[0], -1)
+        return np.asarray(np.broadcast_to(values, (values.shape[0], n_features)), dtype=np.float64)
+
 
 # --- precision Cholesky factors -------------------------------------------------------
 
@@ -176,7 +196,11 @@ def _tied_from_prec(prec: FloatArray) -> FloatArray:
 
 def _diagonal_from_prec(prec: FloatArray) -> FloatArray:
     if not np.all(prec > 0.0):
-        raise NumericalError("precisions_init must be strictly positive for this covariance_type.")
+        kind = "spherical" if prec.ndim == 1 else "diag"
+        raise NumericalError(
+            f"'{kind} precision' should be positive: precisions_init must be strictly positive for this "
+            "covariance_type."
+        )
     return np.asarray(np.sqrt(prec))
 
 
@@ -307,7 +331,13 @@ def _tied_cov(
 def _diag_cov(
     nk: FloatArray, r: FloatArray, s: FloatArray, a: FloatArray, moment: FloatArray, reg: float
 ) -> FloatArray:
-    return np.asarray((moment - 2.0 * a * s + r[:, None] * a * a) / nk[:, None] + reg)
+    variance = (moment - 2.0 * a * s + r[:, None] * a * a) / nk[:, None]
+    # A variance within the rounding error of its moments of 0 (a component that moved onto
+    # one point this step) is that rounding error, not 0 or below: scikit-learn's
+    # ``X**2 - 2 X mean + mean**2`` leaves such noise too and fits on (its issue #18216). A
+    # component already on the point (moments exactly 0) or a constant feature stays 0.
+    floor = 4.0 * np.finfo(np.float64).eps * moment / nk[:, None]
+    return np.asarray(np.maximum(variance, floor) + reg)
 
 
 def _spherical_cov(
@@ -564,9 +594,12 @@ def log_normalize(log_prob: FloatArray, resp_out: FloatArray) -> FloatArray:
     # A sample whose every component is -inf has no valid maximum; use 0 to avoid inf - inf.
     top[~np.isfinite(top)] = 0.0
     np.subtract(log_prob, top, out=resp_out)
-    np.exp(resp_out, out=resp_out)
-    total = resp_out.sum(axis=0)
-    resp_out /= total
+    # Responsibilities far below the largest underflow to 0, which is what they are: harmless
+    # under any error state the caller set (np.seterr(all="raise") included).
+    with np.errstate(under="ignore"):
+        np.exp(resp_out, out=resp_out)
+        total = resp_out.sum(axis=0)
+        resp_out /= total
     with np.errstate(divide="ignore"):
         return np.asarray(np.log(total) + top)
 

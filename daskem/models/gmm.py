@@ -76,6 +76,62 @@ def _given_or_base(value: Any, base: GaussianMixtureParams | None, name: str) ->
     return np.asarray(getattr(base, name))
 
 
+def _paired(
+    base: GaussianMixtureParams, kind: str, weights: Any, means: Any, precisions: Any
+) -> tuple[GaussianMixtureParams, Any, Any]:
+    """Pair partially given components with those of ``base`` they fit best.
+
+    The order of an initialisation's components (k-means clusters) is arbitrary, so a
+    partial ``weights_init`` / ``means_init`` / ``precisions_init`` is paired with the
+    base components by a minimum-cost assignment (:func:`scipy.optimize.linear_sum_assignment`)
+    rather than by index. Given means set the order: ``base`` is reordered to follow
+    them (squared distance between means). Otherwise the order is the initialisation's,
+    and the given precisions (with the given weights, which stay paired with them) are
+    reordered to the base components whose Gaussians they fit best (expected negative
+    log-likelihood, weighted by the base weights; "tied" has one shared precision), or
+    given weights alone to the base weights nearest them. Returns ``(base, weights,
+    precisions)``.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    ct = covariance_type(kind)
+    k, d = base.means.shape
+    if means is not None:
+        given = np.asarray(means, dtype=np.float64)
+        cost = ((given[:, None, :] - base.means[None, :, :]) ** 2).sum(axis=2)
+    elif precisions is not None and not ct.shared:
+        # tr(P_i S_j) - log det P_i: the expected negative log-likelihood (up to constants)
+        # of base component j's Gaussian under given precision i.
+        prec = ct.to_full(np.asarray(precisions, dtype=np.float64), k, d)
+        cov = ct.to_full(base.covariances, k, d)
+        cost = np.einsum("iab,jba->ij", prec, cov) - np.linalg.slogdet(prec)[1][:, None]
+        cost = cost * base.weights[None, :]
+    elif weights is not None:
+        cost = np.abs(np.asarray(weights, dtype=np.float64)[:, None] - base.weights[None, :])
+    else:
+        return base, weights, precisions
+    if k < 2 or cost.shape != (k, k) or not np.all(np.isfinite(cost)):
+        return base, weights, precisions
+    _, order = linear_sum_assignment(cost)  # given component i pairs with base component order[i]
+    if np.array_equal(order, np.arange(k)):
+        return base, weights, precisions
+    if means is not None:
+        shared = ct.shared
+        base = GaussianMixtureParams(
+            weights=base.weights[order],
+            means=base.means[order],
+            covariances=base.covariances if shared else base.covariances[order],
+            precisions_cholesky=base.precisions_cholesky if shared else base.precisions_cholesky[order],
+        )
+        return base, weights, precisions
+    inverse = np.argsort(order)  # base component j takes given component inverse[j]
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)[inverse]
+    if precisions is not None and not ct.shared:
+        precisions = np.asarray(precisions, dtype=np.float64)[inverse]
+    return base, weights, precisions
+
+
 @dataclass(frozen=True)
 class GaussianMixtureStats:
     """Sufficient statistics of a set of rows under one parameter set.
@@ -228,8 +284,9 @@ class GaussianMixtureModel:
         second = np.zeros(ct.moment_shape(k, d))
         loglik = 0.0
         n_nonfinite = 0
-        # Non-finite data give NaN statistics; the driver reports them from n_nonfinite.
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        # Non-finite data give NaN statistics; the driver reports them from n_nonfinite. Tiny
+        # responsibilities and their products underflow to 0, harmlessly, whatever np.seterr says.
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
             start = 0
             # Under given responsibilities full and tied covariances need no densities.
             densities = resp is None or ct.moment_from_residuals
@@ -289,6 +346,32 @@ class GaussianMixtureModel:
                 covariances[empty] = params.covariances[empty]
         precisions_cholesky = ct.precision_cholesky(covariances, self.reg_covar)
         return GaussianMixtureParams(nk / nk.sum(), means, covariances, precisions_cholesky)
+
+    def m_step_gap(self, stats: GaussianMixtureStats) -> float:
+        """What ``reg_covar`` costs the M-step in expected complete-data log-likelihood.
+
+        The M-step's covariance is the maximiser ``S`` (eigenvalues ``s_j``) plus
+        ``reg_covar`` on the diagonal, which gives up
+        ``sum_k r_k / 2 * sum_j (log(1 + reg / s_j) - reg / (s_j + reg))`` of Q (``r_k``:
+        the responsibility sums; tied: the total over one matrix); the next log-likelihood
+        can fall by at most that (:class:`daskem.models.base.RegularisedMStep`). 0 without
+        regularisation, inf when ``S`` is singular.
+        """
+        reg = self.reg_covar
+        if reg == 0.0:
+            return 0.0
+        ct = covariance_type(self.covariance_type)
+        r = stats.resp_sum
+        nk = r + _EPS10
+        unregularised = ct.covariance(nk, r, stats.first, stats.first / nk[:, None], stats.second, 0.0)
+        values = ct.eigenvalues(unregularised, stats.first.shape[1])
+        counts = np.array([r.sum()]) if ct.shared else r
+        live = counts > _EPS10
+        values = values[live]
+        if np.any(values <= 0.0):
+            return float("inf")
+        per_value = np.log1p(reg / values) - reg / (values + reg)
+        return float(0.5 * (counts[live] * per_value.sum(axis=1)).sum())
 
     # -- vector form (acceleration) --------------------------------------------------------
 
@@ -378,9 +461,15 @@ class GaussianMixtureModel:
     ) -> GaussianMixtureParams:
         """Parameters from user-given weights, means and precisions, the rest from ``base``.
 
-        ``base`` may be ``None`` only when all three are given.
+        ``base`` may be ``None`` only when all three are given. Given and base components
+        are paired by fit, not by index (:func:`_paired`).
         """
         ct = covariance_type(self.covariance_type)
+        if base is not None:
+            if precisions is not None:
+                # Checked (shape, positive definiteness) before they are compared with the base.
+                ct.precision_cholesky_from_precisions(np.asarray(precisions, dtype=np.float64))
+            base, weights, precisions = _paired(base, self.covariance_type, weights, means, precisions)
         if precisions is not None:
             prec_chol = ct.precision_cholesky_from_precisions(np.asarray(precisions, dtype=np.float64))
             covariances = ct.covariance_from_precision_cholesky(prec_chol)
@@ -400,7 +489,7 @@ class GaussianMixtureModel:
         shift = params.reference
         out = np.empty((self.n_components, block.shape[0]))
         start = 0
-        with np.errstate(invalid="ignore", over="ignore"):
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
             for _, log_prob, _, _ in self._tiles(block, params, shift):
                 out[:, start : start + log_prob.shape[1]] = log_prob
                 start += log_prob.shape[1]

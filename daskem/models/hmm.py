@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from daskem.errors import DataError, NumericalError, ParameterError
-from daskem.models.gaussian import FloatArray, check_shape, covariance_type
+from daskem.models.gaussian import FULL_COVARIANCE, CovarianceType, FloatArray, check_shape, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams, GaussianMixtureStats
 
 _EPS10 = 10.0 * np.finfo(np.float64).eps
@@ -53,6 +53,14 @@ def _kernels() -> Any:
 
 #: Probabilities are floored here in the vector form (log of an exact zero is -inf).
 _LOG_FLOOR = 1e-300
+
+#: hmmlearn's fallback for a full or tied covariance that is not positive definite (a state
+#: collapsed onto a few rows): its densities use ``covariance + 1e-7 * I`` (hmmlearn's
+#: ``stats._log_multivariate_normal_density_full``), its ``covars_`` stay as estimated.
+_DENSITY_FLOOR = 1e-7
+
+#: The implementations of hmmlearn's recursions: daskem computes both the same (stable) way.
+IMPLEMENTATIONS = ("scaling", "log")
 
 
 @dataclass(frozen=True)
@@ -287,6 +295,13 @@ class HMMModel(Generic[E]):
         Whether blocks may split sequences (messages carried between blocks).
     startprob_prior, transmat_prior : float or array
         Dirichlet concentration of the start and transition probabilities (1: none).
+    implementation : {"log", "scaling"}
+        hmmlearn's recursion. Both compute the same numbers here (scaled recursions with
+        rows normalised by their largest log-density, which neither underflows nor
+        overflows); ``"scaling"`` keeps hmmlearn's one refusal: a row whose emission
+        densities all underflow to zero in linear space (``exp(log-density) == 0`` in every
+        state) raises :class:`NumericalError`, as hmmlearn's scaled forward pass does.
+        Not in :meth:`spec`: it does not change a fit's numbers.
     """
 
     n_components: int
@@ -295,6 +310,11 @@ class HMMModel(Generic[E]):
     carry: bool = False
     startprob_prior: Any = 1.0
     transmat_prior: Any = 1.0
+    implementation: str = "log"
+
+    def __post_init__(self) -> None:
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ParameterError(f"implementation must be one of {list(IMPLEMENTATIONS)}; got {self.implementation!r}.")
 
     #: What to do when the statistics are not finite.
     numerical_advice = (
@@ -313,9 +333,26 @@ class HMMModel(Generic[E]):
         """Emission probabilities scaled by their row maxima, and those maxima's logs."""
         log_b = self.emission.log_prob(params.emission, X)
         top = log_b.max(axis=1) if log_b.shape[0] else np.zeros(0)
-        # A row impossible in every state (top = -inf) gives NaN, reported by the caller.
-        with np.errstate(invalid="ignore"):
+        if self.implementation == "scaling":
+            self._check_scaling(top)
+        # A row impossible in every state (top = -inf) gives NaN, reported by the caller; a
+        # state far less likely than the row's best flushes to zero (meant: that is the scaling).
+        with np.errstate(invalid="ignore", under="ignore"):
             return np.exp(log_b - top[:, None]), top
+
+    @staticmethod
+    def _check_scaling(top: FloatArray) -> None:
+        """hmmlearn's scaled forward pass fails where a row's densities are all zero in
+        linear space: ``implementation="scaling"`` refuses those rows as it does."""
+        with np.errstate(under="ignore"):
+            zero = np.flatnonzero(~(np.exp(top) > 0.0))
+        if zero.size:
+            first = int(zero[0])
+            raise NumericalError(
+                f"Forward pass failed with underflow (implementation='scaling'): {zero.size} row(s) have "
+                f"zero emission density in every state in linear space (first: row {first} of its block, "
+                f"largest log-density {float(top[first]):.4g}); consider using implementation='log' instead."
+            )
 
     def _message(self, block: NDArray[Any], message: HMMMessage | None) -> HMMMessage:
         if message is not None:
@@ -364,16 +401,18 @@ class HMMModel(Generic[E]):
         k = self.n_components
         alpha = np.full(k, 1.0 / k)
         alphas = []
-        for f in summaries:
-            alphas.append(alpha)
-            alpha = alpha @ f
-            alpha = alpha / alpha.sum()
         beta = np.full(k, 1.0 / k)
         betas: list[FloatArray] = [beta] * len(summaries)
-        for b in range(len(summaries) - 1, -1, -1):
-            betas[b] = beta
-            beta = summaries[b] @ beta
-            beta = beta / beta.sum()
+        # States a block cannot reach underflow to 0, harmlessly, whatever np.seterr says.
+        with np.errstate(under="ignore"):
+            for f in summaries:
+                alphas.append(alpha)
+                alpha = alpha @ f
+                alpha = alpha / alpha.sum()
+            for b in range(len(summaries) - 1, -1, -1):
+                betas[b] = beta
+                beta = summaries[b] @ beta
+                beta = beta / beta.sum()
         return [HMMMessage(a, b) for a, b in zip(alphas, betas, strict=True)]
 
     def _finite(self, block: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.bool_]]:
@@ -540,6 +579,27 @@ def _softmax(v: FloatArray) -> FloatArray:
     return np.asarray(e / e.sum(axis=-1, keepdims=True))
 
 
+def _density_factors(ct: CovarianceType, covariances: FloatArray, reg: float) -> FloatArray:
+    """The precision Cholesky factors of the state densities, with hmmlearn's fallbacks: a
+    matrix that is not positive definite gets ``1e-7`` on its diagonal (each on its own),
+    a variance of zero the smallest normal double (the covariances themselves unchanged)."""
+    try:
+        return ct.precision_cholesky(covariances, reg)
+    except NumericalError:
+        if not ct.matrices:
+            return ct.precision_cholesky(np.maximum(covariances, np.finfo(np.float64).tiny), reg)
+    full = covariance_type(FULL_COVARIANCE)
+    matrices = covariances[None] if ct.shared else covariances
+    floor = _DENSITY_FLOOR * np.eye(matrices.shape[-1])
+    factors = []
+    for c in matrices:
+        try:
+            factors.append(full.precision_cholesky(c[None], reg)[0])
+        except NumericalError:
+            factors.append(full.precision_cholesky((c + floor)[None], reg)[0])
+    return factors[0] if ct.shared else np.stack(factors)
+
+
 @dataclass(frozen=True)
 class GaussianEmission:
     """Gaussian state densities, with the covariance types of the mixtures.
@@ -576,18 +636,28 @@ class GaussianEmission:
     def make_params(self, n_components: int, means: Any, covariances: Any, reg: float = 0.0) -> GaussianEmissionParams:
         """Parameters of ``n_components`` states from means and covariances (the precisions derived).
 
+        As in hmmlearn, spherical variances may come in any shape of ``n_components``
+        values ((k,), (k, 1), (k, 1, 1, 1), ...), and a full or tied covariance that is not
+        positive definite (a state collapsed onto a few rows) is kept, its density taken
+        from ``covariance + 1e-7 * I``; a diagonal variance of zero is floored at the
+        smallest normal double in the density.
+
         Raises
         ------
         NumericalError
-            A covariance is not positive definite.
+            A covariance is not positive definite, even with hmmlearn's fallback.
         """
         means = np.asarray(means, dtype=np.float64)
         if means.ndim != 2:
             raise ParameterError(f"means must be 2-D (n_components, n_features); got shape {means.shape}.")
         ct = covariance_type(self.covariance_type)
-        covariances = check_shape("covariances", covariances, ct.shape(n_components, means.shape[1]))
+        expected = ct.shape(n_components, means.shape[1])
+        if len(expected) == 1 and np.size(covariances) == n_components:
+            # hmmlearn's spherical variances of shape (k, 1) or (k, 1, 1, 1)
+            covariances = np.reshape(np.asarray(covariances, dtype=np.float64), n_components)
+        covariances = check_shape("covariances", covariances, expected)
         try:
-            factors = ct.precision_cholesky(covariances, reg)
+            factors = _density_factors(ct, covariances, reg)
         except NumericalError:
             lowest = ct.min_eigenvalue(covariances)
             raise NumericalError(
@@ -599,6 +669,33 @@ class GaussianEmission:
         return self.params_from_arrays(
             {"means": means, "covariances": covariances, "precisions_cholesky": factors}, n_components
         )
+
+    def start_covariances(self, stats: GaussianMixtureStats, n_components: int, min_covar: float) -> FloatArray:
+        """hmmlearn's initial covariances: ``np.cov(X.T) + min_covar * I`` in this covariance
+        type's shape (the mean of the diagonal for spherical).
+
+        Parameters
+        ----------
+        stats : GaussianMixtureStats
+            The moments of all rows: the statistics of a one-component full mixture.
+        n_components : int
+            Number of states.
+        min_covar : float
+            Added to the diagonal of the data covariance (np.cov's unbiased scaling), before
+            anything is factorised: constant or collinear features are fine.
+
+        Returns
+        -------
+        ndarray
+            The covariances, shape ``covariance_type(...).shape(n_components, n_features)``.
+        """
+        r = stats.resp_sum
+        nk = r + _EPS10
+        full = covariance_type(FULL_COVARIANCE)
+        scatter = full.covariance(nk, r, stats.first, stats.first / nk[:, None], stats.second, 0.0)[0]
+        n, d = float(r[0]), scatter.shape[0]
+        cv = scatter * (n / max(n - 1.0, 1.0)) + min_covar * np.eye(d)
+        return covariance_type(self.covariance_type).from_full(cv, n_components)
 
     def params_from_arrays(self, arrays: dict[str, FloatArray], n_components: int) -> GaussianEmissionParams:
         """Parameters from the arrays ``means``, ``covariances`` and ``precisions_cholesky``, checked."""

@@ -17,6 +17,13 @@ Per tile, the E-step is one BLAS product (the scores) and one pass of a compiled
 (:mod:`daskem.models.kmeans_kernels`) for everything after it.
 
 A model with ``weighted=True`` reads each block's last column as the sample weights.
+
+Blocks may be scipy.sparse CSR matrices (or arrays), e.g. TF-IDF text: their E-step
+never centres or densifies the rows. Distances are ``|x|^2 - 2 x.c + |c|^2`` with one
+sparse-dense product per tile, the sums per cluster one sparse product with the
+(weighted) one-hot assignment; centres stay dense. The statistics are the same values
+(centred on the same reference), so combine and the M-step do not know which kind of
+block they came from.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 
 from daskem.errors import ParameterError
 from daskem.models.gaussian import FloatArray, check_shape
@@ -215,6 +223,9 @@ class KMeansModel:
         reference share each centred tile, its squared norms and its first-pass moments;
         each run's arithmetic is exactly that of its own e_step.
         """
+        if sparse.issparse(block):
+            x, w = self._split(block)
+            return tuple(_sparse_stats(p, x, w) for p in params)
         x_all, w_all = (block[:, :-1], block[:, -1]) if self.weighted else (block, None)
         dtype = np.dtype(np.float32) if x_all.dtype == np.float32 else np.dtype(np.float64)
         n, d = x_all.shape
@@ -303,6 +314,12 @@ class KMeansModel:
 
     def transform(self, params: KMeansParams, block: NDArray[Any]) -> FloatArray:
         """Euclidean distance of every row to every centre: shape (n, k)."""
+        if sparse.issparse(block):
+            x = self._split(block)[0]
+            c = params.centers
+            with np.errstate(invalid="ignore", over="ignore"):
+                sq = _row_norms(x)[:, None] - 2.0 * np.asarray(x @ c.T) + np.square(c).sum(axis=1)
+            return np.sqrt(np.maximum(sq, 0.0))
         x = np.asarray(block[:, :-1] if self.weighted else block, dtype=np.float64)
         diff = x[:, None, :] - params.centers[None, :, :]
         return np.sqrt(np.einsum("ikj,ikj->ik", diff, diff))
@@ -321,6 +338,14 @@ class KMeansModel:
         ``w`` its weights (or None), ``labels`` the nearest centre and ``dist`` the squared
         distance to it.
         """
+        if sparse.issparse(block):
+            x, w_all = self._split(block)
+            t = max(1, min(TILE_ROWS, x.shape[0]))
+            for start in range(0, x.shape[0], t):
+                tile = x[start : start + t]
+                labels, dist = _sparse_assign(tile, params)
+                yield tile, None if w_all is None else w_all[start : start + t], labels, dist
+            return
         x_all = block[:, :-1] if self.weighted else block
         dtype = np.dtype(np.float32) if x_all.dtype == np.float32 else np.dtype(np.float64)
         n = x_all.shape[0]
@@ -332,6 +357,116 @@ class KMeansModel:
             labels, dist = _assign(xs, np.einsum("ij,ij->i", xs, xs), centres, None)
             w = np.asarray(block[start:stop, -1], dtype=np.float64) if self.weighted else None
             yield xs, w, labels, dist
+
+    def _split(self, block: Any) -> tuple[Any, NDArray[np.float64] | None]:
+        """A sparse block's rows (CSR) and its weights (dense, float64; None when unweighted)."""
+        x = block.tocsr()
+        if not self.weighted:
+            return x, None
+        w = np.asarray(x[:, -1].toarray(), dtype=np.float64).ravel()
+        return x[:, :-1], w
+
+
+def count_nonfinite(x: Any) -> int:
+    """NaN or infinite values of a dense array or a sparse matrix (its stored values)."""
+    values = x.data if sparse.issparse(x) else np.asarray(x)
+    return int(values.size - np.count_nonzero(np.isfinite(values)))
+
+
+def dense_rows(x: Any) -> NDArray[Any]:
+    """Rows as a dense array (a sparse matrix densified: callers take a few rows only)."""
+    return x.toarray() if sparse.issparse(x) else np.asarray(x)
+
+
+def _row_norms(x: Any) -> NDArray[Any]:
+    """Squared Euclidean norm of every row of a sparse matrix, in its dtype."""
+    return np.asarray(x.multiply(x).sum(axis=1)).ravel()
+
+
+def _sparse_distances(x: Any, centers: NDArray[Any]) -> NDArray[Any]:
+    """Squared distances ``|x|^2 - 2 x.c + |c|^2`` of sparse rows to dense centres, shape (n, k).
+
+    Computed in the rows' dtype (float32 rows: float32, as scikit-learn).
+    """
+    c = centers.astype(x.dtype, copy=False)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _row_norms(x)[:, None] - 2.0 * np.asarray(x @ c.T) + np.square(c).sum(axis=1)
+
+
+def _sparse_assign(x: Any, params: KMeansParams) -> tuple[NDArray[np.intp], NDArray[Any]]:
+    """Nearest centre of every sparse row (first on ties) and the squared distance to it (clipped at 0)."""
+    dist = _sparse_distances(x, params.centers)
+    if dist.shape[0] == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=dist.dtype)
+    labels = dist.argmin(axis=1)
+    return labels, np.maximum(dist[np.arange(dist.shape[0]), labels], 0.0)
+
+
+def _sparse_stats(params: KMeansParams, x: Any, w: NDArray[np.float64] | None) -> KMeansStats:
+    """One run's :class:`KMeansStats` of a sparse block (see the module docstring).
+
+    The sums are taken of the raw rows, then centred on the reference (``sums - weight *
+    reference``): exact for the zero reference sparse fits use.
+    """
+    k, d = params.centers.shape
+    n = x.shape[0]
+    ref = params.reference
+    labels_parts, dist_parts = [], []
+    t = max(1, min(TILE_ROWS, n))
+    for start in range(0, n, t):
+        labels, dist = _sparse_assign(x[start : start + t], params)
+        labels_parts.append(labels)
+        dist_parts.append(dist)
+    labels = np.concatenate(labels_parts) if labels_parts else np.zeros(0, dtype=np.intp)
+    dist = (np.concatenate(dist_parts) if dist_parts else np.zeros(0)).astype(np.float64)
+    wv = np.ones(n) if w is None else w
+    onehot = sparse.csr_matrix((wv, (labels, np.arange(n))), shape=(k, n))
+    x64 = x.astype(np.float64)
+    weight = np.bincount(labels, weights=wv, minlength=k).astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        raw_sums = np.asarray((onehot @ x64).toarray())
+        sums = raw_sums - weight[:, None] * ref if ref.any() else raw_sums
+        inertia = float(np.dot(wv, dist))
+        moment_rows, n_nonfinite = 0.0, 0
+        feature_sum, feature_sq = np.zeros(d), np.zeros(d)
+        if params.variance is None:
+            col_sum = np.asarray(x64.sum(axis=0)).ravel()
+            col_sq = np.asarray(x64.multiply(x64).sum(axis=0)).ravel()
+            feature_sum = col_sum - n * ref
+            feature_sq = col_sq - 2.0 * ref * col_sum + n * ref * ref
+            moment_rows = float(n)
+            n_nonfinite = count_nonfinite(x) + (0 if w is None else count_nonfinite(w))
+        far = _sparse_far(params, x64, labels, dist, wv, k)
+    return KMeansStats(
+        n=float(n),
+        loglik=-inertia,
+        n_nonfinite=n_nonfinite,
+        shift=ref,
+        moment_rows=moment_rows,
+        weight=weight,
+        sums=sums,
+        feature_sum=feature_sum,
+        feature_sq=feature_sq,
+        far=far,
+    )
+
+
+def _sparse_far(
+    params: KMeansParams, x: Any, labels: NDArray[np.intp], dist: NDArray[Any], w: NDArray[Any], k: int
+) -> FloatArray:
+    """The block's ``k`` farthest rows as :class:`KMeansStats` ``far`` rows (only they are densified)."""
+    n, d = x.shape
+    m = min(n, _FAR_CANDIDATES * k)
+    if m == 0:
+        return np.zeros((0, d + 3))
+    order = np.where(np.isfinite(dist), dist, -np.inf)
+    rows = np.sort(np.argpartition(-order, m - 1)[:m]) if n > m else np.arange(n)
+    xs = x[rows].toarray() - params.reference
+    diff = xs - (params.centers - params.reference)[labels[rows]]
+    far = np.empty((rows.size, d + 3))
+    far[:, 0], far[:, 1], far[:, 2] = np.einsum("ij,ij->i", diff, diff), labels[rows], w[rows]
+    far[:, 3:] = xs
+    return _farthest(far, k)
 
 
 def _centred(params: KMeansParams, dtype: Any) -> tuple[NDArray[Any], NDArray[Any]]:
@@ -379,6 +514,9 @@ def _assign(
 
 def rounding_bound(xs: NDArray[Any], labels: NDArray[np.intp], params: KMeansParams) -> NDArray[Any]:
     """The rounding error bound of :func:`_assign`'s distances: below it a distance is 0."""
+    if sparse.issparse(xs):  # uncentred expansion: the bound grows with |x|^2 + |c|^2
+        c2 = np.square(params.centers).sum(axis=1)
+        return 8.0 * np.finfo(xs.dtype).eps * (_row_norms(xs) + c2[labels])
     half_norms = _centred(params, xs.dtype)[1]
     return 8.0 * np.finfo(xs.dtype).eps * (np.einsum("ij,ij->i", xs, xs) + 2.0 * half_norms[labels])
 

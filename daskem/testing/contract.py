@@ -32,7 +32,8 @@ The suite checks the laws the EM engine relies on:
   :mod:`daskem.models.base`; the test skips for a model without it): ``VectorForm``
   round trip, ``BatchedEStep`` equal to each solo E-step bitwise, ``OwnConvergence``
   stops on unmoved parameters only, ``MessagePassing`` gives the unsplit statistics,
-  ``RowScores`` split per row and sum to the statistics' log-likelihood.
+  ``RowScores`` split per row and sum to the statistics' log-likelihood,
+  ``RegularisedMStep``'s gap is >= 0 and bounds the decrease of an M-step.
 
 This module imports neither pytest nor hypothesis at import time (``daskem.testing`` is
 also imported by the CLI, where test dependencies need not be installed): the
@@ -59,6 +60,7 @@ from daskem.models.base import (
     BatchedEStep,
     MessagePassing,
     OwnConvergence,
+    RegularisedMStep,
     RowScores,
     VectorForm,
     block_stats,
@@ -403,6 +405,17 @@ class ModelContract:
         parts = [model.e_step(params, b, m) for b, m in zip(blocks, messages, strict=True)]
         whole = model.e_step(params, data, model.messages(params, [model.summarize(params, data)])[0])
         self.assert_stats_close(functools.reduce(model.combine, parts), whole, self.additivity_rtol)
+
+    def test_regularised_m_step_gap_bounds_its_decrease(self, model: Any, params: Any, data: np.ndarray) -> None:
+        self._require(model, RegularisedMStep)
+        for start in (params, self._moved(model, params, data)):
+            stats = functools.reduce(model.combine, block_stats(model, start, [data]))
+            gap = model.m_step_gap(stats)
+            assert gap >= 0.0
+            after = functools.reduce(model.combine, block_stats(model, model.m_step(stats, start), [data]))
+            # EM's bound: L(new) - L(old) >= Q(new) - Q(old) >= -gap.
+            before = model.log_likelihood(stats)
+            assert model.log_likelihood(after) >= before - gap - 1e-10 * abs(before)
 
     def test_row_scores_split_and_sum_to_the_log_likelihood(self, model: Any, params: Any, data: np.ndarray) -> None:
         self._require(model, RowScores, not carries_messages(model))

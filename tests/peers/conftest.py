@@ -74,11 +74,24 @@ SUITES: dict[str, PeerSuite] = {
 # Reviewed: each calls a private method of the class under test, or checks a private
 # helper of the peer, not behaviour a user relies on.
 PRIVATE: dict[str, dict[str, str]] = {
-    "sklearn_gaussian_mixture": {},
-    "sklearn_k_means": {},
+    "sklearn_gaussian_mixture": {
+        "test_gaussian_mixture_precisions_init": "calls GaussianMixture._set_parameters and _initialize",
+        "test_gaussian_mixture_all_init_does_not_estimate_gaussian_parameters": (
+            "counts the calls of sklearn.mixture._gaussian_mixture._estimate_gaussian_parameters"
+        ),
+    },
+    "sklearn_k_means": {
+        "test_sample_weight_init": "calls KMeans._init_centroids, scikit-learn's private initialisation helper",
+        "test_sample_weight_zero": "calls KMeans._init_centroids, scikit-learn's private initialisation helper",
+    },
     "sklearn_factor_analysis": {},
     "hmmlearn_gaussian_hmm": {},
-    "hmmlearn_categorical_hmm": {},
+    "hmmlearn_categorical_hmm": {
+        "test__check_and_set_categorical_n_features": (
+            "calls CategoricalHMM._check_and_set_n_features, hmmlearn's private symbol check (daskem checks "
+            "symbols as data are read: tests/test_hmm.py::test_bad_symbols)"
+        ),
+    },
 }
 
 
@@ -106,14 +119,16 @@ def copy_suite(name: str, suite: PeerSuite) -> Path:
     return path
 
 
+# hmmlearn's test package sets np.seterr(all="warn") when imported (finding a test module's
+# file imports its package, and collection imports the copies): the other tests of this
+# process run under the error state from before, and hmmlearn's tests under its own
+# (_peer_global_state).
+_ERRSTATE = np.geterr()
+
 COPIED.mkdir(exist_ok=True)
 for _name, _suite in SUITES.items():
     copy_suite(_name, _suite)
-
-# hmmlearn's test package sets np.seterr(all="warn") when imported (at collection): the
-# other tests of this process run under NumPy's default error state again, and hmmlearn's
-# tests under its own (_peer_global_state).
-_ERRSTATE = np.geterr()
+np.seterr(**_ERRSTATE)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
