@@ -260,7 +260,7 @@ class _BaseHMM(EMEstimator):
         -------
         float
         """
-        return -2.0 * self.score(X, lengths) + 2.0 * sum(self._n_fit_scalars(self._emission_size()).values())
+        return -2.0 * self.score(X, lengths) + 2.0 * self._n_parameters()
 
     def bic(self, X: Any, lengths: Any = None) -> float:
         """Bayesian information criterion of the model on ``X`` (hmmlearn's): lower is better.
@@ -277,9 +277,12 @@ class _BaseHMM(EMEstimator):
         float
         """
         n_samples = as_source(X, lengths=lengths).n_samples
-        return -2.0 * self.score(X, lengths) + sum(self._n_fit_scalars(self._emission_size()).values()) * float(
-            np.log(n_samples)
-        )
+        return -2.0 * self.score(X, lengths) + self._n_parameters() * float(np.log(n_samples))
+
+    def _n_parameters(self) -> int:
+        """hmmlearn's parameter count of :meth:`aic` and :meth:`bic`: the free scalars of the
+        parameters ``params`` fits."""
+        return int(sum(self._n_fit_scalars(self._emission_size()).values()))
 
     def _restored(self) -> None:
         """hmmlearn's ``monitor_`` from the fit record (total log-likelihoods)."""
