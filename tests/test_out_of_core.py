@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -121,8 +122,9 @@ DISTINCT_BLOCKS = 8
 def big_store(tmp_path_factory: pytest.TempPathFactory, seed: int) -> str:
     """The store: ``DISTINCT_BLOCKS`` blocks of a mixture sample (64 MiB), repeated to
     ``N_SAMPLES`` rows. Generating all 600 blocks takes minutes on a small machine, and
-    what the rows are does not matter here: every block is a chunk of its own, read on
-    every pass."""
+    what the rows are does not matter here: every block is a chunk file of its own, read
+    on every pass. The repeated chunk files are hard links to the written ones (writing
+    4.7 GiB took half a minute; the readers open and decode every chunk all the same)."""
     path = str(tmp_path_factory.mktemp("out_of_core") / "X.zarr")
     sample, _ = make_mixture_array(
         DISTINCT_BLOCKS * CHUNK_ROWS, N_FEATURES, N_COMPONENTS, seed=seed, chunk_rows=CHUNK_ROWS
@@ -135,8 +137,15 @@ def big_store(tmp_path_factory: pytest.TempPathFactory, seed: int) -> str:
         dtype=np.float64,
         compressors=None,  # random floats do not compress (as write_mixture_zarr writes them)
     )
-    for i in range(N_SAMPLES // CHUNK_ROWS):  # before any cluster exists
-        target[i * CHUNK_ROWS : (i + 1) * CHUNK_ROWS] = blocks[i % DISTINCT_BLOCKS]
+    for i in range(DISTINCT_BLOCKS):  # before any cluster exists
+        target[i * CHUNK_ROWS : (i + 1) * CHUNK_ROWS] = blocks[i]
+    chunks = Path(path) / "c"  # Zarr v3's default chunk keys: c/<row block>/<column block>
+    for i in range(DISTINCT_BLOCKS, N_SAMPLES // CHUNK_ROWS):
+        (chunks / str(i)).mkdir()
+        os.link(chunks / str(i % DISTINCT_BLOCKS) / "0", chunks / str(i) / "0")
+    assert np.array_equal(
+        zarr.open_array(path, mode="r")[-CHUNK_ROWS:], blocks[(N_SAMPLES // CHUNK_ROWS - 1) % DISTINCT_BLOCKS]
+    )
     return path
 
 
