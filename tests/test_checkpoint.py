@@ -89,6 +89,15 @@ def interrupted_fit(data_path, checkpoint, n, **kw):
 
 
 @pytest.fixture(scope="module")
+def interrupted_at_5(data, tmp_path_factory):
+    """A checkpoint of the fit interrupted after iteration 5 (iterations 4 and 5 kept), made
+    once: a test damages a copy of it (``shutil.copytree``)."""
+    ckpt = str(tmp_path_factory.mktemp("interrupted") / "run.zarr")
+    interrupted_fit(data, ckpt, 5)
+    return ckpt
+
+
+@pytest.fixture(scope="module")
 def oracle(data):
     """The uninterrupted fit, plus the parameters after every iteration."""
     per_iteration = {}
@@ -377,10 +386,10 @@ CORRUPTIONS = {
 
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
-def test_corrupt_newest_iteration_resumes_from_previous(data, oracle, tmp_path, corruption):
+def test_corrupt_newest_iteration_resumes_from_previous(data, interrupted_at_5, oracle, tmp_path, corruption):
     damage, message = CORRUPTIONS[corruption]
     ckpt = str(tmp_path / "run.zarr")
-    interrupted_fit(data, ckpt, 5)
+    shutil.copytree(interrupted_at_5, ckpt)
     run = Checkpoint(ckpt).run(0)
     assert run.iterations() == [4, 5]
     assert run.pointer() == 5
@@ -407,9 +416,9 @@ def test_corrupt_newest_iteration_resumes_from_previous(data, oracle, tmp_path, 
         assert run.latest().iteration == MAX_ITER
 
 
-def test_every_kept_iteration_corrupt_starts_over(data, oracle, tmp_path):
+def test_every_kept_iteration_corrupt_starts_over(data, interrupted_at_5, oracle, tmp_path):
     ckpt = str(tmp_path / "run.zarr")
-    interrupted_fit(data, ckpt, 5)
+    shutil.copytree(interrupted_at_5, ckpt)
     _nan_parameter(iteration_dir(ckpt, 5))
     _delete_chunk(iteration_dir(ckpt, 4))
     with pytest.warns(CorruptCheckpointWarning) as caught:
@@ -435,9 +444,9 @@ class _Bomb:
 
 
 @pytest.mark.parametrize("variant", ["object-array", "float-array-pickle-codec"])
-def test_planted_pickle_is_refused_without_being_read(data, oracle, tmp_path, variant):
+def test_planted_pickle_is_refused_without_being_read(data, interrupted_at_5, oracle, tmp_path, variant):
     ckpt = str(tmp_path / "run.zarr")
-    interrupted_fit(data, ckpt, 5)
+    shutil.copytree(interrupted_at_5, ckpt)
     marker = tmp_path / "EXECUTED"
     payload = pickle.dumps(_Bomb(marker))
     assert b"touch" in payload  # the payload really would run code if unpickled
@@ -559,9 +568,9 @@ def test_other_data_or_model_is_refused_naming_the_field(data, oracle, tmp_path,
     assert_same_result(result, oracle[0])
 
 
-def test_overwrite_starts_fresh_on_other_data(data, tmp_path, seed):
+def test_overwrite_starts_fresh_on_other_data(data, interrupted_at_5, tmp_path, seed):
     ckpt = str(tmp_path / "run.zarr")
-    interrupted_fit(data, ckpt, 5)
+    shutil.copytree(interrupted_at_5, ckpt)
     other = str(tmp_path / "other.zarr")
     write_mixture_zarr(other, N_SAMPLES, N_FEATURES, K, seed=seed + 7, chunk_rows=CHUNK_ROWS)
     expected = fit(other)
@@ -575,9 +584,9 @@ def test_overwrite_starts_fresh_on_other_data(data, tmp_path, seed):
     }
 
 
-def test_overwrite_on_same_data_ignores_the_old_iterations(data, oracle, tmp_path):
+def test_overwrite_on_same_data_ignores_the_old_iterations(data, interrupted_at_5, oracle, tmp_path):
     ckpt = str(tmp_path / "run.zarr")
-    interrupted_fit(data, ckpt, 5)
+    shutil.copytree(interrupted_at_5, ckpt)
     _nan_parameter(iteration_dir(ckpt, 5))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
