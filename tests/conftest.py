@@ -52,33 +52,6 @@ BLOBS_COMPONENTS = 3
 BLOBS_CHUNK_ROWS = 500
 
 
-#: The longest test files (seconds of test time on 2 cores with two test processes, measured
-#: 2026-12-07: cluster faults 175, examples 114, checkpoint 98, checkpoint kills 87, the
-#: registry matrix 81, memory limits 73, deploy 68, quick start 51, out of core 44, ...),
-#: scheduled first so that the two test processes (pytest-xdist, a file at a time, in
-#: collection order) end together. The order changes which process runs a file, never a
-#: result; files not named keep their collection order after these.
-LONGEST_FIRST = (
-    "test_cluster_faults.py",
-    "test_examples.py",
-    "test_checkpoint.py",
-    "test_checkpoint_kill.py",
-    "test_registry_matrix.py",
-    "test_memory_limit.py",
-    "test_deploy.py",
-    "test_quickstart.py",
-    "test_out_of_core.py",
-    "test_hmm.py",
-    "test_cli_safety.py",
-    "test_select_cli.py",
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file stays whole
-
-
 def pytest_report_header(config: pytest.Config) -> str:
     return f"daskem test seed: DASKEM_TEST_SEED={SEED}"
 
