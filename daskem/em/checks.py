@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from daskem.errors import DataError, NumericalError
+from daskem.models.base import count_nonfinite
 
 
 def nonfinite_error(count: int, n_rows: int, name: str = "X", where: str = "") -> DataError:
@@ -41,8 +42,7 @@ def check_log_likelihood(loglik: float, model: Any = None) -> None:
 
 def check_rows(block: Any) -> None:
     """Raise :class:`DataError` if a block to predict on holds NaN or infinite values."""
-    values = block.data if hasattr(block, "tocsr") else block  # a sparse block: its stored values
-    bad = values.size - np.count_nonzero(np.isfinite(values))
+    bad = count_nonfinite(block)
     if bad:
         raise DataError(
             f"Input X contains {bad} NaN or infinite value(s) in a block of {block.shape[0]} rows. "

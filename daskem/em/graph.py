@@ -37,6 +37,7 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.utils import funcname
 
 from daskem.em.checks import check_rows
+from daskem.models.base import dense_rows
 
 
 def _shared(value: Any) -> Delayed:
@@ -227,8 +228,7 @@ def rows_array(
 
 
 def _take(block: Any, index: np.ndarray) -> Any:
-    rows = block[index]
-    return rows.toarray() if hasattr(rows, "toarray") else rows  # sparse blocks: the few rows taken, dense
+    return dense_rows(block[index])  # sparse blocks: the few rows taken, dense
 
 
 def take_rows(

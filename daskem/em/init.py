@@ -35,14 +35,8 @@ from daskem.em.driver import fit_em_restarts
 from daskem.em.runs import BatchedModel
 from daskem.em.session import Cache, FitSession, as_session
 from daskem.errors import NumericalError
-from daskem.models.kmeans import (
-    KMeansModel,
-    KMeansParams,
-    count_nonfinite,
-    dense_rows,
-    rounding_bound,
-    shared_reference,
-)
+from daskem.models.base import count_nonfinite, dense_rows
+from daskem.models.kmeans import KMeansModel, KMeansParams, rounding_bound, shared_reference
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 
 FloatArray = NDArray[np.float64]
 
@@ -217,3 +218,14 @@ def block_stats(model: Any, params: Any, blocks: Sequence[NDArray[Any]]) -> list
         return [model.e_step(params, b) for b in blocks]
     messages = model.messages(params, [model.summarize(params, b) for b in blocks])
     return [model.e_step(params, b, m) for b, m in zip(blocks, messages, strict=True)]
+
+
+def count_nonfinite(x: Any) -> int:
+    """NaN or infinite values of a dense array or a scipy.sparse block (its stored values)."""
+    values = x.data if sparse.issparse(x) else np.asarray(x)
+    return int(values.size - np.count_nonzero(np.isfinite(values)))
+
+
+def dense_rows(x: Any) -> NDArray[Any]:
+    """Rows as a dense array (a sparse block densified: callers take a few rows only)."""
+    return x.toarray() if sparse.issparse(x) else np.asarray(x)

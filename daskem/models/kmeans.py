@@ -37,6 +37,7 @@ from numpy.typing import NDArray
 from scipy import sparse
 
 from daskem.errors import ParameterError
+from daskem.models.base import count_nonfinite
 from daskem.models.gaussian import FloatArray, check_shape
 
 #: Rows per tile of the E-step (a (rows, d) tile and its (rows, k) distances stay in cache).
@@ -315,10 +316,7 @@ class KMeansModel:
     def transform(self, params: KMeansParams, block: NDArray[Any]) -> FloatArray:
         """Euclidean distance of every row to every centre: shape (n, k)."""
         if sparse.issparse(block):
-            x = self._split(block)[0]
-            c = params.centers
-            with np.errstate(invalid="ignore", over="ignore"):
-                sq = _row_norms(x)[:, None] - 2.0 * np.asarray(x @ c.T) + np.square(c).sum(axis=1)
+            sq = _sparse_distances(self._split(block)[0], params.centers, np.float64)
             return np.sqrt(np.maximum(sq, 0.0))
         x = np.asarray(block[:, :-1] if self.weighted else block, dtype=np.float64)
         diff = x[:, None, :] - params.centers[None, :, :]
@@ -367,28 +365,18 @@ class KMeansModel:
         return x[:, :-1], w
 
 
-def count_nonfinite(x: Any) -> int:
-    """NaN or infinite values of a dense array or a sparse matrix (its stored values)."""
-    values = x.data if sparse.issparse(x) else np.asarray(x)
-    return int(values.size - np.count_nonzero(np.isfinite(values)))
-
-
-def dense_rows(x: Any) -> NDArray[Any]:
-    """Rows as a dense array (a sparse matrix densified: callers take a few rows only)."""
-    return x.toarray() if sparse.issparse(x) else np.asarray(x)
-
-
 def _row_norms(x: Any) -> NDArray[Any]:
     """Squared Euclidean norm of every row of a sparse matrix, in its dtype."""
     return np.asarray(x.multiply(x).sum(axis=1)).ravel()
 
 
-def _sparse_distances(x: Any, centers: NDArray[Any]) -> NDArray[Any]:
+def _sparse_distances(x: Any, centers: NDArray[Any], dtype: Any = None) -> NDArray[Any]:
     """Squared distances ``|x|^2 - 2 x.c + |c|^2`` of sparse rows to dense centres, shape (n, k).
 
-    Computed in the rows' dtype (float32 rows: float32, as scikit-learn).
+    Computed in the rows' dtype (float32 rows: float32, as scikit-learn), or with the
+    centres in ``dtype`` (``transform``: float64).
     """
-    c = centers.astype(x.dtype, copy=False)
+    c = centers.astype(dtype or x.dtype, copy=False)
     with np.errstate(invalid="ignore", over="ignore"):
         return _row_norms(x)[:, None] - 2.0 * np.asarray(x @ c.T) + np.square(c).sum(axis=1)
 
