@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,7 +119,7 @@ class ConvergenceMonitor:
         passes: int = 0,
         converged: bool | None = None,
         *,
-        slack: float = 0.0,
+        slack: Callable[[], float] | None = None,
     ) -> IterationRecord:
         """Record an iteration's per-sample log-likelihood and return its record.
 
@@ -132,10 +133,11 @@ class ConvergenceMonitor:
             Passes over the data made so far.
         converged : bool, optional
             The model's own convergence verdict; ``None`` applies ``abs(change) < tol``.
-        slack : float, default=0
-            Per-sample decrease the previous M-step can cause without any fault: the gap of
-            a regularised M-step (:class:`daskem.models.base.RegularisedMStep`); only a
-            decrease beyond it and rounding warns.
+        slack : callable, optional
+            The per-sample decrease the previous M-step can cause without any fault (the gap
+            of a regularised M-step, :class:`daskem.models.base.RegularisedMStep`), asked
+            only when the log-likelihood fell beyond rounding; only a decrease beyond it
+            and rounding warns.
         """
         previous = self.history[-1].log_likelihood if self.history else self.previous
         change = log_likelihood - previous
@@ -144,7 +146,8 @@ class ConvergenceMonitor:
             len(self.history) + 1, log_likelihood, change, seconds, passes, self.run, self.converged
         )
         self.history.append(record)
-        if change < -self.decrease_rtol * max(1.0, abs(log_likelihood)) - slack:
+        rounding = self.decrease_rtol * max(1.0, abs(log_likelihood))
+        if change < -rounding and (slack is None or change < -rounding - slack()):
             warnings.warn(
                 f"Log-likelihood decreased at iteration {record.iteration}: "
                 f"{previous!r} -> {log_likelihood!r} (change {change:.3e}).",

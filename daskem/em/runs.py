@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,7 +147,7 @@ class Run:
         self.rules: tuple[tuple[int, float, int], ...] = ((0, monitor.tol, monitor.max_iter),)
         self.started = time.perf_counter()
         # Per-sample decrease the last M-step may cause (a regularised M-step's gap).
-        self.slack = 0.0
+        self.slack: Callable[[], float] | None = None
 
     @property
     def active(self) -> bool:
@@ -230,7 +230,9 @@ class Run:
         self.started = now
         # A regularised M-step is not an exact maximiser: the next log-likelihood may fall by
         # up to its gap (an accepted SQUAREM jump is no M-step and is checked against it anyway).
-        self.slack = self.model.m_step_gap(stats) / stats.n if isinstance(self.model, RegularisedMStep) else 0.0
+        # Computed only if the next iteration's log-likelihood falls (off the hot path).
+        model = self.model
+        self.slack = (lambda: model.m_step_gap(stats) / stats.n) if isinstance(model, RegularisedMStep) else None
         self.params = result
         if self.squarem is not None:
             self.pending = self.squarem.accepted(point, result, self.model.log_likelihood(stats))
