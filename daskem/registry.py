@@ -25,10 +25,12 @@ import numpy as np
 
 from daskem.errors import DataError, ParameterError
 from daskem.models.gaussian import COVARIANCE_TYPES
+from daskem.models.missing import MISSING_POLICIES
 
 __all__ = [
     "COVARIANCE_TYPE",
     "LENGTHS",
+    "MISSING",
     "N_COMPONENTS",
     "N_INIT",
     "SEQUENCE_IDS",
@@ -159,6 +161,15 @@ COVARIANCE_TYPE = Option(
 
 #: Initialisations fitted in shared passes, the best kept.
 N_INIT = Option(("--n-init",), "n_init", "Initialisations, fitted in shared passes; the best is kept.", minimum=1)
+
+#: What NaN entries of the data are: errors, or values missing at random that the fit marginalises.
+MISSING = Option(
+    ("--missing",),
+    "missing",
+    "NaN entries: an error, or values missing at random, marginalised (observed coordinates' likelihood).",
+    kind=str,
+    choices=MISSING_POLICIES,
+)
 
 #: Sequence boundaries from a file (sequence models).
 LENGTHS = Option(

@@ -174,6 +174,7 @@ def test_params_round_trip():
         "keep_last",
         "overwrite_checkpoint",
         "cache",
+        "missing",
     }
     twin = clone(gm)
     assert twin is not gm

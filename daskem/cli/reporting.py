@@ -297,7 +297,7 @@ def plot(run: str, data: str | None, prefix: str | None, fmt: str, sample: int, 
         if wanted:
             source = as_source(location, **({} if data else stored.get("options") or {}))
             for name in wanted:
-                rows = _rows(source, figures[name].data, sample)
+                rows = _rows(source, figures[name].data, sample, est.get_params().get("missing") == "marginalize")
                 click.echo(f"wrote {figures[name].draw(est, rows, paths[name], show)}")
     except DaskemError as err:
         raise click.ClickException(str(err)) from None
@@ -324,15 +324,20 @@ def _histories(run: str, est: Any) -> tuple[list[np.ndarray], int, dict[str, Any
 HEAD_ROWS = 1_000
 
 
-def _rows(source: DataSource, kind: str | None, sample: int) -> Rows:
-    """The rows a figure draws: a uniform ``sample``, or the first rows with their sequence lengths."""
+def _rows(source: DataSource, kind: str | None, sample: int, missing: bool = False) -> Rows:
+    """The rows a figure draws: a uniform ``sample``, or the first rows with their sequence lengths.
+
+    For a model fitted with missing values (``missing``) the sample's rows with a missing
+    (NaN) entry are left out: the figures project whole rows.
+    """
     import numpy as np
 
     from daskem.em.init import sample_rows
     from daskem.plot import Rows
 
     if kind == "sample":
-        return Rows(sample_rows(source, sample, np.random.default_rng(0)))
+        values = sample_rows(source, sample, np.random.default_rng(0), allow_missing=missing)
+        return Rows(values[~np.isnan(values).any(axis=1)] if missing else values)
     count = min(sample, HEAD_ROWS, source.n_samples)
     values = np.asarray(source.array[:count].compute())
     if source.lengths is None:

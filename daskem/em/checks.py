@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from daskem.errors import DataError, NumericalError
-from daskem.models.base import count_nonfinite
+from daskem.models.base import count_infinite, count_nonfinite
 
 
 def nonfinite_error(count: int, n_rows: int, name: str = "X", where: str = "") -> DataError:
@@ -40,8 +40,19 @@ def check_log_likelihood(loglik: float, model: Any = None) -> None:
         raise NumericalError(f"The log-likelihood is {loglik!r}: {advice}")
 
 
-def check_rows(block: Any) -> None:
-    """Raise :class:`DataError` if a block to predict on holds NaN or infinite values."""
+def check_rows(block: Any, allow_nan: bool = False) -> None:
+    """Raise :class:`DataError` if a block to predict on holds NaN or infinite values.
+
+    With ``allow_nan`` (a model that marginalises missing values) only infinite values are refused.
+    """
+    if allow_nan:
+        bad = count_infinite(block)
+        if bad:
+            raise DataError(
+                f"Input X contains {bad} infinite value(s) in a block of {block.shape[0]} rows (NaN entries are "
+                "taken as missing, infinite ones are not). Replace them with NaN or finite values."
+            )
+        return
     bad = count_nonfinite(block)
     if bad:
         raise DataError(

@@ -37,7 +37,7 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.utils import funcname
 
 from daskem.em.checks import check_rows
-from daskem.models.base import dense_rows
+from daskem.models.base import dense_rows, marginalizes_missing
 
 
 def _shared(value: Any) -> Delayed:
@@ -164,7 +164,7 @@ def message_stats_graph(
 
 def _call(model: Any, method: str, check: bool, params: Any, block: Any, *message: Any) -> Any:
     if check:
-        check_rows(block)
+        check_rows(block, allow_nan=marginalizes_missing(model))
     return getattr(model, method)(params, block, *message)
 
 

@@ -35,7 +35,7 @@ from daskem.em.driver import fit_em_restarts
 from daskem.em.runs import BatchedModel
 from daskem.em.session import Cache, FitSession, as_session
 from daskem.errors import NumericalError
-from daskem.models.base import count_nonfinite, dense_rows
+from daskem.models.base import count_infinite, count_nonfinite, dense_rows
 from daskem.models.kmeans import KMeansModel, KMeansParams, rounding_bound, shared_reference
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -50,22 +50,24 @@ INIT_SAMPLE_ROWS = 100_000
 KMEANS_INIT_ITER = 10
 
 
-def sample_rows(data: Any, size: int, rng: np.random.Generator) -> np.ndarray:
+def sample_rows(data: Any, size: int, rng: np.random.Generator, *, allow_missing: bool = False) -> np.ndarray:
     """A uniform random sample of ``size`` distinct rows, in data order, as NumPy.
 
     Only the sampled rows are held in memory; only the blocks holding them are read, from
     the session's blocks (:meth:`daskem.em.session.FitSession.rows`: persisted blocks are
     not read again; a sample touching more than half of the blocks counts as a pass).
     ``data`` is a :class:`daskem.em.session.FitSession`, or data to read once, uncached.
+    NaN or infinite values are refused, or with ``allow_missing`` infinite ones only
+    (NaN are missing values, kept).
     """
     session = data if isinstance(data, FitSession) else FitSession(data, cache=False)
     n = session.source.n_samples
     index = np.arange(n) if size >= n else np.sort(rng.choice(n, size=size, replace=False))
     rows = np.asarray(session.rows(index), dtype=np.float64)
-    bad = int(rows.size - np.count_nonzero(np.isfinite(rows)))
+    bad = count_infinite(rows) if allow_missing else count_nonfinite(rows)
     if bad:
         raise nonfinite_error(bad, rows.shape[0], where=" of the initialisation sample")
-    largest = float(np.abs(rows).max()) if rows.size else 0.0
+    largest = float(np.nanmax(np.abs(rows), initial=0.0))
     if largest > OVERFLOW_LIMIT / np.sqrt(max(rows.shape[1], 1)):
         raise NumericalError(
             f"X holds values up to {largest:.3g}: their squared distances overflow float64. Scale the features "

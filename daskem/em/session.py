@@ -256,6 +256,49 @@ def _sparse_with_weights(block: Any, weights: np.ndarray) -> Any:
     return type(block)(stacked) if type(block) is not type(stacked) else stacked
 
 
+class MissingRowsWarning(UserWarning):
+    """Rows with every feature missing (NaN), skipped by a fit that marginalises missing values."""
+
+
+@dataclass(frozen=True)
+class MissingSummary:
+    """Where the missing (NaN) entries of a session's data are (:meth:`FitSession.missing_summary`).
+
+    Attributes
+    ----------
+    n_samples : int
+        Rows.
+    n_empty : int
+        Rows with every feature missing.
+    observed : ndarray of shape (n_features,)
+        Rows in which each feature is observed (not NaN).
+    block_complete : tuple of int
+        Rows without a missing entry, per block.
+    """
+
+    n_samples: int
+    n_empty: int
+    observed: np.ndarray
+    block_complete: tuple[int, ...]
+
+
+def _missing_counts(block: Any) -> tuple[int, int, np.ndarray]:
+    """(complete rows, rows with every entry missing, observed count per feature) of a block."""
+    mask = np.isnan(np.asarray(block))
+    per_row = mask.sum(axis=1)
+    return (
+        int(np.count_nonzero(per_row == 0)),
+        int(np.count_nonzero(per_row == block.shape[1])) if block.shape[1] else 0,
+        block.shape[0] - mask.sum(axis=0),
+    )
+
+
+def _complete_block(block: Any) -> Any:
+    """The rows of a block without NaN entries."""
+    block = np.asarray(block)
+    return block[~np.isnan(block).any(axis=1)]
+
+
 def _as_list(*blocks: Any) -> list[Any]:
     return list(blocks)
 
@@ -303,6 +346,7 @@ class FitSession:
         self._groups: list[Delayed] | None = None
         self._rows: tuple[int, ...] = ()
         self._chunking_checked = False
+        self._missing: MissingSummary | None = None
 
     def __repr__(self) -> str:
         where = self.source.location or self.source.kind
@@ -420,6 +464,76 @@ class FitSession:
             for group, i in zip(self._groups, range(0, len(blocks), every), strict=True)
             for j in range(len(blocks[i : i + every]))
         ]
+
+    def missing_summary(self, name: str = "X") -> MissingSummary:
+        """Where the data's NaN entries are, per block and per feature: one pass, made once.
+
+        For fits that marginalise missing values (``missing="marginalize"``). Warns
+        (:class:`MissingRowsWarning`) when rows have every feature missing (the E-steps
+        skip them) and raises :class:`DataError` naming the feature when a feature is
+        missing in every row (nothing can be estimated about it).
+        """
+        if self._missing is None:
+            parts = self.compute(*[dask.delayed(_missing_counts, pure=True)(b) for b in self.blocks()])
+            observed = np.sum([p[2] for p in parts], axis=0)
+            summary = MissingSummary(
+                n_samples=self.source.n_samples,
+                n_empty=int(sum(p[1] for p in parts)),
+                observed=observed,
+                block_complete=tuple(int(p[0]) for p in parts),
+            )
+            never = np.flatnonzero(observed == 0)
+            if never.size:
+                raise DataError(
+                    f"Feature {int(never[0])} of {name} (column {int(never[0])}, counting from 0) is missing (NaN) in "
+                    f"every one of its {summary.n_samples} rows"
+                    + (f", as are features {never[1:].tolist()}" if never.size > 1 else "")
+                    + ": nothing about it can be estimated. Drop the column(s) before fitting."
+                )
+            if summary.n_empty:
+                warnings.warn(
+                    f"{name} has {summary.n_empty} row(s) with every feature missing (NaN): they carry no information "
+                    "about the model and are skipped.",
+                    MissingRowsWarning,
+                    stacklevel=3,
+                )
+            self._missing = summary
+        return self._missing
+
+    def complete_rows(self) -> FitSession:
+        """A session over the rows of this one's data that have no missing (NaN) entry.
+
+        Initialisers that need whole rows (k-means||, k-means++, random starts) read it
+        when a fit marginalises missing values. It reads this session's blocks (each
+        filtered by one small task), counts its passes as this session's, and knows its
+        block sizes from :meth:`missing_summary` (one pass, made once).
+
+        Raises
+        ------
+        DataError
+            No row of the data is complete.
+        """
+        summary = self.missing_summary()
+        rows = summary.block_complete
+        if sum(rows) == 0:
+            raise DataError(
+                f"Every one of the {summary.n_samples} rows of X has a missing (NaN) entry, and the initialisation "
+                "needs some complete rows. Give the initial parameters (means_init with weights_init and "
+                "precisions_init), or fit on data with some complete rows."
+            )
+        source = self.source
+        parts = [
+            da.from_delayed(
+                dask.delayed(_complete_block, pure=True)(b), (r, source.n_features), dtype=source.array.dtype
+            )
+            for b, r in zip(self.blocks(), rows, strict=True)
+        ]
+        view = copy.copy(self)  # the same counter, client, resources and cache decision
+        view.source = dataclasses.replace(source, array=da.concatenate(parts, axis=0))
+        view._blocks, view._rows, view._groups = [p.to_delayed()[0, 0] for p in parts], rows, None
+        view._chunking_checked = True
+        view._missing = None
+        return view
 
     def leading_columns(self, count: int) -> FitSession:
         """A session over the first ``count`` columns of this one's data.

@@ -18,6 +18,12 @@ maximum-likelihood loadings given it, from an SVD computed as ``svd_method`` and
 scikit-learn's FactorAnalysis then iterates such SVD steps over all the data held in
 memory; daskem runs EM over blocks (optionally SQUAREM-accelerated), one pass per
 iteration, and one last pass scoring the returned model (``loglike_[-1]``).
+
+With ``missing="marginalize"`` NaN entries are values missing at random: one more pass
+first checks that every feature is observed somewhere, the start uses the observed
+entries of the first rows (per-feature means and variances; for the SVD start, those
+rows with each NaN replaced by its feature's mean), and EM maximises the observed-data
+likelihood (:mod:`daskem.models.linear_gaussian`).
 """
 
 from __future__ import annotations
@@ -32,10 +38,11 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from daskem.em.checks import nonfinite_error
 from daskem.em.monitor import IterationRecord
 from daskem.em.session import FitSession, resolve_split_every
-from daskem.errors import ParameterError
+from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import DensityScores, EMEstimator
 from daskem.estimators._validation import check_int, check_option
 from daskem.io.sources import as_source
+from daskem.models.base import count_infinite
 from daskem.models.linear_gaussian import (
     ROTATIONS,
     SVD_METHODS,
@@ -45,7 +52,8 @@ from daskem.models.linear_gaussian import (
     check_latent_dimension,
     ortho_rotation,
 )
-from daskem.registry import N_COMPONENTS, N_INIT, attribute_summary, register
+from daskem.models.missing import check_missing_policy
+from daskem.registry import MISSING, N_COMPONENTS, N_INIT, attribute_summary, register
 
 #: Rows read from the start of the data to set the initial mean and scale.
 INIT_ROWS = 1024
@@ -58,9 +66,17 @@ _SUMMARY = attribute_summary(
 )
 
 
-def _first_rows(session: FitSession) -> np.ndarray:
-    """The first :data:`INIT_ROWS` rows as float64, refusing non-finite values."""
+def _first_rows(session: FitSession, allow_nan: bool = False) -> np.ndarray:
+    """The first :data:`INIT_ROWS` rows as float64, refusing non-finite values (with ``allow_nan``: infinite ones)."""
     rows = np.asarray(session.rows(np.arange(min(INIT_ROWS, session.source.n_samples))), dtype=np.float64)
+    if allow_nan:
+        bad = count_infinite(rows)
+        if bad:
+            raise DataError(
+                f"X contains {bad} infinite value(s) in the first {rows.shape[0]} rows read to initialise the fit "
+                "(NaN entries are taken as missing, infinite ones are not). Replace them with NaN or finite values."
+            )
+        return rows
     bad = int(rows.size - np.count_nonzero(np.isfinite(rows)))
     if bad:
         raise nonfinite_error(bad, rows.shape[0], where=" read to initialise the fit")
@@ -91,6 +107,7 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         keep_last: int = 2,
         overwrite_checkpoint: bool = False,
         cache: str | bool = "auto",
+        missing: str = "error",
     ) -> None:
         self.n_components = n_components
         self.tol = tol
@@ -107,6 +124,7 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         self.keep_last = keep_last
         self.overwrite_checkpoint = overwrite_checkpoint
         self.cache = cache
+        self.missing = missing
 
     # -- validation and the model ---------------------------------------------------------
 
@@ -114,11 +132,14 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         name = type(self).__name__
         check_int(name, "n_components", self.n_components, 0, none_ok=True)
         check_int(name, "n_init", self.n_init, 1)
+        check_missing_policy(self.missing, name)
         self._validate_engine_parameters()
 
     def _model(self) -> PPCAModel | FactorAnalysisModel:
         # n_components=None means every feature (scikit-learn's meaning).
-        return self._MODEL(self.n_features_in_ if self.n_components is None else int(self.n_components))
+        return self._MODEL(
+            self.n_features_in_ if self.n_components is None else int(self.n_components), missing=self.missing
+        )
 
     @classmethod
     def _restore(cls, params: dict[str, Any], arrays: dict[str, np.ndarray], **record: Any) -> EMEstimator:
@@ -154,8 +175,11 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         n_components = source.n_features if self.n_components is None else int(self.n_components)
         check_latent_dimension(n_components, source.n_features)
         self._check_source(source)
-        model = self._MODEL(n_components)
+        model = self._MODEL(n_components, missing=self.missing)
         session = self._session(source)
+        if self.missing == "marginalize":
+            # One pass: refuses a feature missing in every row, warns about empty rows.
+            session.missing_summary()
         self._fit_restarts(model, session, self.n_init, False, callback)
         # scikit-learn's loglike_ ends with the log-likelihood of the returned model; the
         # engine's records are those of the parameters each iteration started from (one
@@ -190,7 +214,7 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     def _initial_params(
         self, model: PPCAModel | FactorAnalysisModel, session: FitSession, rngs: list[np.random.Generator]
     ) -> list[LinearGaussianParams]:
-        rows = _first_rows(session)
+        rows = _first_rows(session, allow_nan=self.missing == "marginalize")
         return [model.init_params(rows, rng) for rng in rngs]
 
     def _params(self) -> LinearGaussianParams:
@@ -247,7 +271,7 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
 @register(
     "ppca",
     description="probabilistic PCA (isotropic noise)",
-    options=(N_COMPONENTS, N_INIT),
+    options=(N_COMPONENTS, N_INIT, MISSING),
     summary=_SUMMARY,
     figures=("loadings", "latent"),
 )
@@ -284,6 +308,18 @@ class PPCA(_LinearGaussianEstimator):
     split_every, accelerate, prune_restarts, checkpoint, checkpoint_every, keep_last, overwrite_checkpoint, cache
         As for :class:`daskem.GaussianMixture`. ``accelerate="squarem"`` helps much when
         the noise is small against the signal, where plain EM converges slowly.
+    missing : {"error", "marginalize"}, default="error"
+        What NaN entries of ``X`` are. "error": errors, as every non-finite value
+        (scikit-learn's behaviour). "marginalize": values missing at random; each row
+        counts through its observed coordinates (the observed-data likelihood is
+        maximised, by EM over the missing values and the factors), ``transform`` gives
+        ``E[z | x_observed]`` and ``score_samples`` the observed coordinates' log-density
+        (0 for a row with nothing observed). Rows with every feature missing are skipped
+        with a warning; a feature missing in every row is a ``DataError``. The start
+        uses each feature's mean and variance over its observed entries in the first
+        :data:`INIT_ROWS` rows (0 and 1 for a feature with none there). Whether values
+        are missing at random cannot be told from the data. Infinite values remain
+        errors.
 
     Attributes
     ----------
@@ -291,7 +327,7 @@ class PPCA(_LinearGaussianEstimator):
         Loading matrix ``W``, defined up to a rotation of the latent space (its rows are
         not orthonormal, unlike PCA's ``components_``).
     mean_ : ndarray of shape (n_features,)
-        The sample mean.
+        The sample mean (with ``missing="marginalize"``: the maximum-likelihood mean).
     noise_variance_ : float
         The maximum-likelihood noise variance (PCA's ``noise_variance_`` times
         ``(n_samples - 1) / n_samples``: PCA divides by ``n_samples - 1``).
@@ -324,7 +360,7 @@ class PPCA(_LinearGaussianEstimator):
 @register(
     "fa",
     description="factor analysis (one noise variance per feature; scikit-learn's FactorAnalysis)",
-    options=(N_COMPONENTS, N_INIT),
+    options=(N_COMPONENTS, N_INIT, MISSING),
     summary=_SUMMARY,
     figures=("loadings", "latent"),
 )
@@ -381,13 +417,26 @@ class FactorAnalysis(_LinearGaussianEstimator):
         Iterations between verbose messages.
     split_every, accelerate, prune_restarts, checkpoint, checkpoint_every, keep_last, overwrite_checkpoint, cache
         As for :class:`daskem.GaussianMixture`.
+    missing : {"error", "marginalize"}, default="error"
+        What NaN entries of ``X`` are. "error": errors, as every non-finite value
+        (scikit-learn's behaviour). "marginalize": values missing at random; each row
+        counts through its observed coordinates (the observed-data likelihood is
+        maximised, by EM over the missing values and the factors), ``transform`` gives
+        ``E[z | x_observed]`` and ``score_samples`` the observed coordinates' log-density
+        (0 for a row with nothing observed). Rows with every feature missing are skipped
+        with a warning; a feature missing in every row is a ``DataError``. The start
+        uses each feature's mean and variance over its observed entries in the first
+        :data:`INIT_ROWS` rows (0 and 1 for a feature with none there); the SVD start
+        takes those rows with each NaN replaced by its feature's mean. Whether values
+        are missing at random cannot be told from the data. Infinite values remain
+        errors.
 
     Attributes
     ----------
     components_ : ndarray of shape (n_components, n_features)
         Loading matrix ``W``, defined up to a rotation of the latent space.
     mean_ : ndarray of shape (n_features,)
-        The sample mean.
+        The sample mean (with ``missing="marginalize"``: the maximum-likelihood mean).
     noise_variance_ : ndarray of shape (n_features,)
     loglike_ : list of float
         Total log-likelihood after every iteration, as scikit-learn's: the last entry is
@@ -439,6 +488,7 @@ class FactorAnalysis(_LinearGaussianEstimator):
         keep_last: int = 2,
         overwrite_checkpoint: bool = False,
         cache: str | bool = "auto",
+        missing: str = "error",
     ) -> None:
         super().__init__(
             n_components,
@@ -456,6 +506,7 @@ class FactorAnalysis(_LinearGaussianEstimator):
             keep_last=keep_last,
             overwrite_checkpoint=overwrite_checkpoint,
             cache=cache,
+            missing=missing,
         )
         self.copy = copy
         self.noise_variance_init = noise_variance_init
@@ -514,7 +565,7 @@ class FactorAnalysis(_LinearGaussianEstimator):
     ) -> list[LinearGaussianParams]:
         # The first start is scikit-learn's SVD step on the first rows; further restarts
         # draw random loadings (an SVD start is the same for every seed).
-        rows = _first_rows(session)
+        rows = _first_rows(session, allow_nan=self.missing == "marginalize")
         noise = self._noise_init()
         starts = []
         for index, rng in enumerate(rngs):

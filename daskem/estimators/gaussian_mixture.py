@@ -19,7 +19,17 @@ from daskem.estimators._validation import check_int, check_option, check_real
 from daskem.io.sources import as_source
 from daskem.models.gaussian import COVARIANCE_TYPES, check_shape, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
-from daskem.registry import COVARIANCE_TYPE, N_COMPONENTS, N_INIT, Option, Selectable, attribute_summary, register
+from daskem.models.missing import check_missing_policy
+from daskem.registry import (
+    COVARIANCE_TYPE,
+    MISSING,
+    N_COMPONENTS,
+    N_INIT,
+    Option,
+    Selectable,
+    attribute_summary,
+    register,
+)
 
 
 @register(
@@ -37,6 +47,7 @@ from daskem.registry import COVARIANCE_TYPE, N_COMPONENTS, N_INIT, Option, Selec
             choices=INIT_METHODS,
         ),
         N_INIT,
+        MISSING,
     ),
     summary=attribute_summary(
         "component", [("weight", "weights_"), ("mean (first features)", "means_")], title=("covariance_type",)
@@ -110,6 +121,17 @@ class GaussianMixture(DensityScores, EMEstimator):
     cache : {"auto", True, False}, default="auto"
         Persist the data once in (cluster) memory or stream them from their source on
         every pass; "auto" caches data taking at most half the available memory.
+    missing : {"error", "marginalize"}, default="error"
+        What NaN entries of ``X`` are. "error" refuses them (scikit-learn's behaviour).
+        "marginalize" takes them as values missing at random: each row's responsibilities
+        and likelihood come from its observed coordinates, the M-step uses the expected
+        complete-data statistics (the missing coordinates' conditional means and
+        covariances), and ``lower_bound_``, ``score_samples``, ``score`` and ``bic`` are
+        the observed-data log-likelihood. The initialisers ("kmeans", "k-means++",
+        "random", "random_from_data") read the rows without a missing entry (one more
+        pass counts them); rows with every feature missing are skipped with a
+        warning; a feature missing in every row is an error. Whether values are missing
+        at random cannot be told from the data (see the README).
 
     Attributes
     ----------
@@ -167,6 +189,7 @@ class GaussianMixture(DensityScores, EMEstimator):
         keep_last: int = 2,
         overwrite_checkpoint: bool = False,
         cache: str | bool = "auto",
+        missing: str = "error",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -190,6 +213,7 @@ class GaussianMixture(DensityScores, EMEstimator):
         self.keep_last = keep_last
         self.overwrite_checkpoint = overwrite_checkpoint
         self.cache = cache
+        self.missing = missing
 
     # -- validation ---------------------------------------------------------------------
 
@@ -200,10 +224,11 @@ class GaussianMixture(DensityScores, EMEstimator):
         check_real(name, "reg_covar", self.reg_covar, 0.0)
         check_int(name, "n_init", self.n_init, 1)
         check_option(name, "init_params", self.init_params, INIT_METHODS)
+        check_missing_policy(self.missing, name)
         self._validate_engine_parameters()
 
     def _model(self) -> GaussianMixtureModel:
-        return GaussianMixtureModel(self.n_components, self.covariance_type, float(self.reg_covar))
+        return GaussianMixtureModel(self.n_components, self.covariance_type, float(self.reg_covar), self.missing)
 
     def _checked_inits(self, n_features: int) -> tuple[Any, Any, Any]:
         k, d = self.n_components, n_features
@@ -279,7 +304,12 @@ class GaussianMixture(DensityScores, EMEstimator):
         # The fitted attributes take the data's precision, as scikit-learn's do: float32 for
         # float32 data (computed in float64 all the same), float64 otherwise.
         self._attribute_dtype = np.dtype(np.float32 if source.array.dtype == np.float32 else np.float64)
-        self._fit_restarts(self._model(), source, 1 if warm else self.n_init, warm, callback)
+        model = self._model()
+        data: Any = source
+        if model.missing == "marginalize":
+            data = self._session(source)
+            data.missing_summary()  # a feature missing in every row is refused before anything else
+        self._fit_restarts(model, data, 1 if warm else self.n_init, warm, callback)
         return self
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
@@ -313,6 +343,9 @@ class GaussianMixture(DensityScores, EMEstimator):
         # Everything given: no pass over the data (scikit-learn skips its k-means too).
         if weights is not None and means is not None and precisions is not None:
             return [model.with_given(None, weights, means, precisions) for _ in rngs]
+        if model.missing == "marginalize":
+            # The initialisers need whole rows: they read the rows without a missing entry.
+            session = session.complete_rows()
         bases = initial_params(model, session, self.init_params, rngs)
         return [model.with_given(base, weights, means, precisions) for base in bases]
 

@@ -201,6 +201,25 @@ class RowScores(Protocol):
         ...
 
 
+@runtime_checkable
+class MissingValues(Protocol):
+    """NaN entries of the data treated as missing at random and marginalised.
+
+    A model with a ``missing`` hyperparameter (:data:`daskem.models.missing.MISSING_POLICIES`):
+    with ``"marginalize"`` its E-step and per-row methods take rows with NaN entries (the
+    observed coordinates' likelihood, the missing ones' conditional expectations), and
+    only infinite values are errors. Law: on a block without NaN the statistics are the
+    complete-data ones bit for bit.
+    """
+
+    missing: str
+
+
+def marginalizes_missing(model: Any) -> bool:
+    """Whether ``model`` takes NaN entries as missing values (see :class:`MissingValues`)."""
+    return isinstance(model, MissingValues) and model.missing == "marginalize"
+
+
 def carries_messages(model: Any) -> bool:
     """Whether ``model`` needs messages between blocks (see :class:`MessagePassing`)."""
     return isinstance(model, MessagePassing) and bool(model.carries_messages)
@@ -224,6 +243,11 @@ def count_nonfinite(x: Any) -> int:
     """NaN or infinite values of a dense array or a scipy.sparse block (its stored values)."""
     values = x.data if sparse.issparse(x) else np.asarray(x)
     return int(values.size - np.count_nonzero(np.isfinite(values)))
+
+
+def count_infinite(x: Any) -> int:
+    """Infinite values of a dense array (what a model that marginalises NaN still refuses)."""
+    return int(np.count_nonzero(np.isinf(np.asarray(x))))
 
 
 def dense_rows(x: Any) -> NDArray[Any]:

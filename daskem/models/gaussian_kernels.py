@@ -7,6 +7,7 @@ take two or three (a temporary per operation), each holding the GIL.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 
@@ -120,3 +121,115 @@ def summed_weighted_residuals(xt, offsets, resp, out, sums):  # type: ignore[no-
                 o[i] += v
                 total += v
             sums[c, f] += total
+
+
+@njit(nogil=True, cache=True)
+def observed_residuals(rows, means, missing, out):  # type: ignore[no-untyped-def]
+    """``out[k, i, j] = rows[i, j] - means[k, j]``, 0 at the missing coordinates.
+
+    ``rows`` (n, d) are incomplete rows, ``missing`` (n, m) their missing coordinates,
+    ``out`` (k, n, d) float64: the residuals from each component's mean that a
+    conditional Gaussian starts from.
+    """
+    k, n, d = out.shape
+    m = missing.shape[1]
+    for c in range(k):
+        for i in range(n):
+            for j in range(d):
+                out[c, i, j] = rows[i, j] - means[c, j]
+            for a in range(m):
+                out[c, i, missing[i, a]] = 0.0
+
+
+@njit(nogil=True, cache=True)
+def condition_missing(filled, product, covariance, inverse, missing, quad):  # type: ignore[no-untyped-def]
+    """Fill the missing coordinates with their conditional means; the observed part's distance.
+
+    ``filled`` (k, n, d) holds the observed residuals ``y`` (0 where missing),
+    ``product`` (k, n, d) ``Lambda_k y``, ``covariance`` (k, p, m, m) ``Lambda_MM^-1`` per
+    pattern, ``inverse`` (n,) each row's pattern and ``missing`` (n, m) its missing
+    coordinates. With ``v = (Lambda y)_M`` and ``z = -Lambda_MM^-1 v``, ``z`` is written into
+    the missing coordinates of ``filled`` and ``quad`` (k, n) receives the observed
+    coordinates' squared Mahalanobis distance ``y^T Lambda y + z^T v``.
+    """
+    k, n, d = filled.shape
+    m = missing.shape[1]
+    z = np.empty(m)
+    for c in range(k):
+        for i in range(n):
+            total = 0.0
+            for j in range(d):
+                total += filled[c, i, j] * product[c, i, j]
+            cov = covariance[c, inverse[i]]
+            for a in range(m):
+                acc = 0.0
+                for b in range(m):
+                    acc -= cov[a, b] * product[c, i, missing[i, b]]
+                z[a] = acc
+            for a in range(m):
+                total += z[a] * product[c, i, missing[i, a]]
+                filled[c, i, missing[i, a]] = z[a]
+            quad[c, i] = total
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def weighted_rows(filled, resp, out, sums):  # type: ignore[no-untyped-def]
+    """``out[k, i] = resp[k, i] * filled[k, i]`` and ``sums[k] += sum_i out[k, i]`` (row-major tiles)."""
+    k, n, d = filled.shape
+    for c in range(k):
+        for i in range(n):
+            r = resp[c, i]
+            for j in range(d):
+                v = r * filled[c, i, j]
+                out[c, i, j] = v
+                sums[c, j] += v
+
+
+@njit(nogil=True, cache=True)
+def pattern_inverses(precisions, patterns, covariance, log_det):  # type: ignore[no-untyped-def]
+    """The inverse and log-determinant of each precision's missing block, per pattern.
+
+    ``precisions`` (k, d, d), ``patterns`` (p, m) sets of missing coordinates;
+    ``covariance`` (k, p, m, m) receives ``Lambda_MM^-1`` (the missing coordinates'
+    conditional covariance) and ``log_det`` (k, p) ``log |Lambda_MM|``, by a Cholesky
+    factorisation of each ``m x m`` block (positive definite as a block of one).
+    """
+    k = precisions.shape[0]
+    p, m = patterns.shape
+    low = np.empty((m, m))
+    inv = np.zeros((m, m))
+    for c in range(k):
+        for q in range(p):
+            idx = patterns[q]
+            for i in range(m):
+                for j in range(m):
+                    low[i, j] = precisions[c, idx[i], idx[j]]
+            total = 0.0
+            for j in range(m):
+                s = low[j, j]
+                for t in range(j):
+                    s -= low[j, t] * low[j, t]
+                pivot = np.sqrt(s) if s > 0.0 else np.nan
+                low[j, j] = pivot
+                total += np.log(pivot)
+                for i in range(j + 1, m):
+                    s = low[i, j]
+                    for t in range(j):
+                        s -= low[i, t] * low[j, t]
+                    low[i, j] = s / pivot
+            log_det[c, q] = 2.0 * total
+            # inv = L^-1 (lower), then Lambda_MM^-1 = inv^T inv.
+            for j in range(m):
+                inv[j, j] = 1.0 / low[j, j]
+                for i in range(j + 1, m):
+                    s = 0.0
+                    for t in range(j, i):
+                        s -= low[i, t] * inv[t, j]
+                    inv[i, j] = s / low[i, i]
+            for a in range(m):
+                for b in range(a, m):
+                    s = 0.0
+                    for t in range(b, m):
+                        s += inv[t, a] * inv[t, b]
+                    covariance[c, q, a, b] = s
+                    covariance[c, q, b, a] = s

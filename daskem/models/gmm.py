@@ -21,6 +21,7 @@ from scipy import linalg
 
 from daskem.errors import ParameterError
 from daskem.models.gaussian import (
+    LOG_2PI,
     FloatArray,
     Whitener,
     check_shape,
@@ -30,6 +31,7 @@ from daskem.models.gaussian import (
     scratch,
     tile_rows,
 )
+from daskem.models.missing import IntArray, MissingLayout, check_missing_policy, missing_layout
 
 _EPS10 = 10.0 * np.finfo(np.float64).eps
 
@@ -166,6 +168,45 @@ class GaussianMixtureStats:
 
 
 @dataclass(frozen=True)
+class _Conditional:
+    """Incomplete rows of a block (a tile of one :class:`~daskem.models.missing.MissingGroup`)
+    under every component: what the observed coordinates say about the missing ones.
+
+    Attributes
+    ----------
+    rows : ndarray of shape (n,)
+        The rows' indices in the block.
+    log_prob : ndarray of shape (k, n)
+        ``log w_k + log N(x_O | mu_kO, Sigma_kOO)``: the observed coordinates' weighted
+        log-density.
+    filled : ndarray of shape (k, n, d)
+        ``E[x | x_O, k] - mu_k``: the observed residuals, and the missing coordinates'
+        conditional means minus the component's mean.
+    missing : ndarray of shape (n, m)
+        The missing coordinates of each row.
+    patterns, inverse : ndarray
+        The group's distinct missing patterns (p, m) and each row's pattern (n,).
+    covariance : ndarray of shape (k, p, m, m)
+        The conditional covariance of the missing coordinates given the observed ones,
+        per component and pattern (``Lambda_MM^-1``, the inverse of the precision's
+        missing block).
+    """
+
+    rows: IntArray
+    log_prob: FloatArray
+    filled: FloatArray
+    missing: IntArray
+    patterns: IntArray
+    inverse: IntArray
+    covariance: FloatArray
+
+
+def _pattern_sums(resp: FloatArray, inverse: IntArray, n_patterns: int) -> FloatArray:
+    """``sum_i r_ki`` over the rows of each pattern: shape (k, p)."""
+    return np.stack([np.bincount(inverse, weights=r, minlength=n_patterns) for r in resp])
+
+
+@dataclass(frozen=True)
 class GaussianMixtureModel:
     """A Gaussian mixture of ``n_components`` components with a given covariance type.
 
@@ -177,11 +218,17 @@ class GaussianMixtureModel:
         Form of the component covariances.
     reg_covar : float
         Non-negative regularisation added to the diagonal of every covariance.
+    missing : {"error", "marginalize"}
+        ``"marginalize"``: NaN entries are missing at random; each row's responsibilities
+        and likelihood come from its observed coordinates, and the statistics take the
+        missing coordinates' conditional expectations (:meth:`e_step`). ``"error"``: NaN
+        are errors, as every non-finite value.
     """
 
     n_components: int
     covariance_type: str = "full"
     reg_covar: float = 1e-6
+    missing: str = "error"
 
     #: What to do when the statistics are not finite (see daskem.em.checks.check_stats).
     numerical_advice = (
@@ -190,6 +237,7 @@ class GaussianMixtureModel:
 
     def __post_init__(self) -> None:
         covariance_type(self.covariance_type)
+        check_missing_policy(self.missing, type(self).__name__)
 
     # -- contract ----------------------------------------------------------------------
 
@@ -200,6 +248,8 @@ class GaussianMixtureModel:
             "n_components": int(self.n_components),
             "covariance_type": self.covariance_type,
             "reg_covar": float(self.reg_covar),
+            # Only when set: the specs of fits without missing values stay as they were.
+            **({"missing": self.missing} if self.missing != "error" else {}),
         }
 
     def zero_stats(self, params: GaussianMixtureParams) -> GaussianMixtureStats:
@@ -257,8 +307,17 @@ class GaussianMixtureModel:
 
         Tiles are centred on the reference (the weighted mean of the means) for the
         whitening; each component's moments are then taken around its own current mean.
+
+        With ``missing="marginalize"`` a block's complete rows take this path unchanged
+        (a block without NaN gives the complete-data statistics bit for bit) and its
+        incomplete rows add their expected complete-data statistics given the observed
+        coordinates (:meth:`_incomplete_moments`); rows with every coordinate missing are
+        skipped. ``loglik`` is then the observed-data log-likelihood.
         """
-        return self.moments(params, block)
+        layout = missing_layout(block) if self.missing == "marginalize" else None
+        if layout is None:
+            return self.moments(params, block)
+        return self._incomplete_moments(params, block, layout, self.moments(params, block[layout.complete]))
 
     def moments(
         self, params: GaussianMixtureParams, block: NDArray[Any], resp: NDArray[Any] | None = None
@@ -485,7 +544,22 @@ class GaussianMixtureModel:
     # -- prediction per block --------------------------------------------------------------
 
     def weighted_log_prob(self, params: GaussianMixtureParams, block: NDArray[Any]) -> FloatArray:
-        """``log w_k + log N(x | k)`` for every row of ``block``: shape (n, k)."""
+        """``log w_k + log N(x | k)`` for every row of ``block``: shape (n, k).
+
+        With ``missing="marginalize"`` rows with NaN entries get the density of their
+        observed coordinates (``log w_k`` for a row with none observed).
+        """
+        layout = missing_layout(block) if self.missing == "marginalize" else None
+        if layout is not None:
+            with np.errstate(divide="ignore"):
+                out = np.tile(np.log(params.weights), (block.shape[0], 1))
+            out[layout.complete] = self._complete_log_prob(params, block[layout.complete])
+            for cond in self._conditionals(params, block, layout):
+                out[cond.rows] = cond.log_prob.T
+            return out
+        return self._complete_log_prob(params, block)
+
+    def _complete_log_prob(self, params: GaussianMixtureParams, block: NDArray[Any]) -> FloatArray:
         shift = params.reference
         out = np.empty((self.n_components, block.shape[0]))
         start = 0
@@ -510,6 +584,201 @@ class GaussianMixtureModel:
     def predict(self, params: GaussianMixtureParams, block: NDArray[Any]) -> NDArray[np.intp]:
         """Most probable component of every row of ``block``: shape (n,)."""
         return np.asarray(self.weighted_log_prob(params, block).argmax(axis=1))
+
+    # -- missing values ------------------------------------------------------------------
+
+    def impute(
+        self, params: GaussianMixtureParams, block: NDArray[Any], draws: tuple[int, int] | None = None
+    ) -> FloatArray:
+        """``block`` (float64) with its NaN entries filled in under the mixture.
+
+        Without ``draws``: each missing coordinate's conditional mean given the row's
+        observed ones, ``sum_k r_k E[x_M | x_O, k]`` (``r_k`` the responsibilities from
+        the observed coordinates). With ``draws = (seed, first)``: one draw from the
+        conditional distribution ``p(x_M | x_O)`` (a component drawn from ``r``, then the
+        missing coordinates from that component's conditional Gaussian) for multiple
+        imputation. The uniforms come from a counter-based generator
+        (:class:`numpy.random.Philox` keyed by ``seed``), at a position fixed by the row's
+        index in the data (``first`` is that of the block's first row), so a row's draw
+        does not depend on how the data are chunked. Rows with every coordinate missing
+        get the mixture's mean (or a draw from the mixture).
+
+        Parameters
+        ----------
+        params : GaussianMixtureParams
+            The fitted parameters.
+        block : ndarray of shape (n, d)
+            Rows, NaN where missing.
+        draws : tuple of (int, int), optional
+            ``(seed, index of the block's first row)`` to draw instead of taking means.
+
+        Returns
+        -------
+        ndarray of shape (n, d)
+        """
+        from scipy.special import ndtri
+
+        out = np.array(block, dtype=np.float64)
+        layout = missing_layout(out)
+        if layout is None:
+            return out
+        k, d = params.means.shape
+        uniforms = None
+        if draws is not None:
+            seed, first = draws
+            per_row = 4 * -(-(d + 1) // 4)  # Philox yields 4 values per counter step
+            generator = np.random.Philox(key=int(seed))
+            generator.advance(int(first) * per_row // 4)
+            uniforms = np.random.Generator(generator).random((out.shape[0], per_row))
+        with np.errstate(under="ignore"):
+            for cond in self._conditionals(params, out, layout):
+                resp = np.empty_like(cond.log_prob)
+                log_normalize(cond.log_prob, resp)
+                n, m = cond.missing.shape
+                index = np.broadcast_to(cond.missing, (k, n, m))
+                means = np.take_along_axis(cond.filled, index, axis=2) + params.means[:, cond.missing]
+                if uniforms is None:
+                    values = np.einsum("kn,knm->nm", resp, means)
+                else:
+                    u = uniforms[cond.rows]
+                    comp = np.minimum((np.cumsum(resp, axis=0) < u[:, d]).sum(axis=0), k - 1)
+                    factor = np.linalg.cholesky(cond.covariance)[comp, cond.inverse]
+                    normals = ndtri(np.take_along_axis(u, cond.missing, axis=1))
+                    values = means[comp, np.arange(n)] + np.einsum("nab,nb->na", factor, normals)
+                out[cond.rows[:, None], cond.missing] = values
+            empty = np.flatnonzero(np.isnan(out).all(axis=1)) if layout.n_empty else np.zeros(0, dtype=np.intp)
+            if empty.size:
+                if uniforms is None:
+                    out[empty] = params.weights @ params.means
+                else:
+                    u = uniforms[empty]
+                    comp = np.minimum((np.cumsum(params.weights) < u[:, d, None]).sum(axis=1), k - 1)
+                    full = covariance_type(self.covariance_type).to_full(params.covariances, k, d)
+                    factor = np.linalg.cholesky(full)[comp]
+                    out[empty] = params.means[comp] + np.einsum("nab,nb->na", factor, ndtri(u[:, :d]))
+        return out
+
+    def _conditionals(self, params: GaussianMixtureParams, block: NDArray[Any], layout: MissingLayout):  # type: ignore[no-untyped-def]
+        """Yield a :class:`_Conditional` per tile of each group of incomplete rows.
+
+        With the precision ``Lambda_k`` and ``y = x - mu_k`` (0 at the missing
+        coordinates ``M``), the missing coordinates' conditional mean is
+        ``mu_kM + z`` with ``z = -Lambda_MM^-1 v``, ``v = (Lambda_k y)_M``, their
+        conditional covariance ``Lambda_MM^-1``, and the observed coordinates' squared
+        Mahalanobis distance ``y^T Lambda y + z^T v`` (the filled residual's
+        ``(y + z)^T Lambda (y + z)``), with ``log|Sigma_OO| = log|Lambda_MM| - log|Lambda|``.
+        Only ``m x m`` blocks are factorised, once per pattern and component; per row the
+        work is ``O(k (d^2 + m^2))``. Diagonal covariances decouple the coordinates: the
+        missing ones are the component's mean and variance.
+        """
+        from daskem.models.gaussian_kernels import condition_missing, observed_residuals, pattern_inverses
+
+        ct = covariance_type(self.covariance_type)
+        k, d = params.means.shape
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(params.weights)
+        log_det = np.broadcast_to(ct.log_det(params.precisions_cholesky, d), (k,))
+        precisions = ct.precisions(params.precisions_cholesky)
+        lam = (
+            np.broadcast_to(precisions, (k, d, d))
+            if ct.matrices
+            else np.broadcast_to(precisions.reshape(k, -1), (k, d))
+        )
+        tile = tile_rows(k, d)
+        for group in layout.groups:
+            m, patterns = group.width, group.patterns
+            if ct.matrices:
+                covariance, log_det_mm = np.empty((k, patterns.shape[0], m, m)), np.empty((k, patterns.shape[0]))
+                pattern_inverses(lam, patterns, covariance, log_det_mm)
+            else:
+                lam_m = lam[:, patterns]
+                log_det_mm = np.log(lam_m).sum(axis=-1)
+                covariance = (1.0 / lam_m)[..., None] * np.eye(m)
+            for start in range(0, group.rows.size, tile):
+                rows = group.rows[start : start + tile]
+                missing = group.missing[start : start + tile]
+                inverse = group.inverse[start : start + tile]
+                filled = np.empty((k, rows.size, d))
+                observed_residuals(np.asarray(block[rows], dtype=np.float64), params.means, missing, filled)
+                if ct.matrices:
+                    quad = np.empty((k, rows.size))
+                    condition_missing(filled, np.matmul(filled, lam), covariance, inverse, missing, quad)
+                else:
+                    quad = np.einsum("kd,knd->kn", lam, filled * filled)
+                log_prob = (
+                    (log_weights + log_det - 0.5 * (d - m) * LOG_2PI)[:, None]
+                    - 0.5 * log_det_mm[:, inverse]
+                    - 0.5 * quad
+                )
+                yield _Conditional(rows, log_prob, filled, missing, patterns, inverse, covariance)
+
+    def _incomplete_moments(
+        self, params: GaussianMixtureParams, block: NDArray[Any], layout: MissingLayout, stats: GaussianMixtureStats
+    ) -> GaussianMixtureStats:
+        """``stats`` (of the complete rows) plus the expected statistics of the incomplete rows.
+
+        Per row and component: the responsibility from the observed coordinates,
+        ``E[x - mu_k | x_O]`` for the first moment and ``E[(x - mu_k)(x - mu_k)^T | x_O]``
+        (the filled residual's outer product plus the conditional covariance in the
+        missing block) for the second, around the component's mean as the complete rows'.
+        """
+        from daskem.models.gaussian_kernels import weighted_rows
+
+        ct = covariance_type(self.covariance_type)
+        resp_sum, first, second = stats.resp_sum.copy(), stats.first.copy(), stats.second.copy()
+        loglik, n = stats.loglik, stats.n
+        pending: list[list[Any]] = []
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+            for cond in self._conditionals(params, block, layout):
+                resp = np.empty_like(cond.log_prob)
+                loglik += float(log_normalize(cond.log_prob, resp).sum())
+                n += cond.rows.size
+                resp_sum += resp.sum(axis=1)
+                weighted = np.empty_like(cond.filled)
+                weighted_rows(cond.filled, resp, weighted, first)
+                sums = _pattern_sums(resp, cond.inverse, cond.patterns.shape[0])
+                if ct.matrices:
+                    outer = np.matmul(weighted.transpose(0, 2, 1), cond.filled)
+                    outer = 0.5 * (outer + outer.transpose(0, 2, 1))
+                    second += outer.sum(axis=0) if ct.shared else outer
+                else:
+                    second += np.einsum("knd,knd->kd", weighted, cond.filled)
+                # The conditional covariances, summed per pattern over a group's tiles, go in once per group.
+                if pending and pending[-1][0] is cond.patterns:
+                    pending[-1][2] += sums
+                else:
+                    pending.append([cond.patterns, cond.covariance, sums])
+            for patterns, covariance, sums in pending:
+                self._add_conditional_covariances(second, patterns, covariance, sums)
+        return GaussianMixtureStats(
+            n=float(n),
+            loglik=loglik,
+            n_nonfinite=stats.n_nonfinite + layout.n_infinite,
+            shift=stats.shift,
+            resp_sum=resp_sum,
+            first=first,
+            second=second,
+        )
+
+    def _add_conditional_covariances(
+        self, second: FloatArray, patterns: IntArray, covariance: FloatArray, sums: FloatArray
+    ) -> None:
+        """Add ``sum_i r_ki Cov(x_M | x_O, k)`` into the missing blocks of the second moments.
+
+        ``covariance`` (k, p, m, m) per component and pattern, ``sums`` (k, p) the
+        responsibilities summed over each pattern's rows.
+        """
+        ct = covariance_type(self.covariance_type)
+        k = sums.shape[0]
+        extra = sums[:, :, None, None] * covariance
+        p = patterns
+        if not ct.matrices:
+            variances = np.diagonal(extra, axis1=-2, axis2=-1)
+            np.add.at(second, (np.arange(k)[:, None, None], p[None, :, :]), variances)
+        elif ct.shared:
+            np.add.at(second, (p[:, :, None], p[:, None, :]), extra.sum(axis=0))
+        else:
+            np.add.at(second, (np.arange(k)[:, None, None, None], p[None, :, :, None], p[None, :, None, :]), extra)
 
     # -- internals -------------------------------------------------------------------------
 

@@ -37,6 +37,31 @@ iteration thus never lowers the likelihood, and the recorded log-likelihood is t
 the parameters the E-step used. After the first iteration ``m = x̄`` up to rounding, so
 ``a`` is tiny and the corrections cancel nothing, for data far from the origin too.
 
+Missing values (``missing="marginalize"``). A NaN entry is a coordinate missing at
+random. The complete rows of a block take the path above unchanged; a row with observed
+coordinates ``O`` and missing ones ``M`` adds the expectations, given ``x_O`` under
+``(m, W, Psi)``, of its complete-data statistics, those of ``(x, z)``. With
+``M_O = I + W_O Psi_O^-1 W_O^T`` (q x q, factorised once per pattern of missing
+coordinates in a tile)::
+
+    E[z] = M_O^-1 W_O Psi_O^-1 y_O,   Cov(z) = M_O^-1,   E[y_M] = W_M^T E[z],
+    Cov(z, y_M) = M_O^-1 W_M,   Var(y_j) = W_j^T M_O^-1 W_j + Psi_j  (j in M)
+
+so ``s`` takes ``E[y]``, ``T`` takes ``E[z] E[y]^T + Cov(z, y)``, ``S`` takes
+``M_O^-1 + E[z] E[z]^T`` and ``Q`` takes ``E[y]^2`` plus the variances of the missing
+coordinates; ``loglik`` is the observed-data log-likelihood, ``log N(y_O; 0, C_OO)`` by
+the determinant lemma and Woodbury on the observed coordinates. Rows with every
+coordinate missing are skipped. The shift argument of the M-step above no longer holds
+(the posterior of an incomplete row does not move by the same constant), so when a set of
+statistics holds incomplete rows the M-step maximises the expected complete-data
+log-likelihood over ``(mean, W, Psi)`` jointly, with the augmented latent ``[z; 1]``::
+
+    W~ = S~^-1 T~,   S~ = [[S, sum E[z]], [sum E[z]^T, n]],   T~ = [[T], [s^T]]
+
+the new loadings the first ``q`` rows of ``W~``, the new mean ``m`` plus its last row and
+``Psi_j = (Q_j - sum_r W~_rj T~_rj) / n`` (PPCA: their mean): an exact EM step, so the
+observed-data likelihood never decreases.
+
 Everything is float64 (float32 rows are widened tile by tile); blocks are processed in
 tiles of at most :func:`~daskem.models.gaussian.tile_rows` rows, so a worker holds one
 (t, d) tile buffer besides its block.
@@ -44,6 +69,7 @@ tiles of at most :func:`~daskem.models.gaussian.tile_rows` rows, so a worker hol
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -53,6 +79,7 @@ from scipy import linalg
 
 from daskem.errors import DataError, ParameterError
 from daskem.models.gaussian import LOG_2PI, FloatArray, check_shape, scratch, tile_rows
+from daskem.models.missing import IntArray, MissingLayout, check_missing_policy, missing_layout, observed_values
 
 #: Smallest noise variance an M-step returns, relative to the mean per-feature variance of the data.
 NOISE_FLOOR = 1e-12
@@ -243,6 +270,10 @@ class LinearGaussianStats:
         ``S = sum E[z z^T]`` (posterior covariances included).
     square : ndarray of shape (d,)
         ``Q = sum y * y``, per feature.
+    n_incomplete : float, default=0.0
+        Rows with missing coordinates among the ``n`` (``missing="marginalize"``): their
+        sums are expectations given the observed coordinates, and the M-step is then the
+        joint one (see :meth:`_LinearGaussianModel.m_step`).
     """
 
     n: float
@@ -254,6 +285,7 @@ class LinearGaussianStats:
     cross: FloatArray = field(repr=False)
     latent_second: FloatArray = field(repr=False)
     square: FloatArray = field(repr=False)
+    n_incomplete: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -315,6 +347,114 @@ def _tiles(post: _Posterior, block: NDArray[Any]):  # type: ignore[no-untyped-de
         yield y, np.matmul(y, post.projection_t, out=scratch(z_buf, (rows, q)))
 
 
+@dataclass(frozen=True)
+class _Incomplete:
+    """A tile of the incomplete rows of a block, given their observed coordinates.
+
+    Attributes
+    ----------
+    rows : ndarray of shape (t,)
+        Their indices in the block.
+    missing : ndarray of shape (t, m)
+        The missing coordinates of each row.
+    filled : ndarray of shape (t, d)
+        ``E[y | x_O]``: the observed ``y_O = x_O - m`` and the missing coordinates'
+        conditional means ``W_M^T E[z | x_O]``.
+    latent : ndarray of shape (t, q)
+        ``E[z | x_O]``.
+    log_prob : ndarray of shape (t,)
+        ``log N(y_O; 0, C_OO)``: the observed coordinates' log-density.
+    patterns : ndarray of shape (u, m)
+        The distinct missing patterns of the tile.
+    inverse : ndarray of shape (t,)
+        The pattern of each row.
+    covariance : ndarray of shape (u, q, q)
+        ``Cov(z | x_O) = M_O^-1`` per pattern.
+    cross : ndarray of shape (u, q, m)
+        ``Cov(z, y_M | x_O) = M_O^-1 W_M`` per pattern.
+    variance : ndarray of shape (u, m)
+        ``Var(y_j | x_O) = W_j^T M_O^-1 W_j + Psi_j`` of the missing coordinates, per pattern.
+    """
+
+    rows: IntArray
+    missing: IntArray
+    filled: FloatArray
+    latent: FloatArray
+    log_prob: FloatArray
+    patterns: IntArray
+    inverse: IntArray
+    covariance: FloatArray
+    cross: FloatArray
+    variance: FloatArray
+
+    @property
+    def counts(self) -> FloatArray:
+        """Rows of each pattern: shape (u,)."""
+        return np.bincount(self.inverse, minlength=self.patterns.shape[0]).astype(np.float64)
+
+
+def _incomplete_tiles(params: LinearGaussianParams, block: NDArray[Any], layout: MissingLayout):  # type: ignore[no-untyped-def]
+    """Yield an :class:`_Incomplete` per tile of each group of incomplete rows of ``block``.
+
+    A group's rows are visited by pattern, so that a pattern's ``M_O`` is factorised once
+    per tile it spans; per tile the memory is ``O(t q d)``, per row the work ``O(d q)``,
+    per pattern ``O(d q^2 + q^3)``. No d x d matrix is formed.
+    """
+    w, psi = params.components, params.noise
+    q, d = w.shape
+    precision = 1.0 / psi
+    log_psi = np.log(psi)
+    total_log_psi = float(log_psi.sum())
+    tile = tile_rows(max(q, 1), d)
+    for group in layout.groups:
+        m = group.width
+        order = np.argsort(group.inverse, kind="stable")
+        for start in range(0, order.size, tile):
+            take = order[start : start + tile]
+            rows, missing = group.rows[take], group.missing[take]
+            used, inverse = np.unique(group.inverse[take], return_inverse=True)
+            inverse = inverse.reshape(-1).astype(np.intp)
+            patterns = group.patterns[used]
+            u = patterns.shape[0]
+            # Psi_O^-1 per pattern (0 at the missing coordinates), then M_O = I + W_O Psi_O^-1 W_O^T.
+            kept = np.repeat(precision[np.newaxis, :], u, axis=0)
+            kept[np.arange(u)[:, np.newaxis], patterns] = 0.0
+            m_obs = np.matmul(w[np.newaxis, :, :] * kept[:, np.newaxis, :], w.T)
+            m_obs += np.eye(q)
+            chol = np.linalg.cholesky(m_obs)
+            log_det = 2.0 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(axis=-1)
+            covariance = np.linalg.solve(m_obs, np.broadcast_to(np.eye(q), m_obs.shape))
+            covariance = 0.5 * (covariance + covariance.transpose(0, 2, 1))
+            w_mis = w[:, patterns].transpose(1, 0, 2)  # (u, q, m)
+            cross = np.matmul(covariance, w_mis)
+            variance = np.einsum("uqm,uqm->um", w_mis, cross) + psi[patterns]
+            index = (np.arange(rows.size)[:, np.newaxis], missing)
+            filled = observed_values(block[rows], missing)
+            filled -= params.mean
+            filled[index] = 0.0
+            b = (filled * precision) @ w.T  # W_O Psi_O^-1 y_O
+            latent = np.einsum("tab,tb->ta", covariance[inverse], b)
+            quad = (filled * filled) @ precision - np.einsum("ta,ta->t", b, latent)
+            log_prob = -0.5 * (
+                (d - m) * LOG_2PI + total_log_psi - log_psi[missing].sum(axis=1) + log_det[inverse] + quad
+            )
+            filled[index] = (latent @ w)[index]
+            yield _Incomplete(rows, missing, filled, latent, log_prob, patterns, inverse, covariance, cross, variance)
+
+
+def _nan_moments(rows: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Per-feature mean and variance of ``rows`` over their non-NaN entries.
+
+    A feature with no observed entry gets mean 0, one with fewer than two variance 0.
+    """
+    observed = np.count_nonzero(~np.isnan(rows), axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # empty columns: handled below
+        mean = np.nanmean(rows, axis=0) if rows.shape[0] else np.full(rows.shape[1], np.nan)
+        variance = np.nanvar(rows, axis=0) if rows.shape[0] else np.full(rows.shape[1], np.nan)
+    return np.where(observed > 0, mean, 0.0), np.where(observed > 1, variance, 0.0)
+
+
 def _check_width(block: NDArray[Any], d: int) -> None:
     if block.ndim != 2 or block.shape[1] != d:
         raise DataError(
@@ -330,9 +470,15 @@ class _LinearGaussianModel:
     ----------
     n_components : int
         Number of latent factors ``q``.
+    missing : {"error", "marginalize"}
+        ``"marginalize"``: NaN entries are coordinates missing at random; each row's
+        likelihood and posterior come from its observed coordinates, and the statistics
+        take the missing coordinates' conditional expectations (:meth:`e_step`).
+        ``"error"``: NaN are errors, as every non-finite value.
     """
 
     n_components: int
+    missing: str = "error"
 
     _isotropic: ClassVar[bool]
     _name: ClassVar[str]
@@ -350,6 +496,7 @@ class _LinearGaussianModel:
                 f"The 'n_components' parameter of {type(self).__name__} must be an int in the range [0, inf). "
                 f"Got {q!r} instead."
             )
+        check_missing_policy(self.missing, type(self).__name__)
 
     def make_params(self, components: Any, mean: Any, noise_variance: Any) -> LinearGaussianParams:
         """Checked parameters of this model (``noise_variance`` a scalar for PPCA, (d,) otherwise)."""
@@ -361,7 +508,12 @@ class _LinearGaussianModel:
 
     def spec(self) -> dict[str, Any]:
         """The hyperparameters as JSON-able values."""
-        return {"model": self._name, "n_components": int(self.n_components)}
+        return {
+            "model": self._name,
+            "n_components": int(self.n_components),
+            # Only when set: the specs of fits without missing values stay as they were.
+            **({"missing": self.missing} if self.missing != "error" else {}),
+        }
 
     def zero_stats(self, params: LinearGaussianParams) -> LinearGaussianStats:
         """Statistics of no rows, centred on the mean of ``params``."""
@@ -390,6 +542,7 @@ class _LinearGaussianModel:
             cross=a.cross + b.cross,
             latent_second=a.latent_second + b.latent_second,
             square=a.square + b.square,
+            n_incomplete=a.n_incomplete + b.n_incomplete,
         )
 
     def log_likelihood(self, stats: LinearGaussianStats) -> float:
@@ -407,8 +560,65 @@ class _LinearGaussianModel:
             )
         return self.make_params(components, arrays["mean"], arrays["noise_variance"])
 
+    def _layout(self, params: LinearGaussianParams, block: NDArray[Any]) -> MissingLayout | None:
+        """The block's missing values when this model marginalises them (None: none, or refused)."""
+        _check_width(block, params.components.shape[1])
+        return missing_layout(block) if self.missing == "marginalize" else None
+
     def e_step(self, params: LinearGaussianParams, block: NDArray[Any]) -> LinearGaussianStats:
-        """Statistics of one block of rows under ``params`` (one read of the block)."""
+        """Statistics of one block of rows under ``params`` (one read of the block).
+
+        With ``missing="marginalize"`` the block's complete rows take the complete-data
+        path unchanged (a block without NaN gives its statistics bit for bit) and its
+        incomplete rows add their expected statistics given the observed coordinates
+        (see the module docstring); rows with every coordinate missing are skipped.
+        ``loglik`` is then the observed-data log-likelihood.
+        """
+        layout = self._layout(params, block)
+        if layout is None:
+            return self._complete_stats(params, block)
+        return self._incomplete_stats(params, block, layout, self._complete_stats(params, block[layout.complete]))
+
+    def _incomplete_stats(
+        self, params: LinearGaussianParams, block: NDArray[Any], layout: MissingLayout, stats: LinearGaussianStats
+    ) -> LinearGaussianStats:
+        """``stats`` (of the complete rows) plus the expected statistics of the incomplete rows."""
+        q = params.components.shape[0]
+        first, latent_sum, square = stats.first.copy(), stats.latent_sum.copy(), stats.square.copy()
+        cross, second = stats.cross.copy(), stats.latent_second.copy()
+        loglik, rows = stats.loglik, 0
+        with np.errstate(invalid="ignore", over="ignore"):
+            for tile in _incomplete_tiles(params, block, layout):
+                counts = tile.counts
+                rows += tile.rows.size
+                loglik += float(tile.log_prob.sum())
+                first += tile.filled.sum(axis=0)
+                latent_sum += tile.latent.sum(axis=0)
+                cross += tile.latent.T @ tile.filled
+                # Cov(z, y_M) on the missing columns, once per pattern times its rows.
+                np.add.at(
+                    cross,
+                    (np.arange(q)[np.newaxis, :, np.newaxis], tile.patterns[:, np.newaxis, :]),
+                    counts[:, np.newaxis, np.newaxis] * tile.cross,
+                )
+                second += tile.latent.T @ tile.latent + np.tensordot(counts, tile.covariance, axes=1)
+                square += np.einsum("td,td->d", tile.filled, tile.filled)
+                np.add.at(square, tile.patterns, counts[:, np.newaxis] * tile.variance)
+        return LinearGaussianStats(
+            n=stats.n + rows,
+            loglik=float(loglik),
+            n_nonfinite=stats.n_nonfinite + layout.n_infinite,
+            shift=stats.shift,
+            first=first,
+            latent_sum=latent_sum,
+            cross=cross,
+            latent_second=second,
+            square=square,
+            n_incomplete=stats.n_incomplete + rows,
+        )
+
+    def _complete_stats(self, params: LinearGaussianParams, block: NDArray[Any]) -> LinearGaussianStats:
+        """Statistics of rows without missing values (the complete-data E-step)."""
         q, d = params.components.shape
         _check_width(block, d)
         post = _posterior(params)
@@ -447,26 +657,40 @@ class _LinearGaussianModel:
         """New parameters: the sample mean, and the EM update of ``W`` and the noise from it.
 
         The statistics, taken around the previous mean, are moved to the sample mean
-        exactly (see the module docstring); ``params`` is not needed.
+        exactly (see the module docstring); ``params`` is not needed. Statistics holding
+        incomplete rows (``stats.n_incomplete > 0``) take the joint update of the mean,
+        ``W`` and the noise instead (the module docstring's augmented latent ``[z; 1]``).
         """
         n = stats.n
         a = stats.first / n
-        cross = stats.cross - np.outer(stats.latent_sum, a)
-        second = stats.latent_second - np.outer(stats.latent_sum, stats.latent_sum) / n
         square = stats.square - stats.first * a
-        components = linalg.cho_solve(linalg.cho_factor(second, lower=True), cross)
-        residual = (square - np.einsum("kj,kj->j", components, cross)) / n
         floor = max(NOISE_FLOOR * float(square.mean()) / n, float(np.finfo(np.float64).tiny))
+        if stats.n_incomplete > 0:
+            q = stats.latent_sum.shape[0]
+            second = np.empty((q + 1, q + 1))
+            second[:q, :q] = stats.latent_second
+            second[:q, q] = second[q, :q] = stats.latent_sum
+            second[q, q] = n
+            cross = np.vstack([stats.cross, stats.first[np.newaxis, :]])
+            solution = linalg.cho_solve(linalg.cho_factor(second, lower=True), cross)
+            residual = (stats.square - np.einsum("kj,kj->j", solution, cross)) / n
+            components, mean = solution[:q], stats.shift + solution[q]
+        else:
+            cross = stats.cross - np.outer(stats.latent_sum, a)
+            second = stats.latent_second - np.outer(stats.latent_sum, stats.latent_sum) / n
+            components = linalg.cho_solve(linalg.cho_factor(second, lower=True), cross)
+            residual = (square - np.einsum("kj,kj->j", components, cross)) / n
+            mean = stats.shift + a
         noise = np.maximum(residual.mean() if self._isotropic else residual, floor)
-        return self.make_params(components, stats.shift + a, noise)
+        return self.make_params(components, mean, noise)
 
     # -- vector form (acceleration) --------------------------------------------------------
 
     def to_vector(self, params: LinearGaussianParams) -> FloatArray:
         """Unconstrained coordinates: ``W`` flattened, then the log noise variance(s).
 
-        The mean is left out: every M-step sets it to the sample mean, so extrapolating
-        it gains nothing.
+        The mean is left out: every M-step sets it to the sample mean (with missing
+        values, jointly with ``W`` and the noise), so extrapolating it gains little.
         """
         return np.concatenate([params.components.ravel(), np.log(np.atleast_1d(params.noise_variance))])
 
@@ -491,6 +715,9 @@ class _LinearGaussianModel:
         variance starts explained. EM needs no better start: PPCA has no local maxima
         other than the global one, up to rotation.
 
+        With ``missing="marginalize"`` the mean and variances are those of each feature's
+        observed (non-NaN) entries; a feature with none starts at mean 0.
+
         Parameters
         ----------
         sample : ndarray of shape (m, d)
@@ -501,11 +728,15 @@ class _LinearGaussianModel:
         rows = np.asarray(sample, dtype=np.float64)
         q, d = self.n_components, rows.shape[1]
         check_latent_dimension(q, d)
-        variance = rows.var(axis=0) if rows.shape[0] > 1 else np.zeros(d)
+        if self.missing == "marginalize":
+            mean, variance = _nan_moments(rows)
+        else:
+            mean = rows.mean(axis=0)
+            variance = rows.var(axis=0) if rows.shape[0] > 1 else np.zeros(d)
         variance = np.where(variance > 0.0, variance, 1.0)
         components = rng.standard_normal((q, d)) * np.sqrt(variance / (2.0 * max(q, 1)))
         noise = variance / 2.0
-        return self.make_params(components, rows.mean(axis=0), noise.mean() if self._isotropic else noise)
+        return self.make_params(components, mean, noise.mean() if self._isotropic else noise)
 
     def svd_init_params(
         self,
@@ -525,7 +756,9 @@ class _LinearGaussianModel:
         vectors of ``(sample - x̄) Psi^-1/2 / sqrt(m)``, ``W_k = sqrt(s_k^2 - 1) v_k Psi^1/2``.
         ``s_k^2 - 1`` is floored at :data:`SVD_INIT_FLOOR` (zero loadings are a fixed
         point of EM); factors beyond the rank of ``sample`` start at that floor along
-        further orthonormal directions.
+        further orthonormal directions. With ``missing="marginalize"`` each NaN of
+        ``sample`` is first replaced by its feature's mean over the observed entries (0
+        for a feature with none).
 
         Parameters
         ----------
@@ -554,6 +787,8 @@ class _LinearGaussianModel:
         rows = np.asarray(sample, dtype=np.float64)
         q, (m, d) = self.n_components, rows.shape
         check_latent_dimension(q, d)
+        if self.missing == "marginalize":
+            rows = np.where(np.isnan(rows), _nan_moments(rows)[0], rows)
         mean = rows.mean(axis=0)
         centred = rows - mean
         if noise_variance is None:
@@ -587,7 +822,21 @@ class _LinearGaussianModel:
     # -- per-row methods and matrices ------------------------------------------------------
 
     def transform(self, params: LinearGaussianParams, block: NDArray[Any]) -> FloatArray:
-        """Posterior mean ``E[z | x]`` of every row of ``block``: shape (n, q)."""
+        """Posterior mean ``E[z | x]`` of every row of ``block``: shape (n, q).
+
+        With ``missing="marginalize"`` a row with NaN entries gets ``E[z | x_O]`` given
+        its observed coordinates (0, the prior mean, for a row with none observed).
+        """
+        layout = self._layout(params, block)
+        if layout is None:
+            return self._complete_transform(params, block)
+        out = np.zeros((block.shape[0], params.components.shape[0]))
+        out[layout.complete] = self._complete_transform(params, block[layout.complete])
+        for tile in _incomplete_tiles(params, block, layout):
+            out[tile.rows] = tile.latent
+        return out
+
+    def _complete_transform(self, params: LinearGaussianParams, block: NDArray[Any]) -> FloatArray:
         _check_width(block, params.components.shape[1])
         out = np.empty((block.shape[0], params.components.shape[0]))
         start = 0
@@ -597,7 +846,55 @@ class _LinearGaussianModel:
         return out
 
     def score_samples(self, params: LinearGaussianParams, block: NDArray[Any]) -> FloatArray:
-        """Log-likelihood of every row of ``block``: shape (n,)."""
+        """Log-likelihood of every row of ``block``: shape (n,).
+
+        With ``missing="marginalize"`` a row with NaN entries gets the log-density of its
+        observed coordinates (0 for a row with none observed).
+        """
+        layout = self._layout(params, block)
+        if layout is None:
+            return self._complete_score_samples(params, block)
+        out = np.zeros(block.shape[0])
+        out[layout.complete] = self._complete_score_samples(params, block[layout.complete])
+        with np.errstate(invalid="ignore", over="ignore"):
+            for tile in _incomplete_tiles(params, block, layout):
+                out[tile.rows] = tile.log_prob
+        return out
+
+    def impute(self, params: LinearGaussianParams, block: NDArray[Any]) -> FloatArray:
+        """The rows of ``block`` with every NaN replaced by its conditional mean: shape (n, d).
+
+        A missing coordinate ``j`` of a row becomes ``E[x_j | x_O] = m_j + W_j^T E[z | x_O]``
+        given the row's observed coordinates ``O`` (the mean ``m_j`` for a row with none
+        observed); observed values are returned unchanged. Whatever the ``missing``
+        policy.
+
+        Parameters
+        ----------
+        params : PPCAParams or FactorAnalysisParams
+            The model's parameters.
+        block : ndarray of shape (n, d)
+            Rows, with NaN where values are missing.
+
+        Returns
+        -------
+        ndarray of shape (n, d)
+            float64.
+        """
+        _check_width(block, params.components.shape[1])
+        out = np.array(block, dtype=np.float64)
+        layout = missing_layout(block)
+        if layout is None:
+            return out
+        with np.errstate(invalid="ignore", over="ignore"):
+            for tile in _incomplete_tiles(params, block, layout):
+                index = (tile.rows[:, np.newaxis], tile.missing)
+                out[index] = np.take_along_axis(tile.filled, tile.missing, axis=1) + params.mean[tile.missing]
+        # What remains NaN is in rows with every coordinate missing.
+        np.copyto(out, np.broadcast_to(params.mean, out.shape), where=np.isnan(out))
+        return out
+
+    def _complete_score_samples(self, params: LinearGaussianParams, block: NDArray[Any]) -> FloatArray:
         _check_width(block, params.components.shape[1])
         post = _posterior(params)
         out = np.empty(block.shape[0])
