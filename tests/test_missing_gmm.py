@@ -108,9 +108,7 @@ def test_e_step_equals_the_row_by_row_conditional_gaussians(kind):
     X[3] = np.nan  # a row with nothing observed: skipped
     model = GaussianMixtureModel(3, kind, missing="marginalize")
     rng = np.random.default_rng(2)
-    params = model.params_from_responsibilities(
-        np.nan_to_num(X, nan=0.5), rng.dirichlet(np.ones(3), size=len(X))
-    )
+    params = model.params_from_responsibilities(np.nan_to_num(X, nan=0.5), rng.dirichlet(np.ones(3), size=len(X)))
     k, d = params.means.shape
     covs = covariance_type(kind).to_full(params.covariances, k, d)
     stats = model.e_step(params, X)
@@ -197,9 +195,7 @@ def test_fixed_point_maximises_the_observed_data_likelihood_directly():
     np.testing.assert_allclose(-negative(start), em_value, rtol=1e-12)
     # The EM fixed point has zero gradient (central differences)...
     step = 1e-5
-    gradient = [
-        (negative(start + step * e) - negative(start - step * e)) / (2 * step) for e in np.eye(start.size)
-    ]
+    gradient = [(negative(start + step * e) - negative(start - step * e)) / (2 * step) for e in np.eye(start.size)]
     assert np.abs(gradient).max() < 1e-5
     # ...and a direct maximisation from a perturbed start reaches the same value.
     perturbed = start + np.random.default_rng(5).normal(scale=0.02, size=start.size)
@@ -324,8 +320,15 @@ def test_bad_input_is_refused_with_clear_messages():
     holes[:, 0][::2] = np.nan
     holes[:, 1][1::2] = np.nan
     with pytest.raises(DataError, match="Every one of the 120 rows of X has a missing"):
-        GaussianMixture(2, missing="marginalize").fit(holes)
-    # Given initial parameters need no complete row.
+        FitSession(holes).complete_rows()
+    # No complete row: the initialisers read the rows filled with the features' observed means.
+    filled = FitSession(holes).mean_filled_rows()
+    means = np.nanmean(holes, axis=0)
+    np.testing.assert_allclose(filled.rows(np.arange(120)), np.where(np.isnan(holes), means, holes), rtol=1e-15)
+    gm = GaussianMixture(2, missing="marginalize", random_state=0, max_iter=300).fit(holes)
+    assert gm.converged_
+    assert np.all(np.diff(gm.lower_bounds_) >= -1e-12 * abs(gm.lower_bounds_[-1]))
+    # Given initial parameters need no pass over whole rows.
     gm = GaussianMixture(
         2,
         missing="marginalize",

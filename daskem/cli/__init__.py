@@ -19,6 +19,7 @@ import click
 from daskem.cli.cluster import WORKER_ENVIRON, ClusterChoice, MemoryLimit, local_cluster
 from daskem.cli.display import remaining_iterations
 from daskem.cli.fitting import fit, resume
+from daskem.cli.imputing import impute
 from daskem.cli.reporting import inspect, plot
 from daskem.cli.selection import select
 
@@ -116,5 +117,5 @@ def make_data(
     )
 
 
-for _command in (fit, resume, inspect, plot, select):
+for _command in (fit, resume, impute, inspect, plot, select):
     main.add_command(_command)

@@ -272,6 +272,8 @@ class MissingSummary:
         Rows with every feature missing.
     observed : ndarray of shape (n_features,)
         Rows in which each feature is observed (not NaN).
+    sums : ndarray of shape (n_features,)
+        The sum of each feature's observed values.
     block_complete : tuple of int
         Rows without a missing entry, per block.
     """
@@ -279,18 +281,37 @@ class MissingSummary:
     n_samples: int
     n_empty: int
     observed: np.ndarray
+    sums: np.ndarray
     block_complete: tuple[int, ...]
 
+    @property
+    def n_complete(self) -> int:
+        """Rows without a missing entry."""
+        return sum(self.block_complete)
 
-def _missing_counts(block: Any) -> tuple[int, int, np.ndarray]:
-    """(complete rows, rows with every entry missing, observed count per feature) of a block."""
-    mask = np.isnan(np.asarray(block))
+    @property
+    def means(self) -> np.ndarray:
+        """Each feature's mean over the rows that observe it."""
+        return np.asarray(self.sums / np.maximum(self.observed, 1), dtype=np.float64)
+
+
+def _missing_counts(block: Any) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(complete rows, rows with every entry missing, observed count and sum per feature) of a block."""
+    block = np.asarray(block)
+    mask = np.isnan(block)
     per_row = mask.sum(axis=1)
     return (
         int(np.count_nonzero(per_row == 0)),
         int(np.count_nonzero(per_row == block.shape[1])) if block.shape[1] else 0,
         block.shape[0] - mask.sum(axis=0),
+        np.where(mask, 0.0, block).sum(axis=0, dtype=np.float64),
     )
+
+
+def _mean_filled_block(block: Any, means: np.ndarray) -> Any:
+    """A block with every NaN entry replaced by its feature's mean."""
+    block = np.asarray(block)
+    return np.where(np.isnan(block), means.astype(block.dtype), block)
 
 
 def _complete_block(block: Any) -> Any:
@@ -480,6 +501,7 @@ class FitSession:
                 n_samples=self.source.n_samples,
                 n_empty=int(sum(p[1] for p in parts)),
                 observed=observed,
+                sums=np.sum([p[3] for p in parts], axis=0),
                 block_complete=tuple(int(p[0]) for p in parts),
             )
             never = np.flatnonzero(observed == 0)
@@ -533,6 +555,19 @@ class FitSession:
         view._blocks, view._rows, view._groups = [p.to_delayed()[0, 0] for p in parts], rows, None
         view._chunking_checked = True
         view._missing = None
+        return view
+
+    def mean_filled_rows(self) -> FitSession:
+        """A session over this one's rows with every NaN entry replaced by its feature's mean.
+
+        The observed means come from :meth:`missing_summary` (one pass, made once); each
+        block is filled by one small task, and passes count as this session's.
+        """
+        means = self.missing_summary().means
+        view = copy.copy(self)  # the same counter, client, resources and cache decision
+        filled = [dask.delayed(_mean_filled_block, pure=True)(b, means) for b in self.blocks()]
+        view._blocks, view._groups, view._missing = filled, None, None
+        view._chunking_checked = True
         return view
 
     def leading_columns(self, count: int) -> FitSession:

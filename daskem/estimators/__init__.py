@@ -4,6 +4,7 @@ from daskem.estimators._base import EMEstimator, load, restore
 from daskem.estimators.factor import PPCA, FactorAnalysis
 from daskem.estimators.gaussian_mixture import GaussianMixture
 from daskem.estimators.hmm import CategoricalHMM, GaussianHMM, lengths_from_ids
+from daskem.estimators.imputer import GaussianImputer
 from daskem.estimators.kmeans import KMeans
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "EMEstimator",
     "FactorAnalysis",
     "GaussianHMM",
+    "GaussianImputer",
     "GaussianMixture",
     "KMeans",
     "PPCA",

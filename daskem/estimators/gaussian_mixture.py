@@ -31,6 +31,10 @@ from daskem.registry import (
     register,
 )
 
+#: Complete rows per component the initialisers need to start from the complete rows alone
+#: (with fewer, they read every row, missing entries set to their feature's observed mean).
+INIT_COMPLETE_ROWS = 10
+
 
 @register(
     "gmm",
@@ -128,9 +132,10 @@ class GaussianMixture(DensityScores, EMEstimator):
         complete-data statistics (the missing coordinates' conditional means and
         covariances), and ``lower_bound_``, ``score_samples``, ``score`` and ``bic`` are
         the observed-data log-likelihood. The initialisers ("kmeans", "k-means++",
-        "random", "random_from_data") read the rows without a missing entry (one more
-        pass counts them); rows with every feature missing are skipped with a
-        warning; a feature missing in every row is an error. Whether values are missing
+        "random", "random_from_data") read the rows without a missing entry when there
+        are at least 10 per component, else every row with its missing entries set to
+        the feature's observed mean (one more pass finds them); rows with every feature
+        missing are skipped with a warning; a feature missing in every row is an error. Whether values are missing
         at random cannot be told from the data (see the README).
 
     Attributes
@@ -344,8 +349,10 @@ class GaussianMixture(DensityScores, EMEstimator):
         if weights is not None and means is not None and precisions is not None:
             return [model.with_given(None, weights, means, precisions) for _ in rngs]
         if model.missing == "marginalize":
-            # The initialisers need whole rows: they read the rows without a missing entry.
-            session = session.complete_rows()
+            # The initialisers need whole rows: the rows without a missing entry when there are
+            # enough of them, else every row with its missing entries set to the feature's mean.
+            enough = session.missing_summary().n_complete >= INIT_COMPLETE_ROWS * model.n_components
+            session = session.complete_rows() if enough else session.mean_filled_rows()
         bases = initial_params(model, session, self.init_params, rngs)
         return [model.with_given(base, weights, means, precisions) for base in bases]
 
