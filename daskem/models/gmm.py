@@ -684,7 +684,8 @@ class GaussianMixtureModel:
             if ct.matrices
             else np.broadcast_to(precisions.reshape(k, -1), (k, d))
         )
-        tile = tile_rows(k, d)
+        # A quarter of the complete path's tile: a handful of (k, t, d) float64 buffers of ~1 MiB.
+        tile = max(64, tile_rows(k, d) // 4)
         for group in layout.groups:
             m, patterns = group.width, group.patterns
             if ct.matrices:

@@ -136,16 +136,21 @@ def missing_layout(block: NDArray[Any]) -> MissingLayout | None:
     candidates = np.flatnonzero(np.isnan(sums))
     if candidates.size == 0:
         return None
-    mask = np.isnan(block[candidates])
+    # Masks of the whole block (a byte per value) rather than copies of its candidate rows.
+    holes = np.isnan(block)
+    mask = holes[candidates]
     counts = mask.sum(axis=1)
     holed = counts > 0
     if not holed.any():  # NaN sums from inf - inf alone: the complete path counts them
         return None
-    complete = np.setdiff1d(np.arange(n), candidates[holed], assume_unique=True).astype(np.intp)
+    is_complete = np.ones(n, dtype=bool)
+    is_complete[candidates[holed]] = False
+    complete = np.flatnonzero(is_complete).astype(np.intp)
     n_empty = int(np.count_nonzero(counts == d))
     partial = holed & (counts < d)
     rows_all, mask_all, counts_all = candidates[partial], mask[partial], counts[partial]
-    n_infinite = int(np.count_nonzero(np.isinf(block[rows_all])))
+    del holes
+    n_infinite = int(np.count_nonzero(np.isinf(block)[rows_all]))
     groups = []
     for m in np.unique(counts_all):
         chosen = counts_all == m
