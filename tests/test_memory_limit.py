@@ -118,9 +118,9 @@ def test_fit_whose_workers_pause_ends_with_a_message(tmp_path, monkeypatch):
     and below its restart threshold: the fit used to wait forever.
 
     In this process: the workers' configuration is this process's (a nanny hands its
-    own to its worker), and the stall is reported after 5 s of pause instead of the
+    own to its worker), and the stall is reported after 2 s of pause instead of the
     command's 30 s (``paused_seconds``, a tuning, not what is tested here)."""
-    monkeypatch.setattr(worker_memory, "watch_worker_memory", functools.partial(watch_worker_memory, paused_seconds=5))
+    monkeypatch.setattr(worker_memory, "watch_worker_memory", functools.partial(watch_worker_memory, paused_seconds=2))
     path = tmp_path / "cached.zarr"
     write_mixture_zarr(path, 960_000, 16, 3, seed=0, chunk_rows=10_000)
     start = time.monotonic()

@@ -367,3 +367,19 @@ def test_command_line_fit_with_missing_values_equals_the_python_fit(tmp_path, na
         assert got[key].tobytes() == want[key].tobytes(), key
     loaded = daskem.load(out)
     assert loaded.score_samples(X).tobytes() == expected.score_samples(X).tobytes()
+
+
+@pytest.mark.slow
+def test_fit_on_worker_processes_equals_the_threaded_fit(client, tmp_path):
+    _, X = _data(n=900, seed=14, fraction=0.2)
+    store = str(tmp_path / "holes.zarr")
+    zarr.create_array(store, shape=X.shape, chunks=(150, X.shape[1]), dtype="float64")[:] = X
+    settings = {"random_state": 0, "tol": 1e-6, "missing": "marginalize", "split_every": 2}
+    with client.as_current():
+        on_cluster = GaussianMixture(3, **settings).fit(store)
+        streamed = GaussianMixture(3, cache=False, **settings).fit(store)
+    threaded = GaussianMixture(3, **settings).fit(store)
+    for attr in ATTRS:
+        assert getattr(on_cluster, attr).tobytes() == getattr(threaded, attr).tobytes()
+        assert getattr(streamed, attr).tobytes() == getattr(threaded, attr).tobytes()
+    assert on_cluster.lower_bounds_ == threaded.lower_bounds_

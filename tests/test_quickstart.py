@@ -28,7 +28,7 @@ from daskem.testing.cli import invoke_cli
 pytestmark = pytest.mark.slow
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-SMALL_ROWS = 400_000
+SMALL_ROWS = 100_000
 
 
 def _main_job() -> tuple[list[str], list[str]]:

@@ -61,8 +61,8 @@ class GaussianImputer(OneToOneFeatureMixin, TransformerMixin, GaussianMixture):
         distribution of the missing entries given the observed ones (a component drawn
         from the row's responsibilities, then that component's conditional Gaussian).
         The draws come from a counter-based generator keyed by ``draw_seed_`` at a
-        position fixed by the row's index in ``X``, so they are reproducible and do not
-        depend on how ``X`` is chunked.
+        position fixed by the row's index in ``X``, so they are reproducible and use the
+        same random numbers however ``X`` is chunked (the values agree to rounding).
     random_state : int, RandomState instance or None, default=None
         Seed of the initialisation and of the draws of ``sample_posterior=True``. An int
         is used as the draws' seed; otherwise a seed is drawn once at ``fit`` (as

@@ -600,7 +600,8 @@ class GaussianMixtureModel:
         imputation. The uniforms come from a counter-based generator
         (:class:`numpy.random.Philox` keyed by ``seed``), at a position fixed by the row's
         index in the data (``first`` is that of the block's first row), so a row's draw
-        does not depend on how the data are chunked. Rows with every coordinate missing
+        uses the same random numbers however the data are chunked (its value agrees to
+        rounding: the conditional means come from products over tiles). Rows with every coordinate missing
         get the mixture's mean (or a draw from the mixture).
 
         Parameters
