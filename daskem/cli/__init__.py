@@ -22,6 +22,7 @@ from daskem.cli.fitting import fit, resume
 from daskem.cli.imputing import impute
 from daskem.cli.reporting import inspect, plot
 from daskem.cli.selection import select
+from daskem.cli.topics import corpus, topics
 
 __all__ = [
     "WORKER_ENVIRON",
@@ -117,5 +118,5 @@ def make_data(
     )
 
 
-for _command in (fit, resume, impute, inspect, plot, select):
+for _command in (fit, resume, impute, inspect, plot, select, corpus, topics):
     main.add_command(_command)

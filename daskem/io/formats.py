@@ -1,5 +1,8 @@
 """Readers for the file formats daskem fits besides Zarr: Parquet, CSV, HDF5, NetCDF/xarray.
 
+(Text corpora, UCI bag-of-words ``.txt``/``.txt.gz`` files and the Zarr CSR layout, are
+read by :mod:`daskem.io.corpus`.)
+
 Each returns a lazy 2-D dask array chunked by rows; nothing is read here except what a
 format needs to know its row counts (Parquet footers; for CSV one counting pass, as
 Dask's ``to_dask_array(lengths=True)`` does). The optional libraries (pandas/pyarrow,
@@ -28,6 +31,8 @@ SUFFIXES = {
     ".hdf": "hdf5",
     ".nc": "netcdf",
     ".nc4": "netcdf",
+    ".txt": "docword",
+    ".txt.gz": "docword",
 }
 
 

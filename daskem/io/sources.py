@@ -1,9 +1,10 @@
 """Data sources: whatever the user passes, as a 2-D dask array chunked by rows only.
 
 Accepted: NumPy arrays (and anything scikit-learn's ``check_array`` accepts), dask arrays,
-Zarr v3 arrays given open or by path / URL. Every layout problem is reported with the
-call that fixes it; nothing here reads the data (non-finite values are counted by the
-E-step, not by an extra pass).
+Zarr v3 arrays given open or by path / URL, and text corpora by path (sparse: a Zarr CSR
+group or a UCI bag-of-words file, :mod:`daskem.io.corpus`). Every layout problem is
+reported with the call that fixes it; nothing here reads the data (non-finite values are
+counted by the E-step, not by an extra pass).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sklearn.utils import check_array
 from daskem.errors import DataError, StoreError
 from daskem.io.formats import detect_format, open_netcdf, read_hdf5, read_table, table_array, xarray_data
 
-SourceKind = Literal["numpy", "dask", "zarr", "xarray", "parquet", "csv", "hdf5", "netcdf"]
+SourceKind = Literal["numpy", "dask", "zarr", "xarray", "parquet", "csv", "hdf5", "netcdf", "corpus", "docword"]
 
 
 class ChunkSizeWarning(UserWarning):
@@ -107,15 +108,16 @@ class DataSource:
     ----------
     array : dask.array.Array
         Shape (n_samples, n_features), floating dtype, one chunk along features.
-    kind : {"numpy", "dask", "zarr", "xarray", "parquet", "csv", "hdf5", "netcdf"}
+    kind : {"numpy", "dask", "zarr", "xarray", "parquet", "csv", "hdf5", "netcdf", "corpus", "docword"}
         What the user passed: NumPy results are returned for ``"numpy"``, lazy dask
-        arrays otherwise.
+        arrays otherwise. ``"corpus"``: a Zarr CSR group, ``"docword"``: a UCI
+        bag-of-words file (:mod:`daskem.io.corpus`), both sparse.
     location : str or None
         The path or URL the data came from, if any.
     options : dict
         The reading options that reopen the same data from ``location`` (``variable``,
         ``columns``, ``dataset``, ``chunk_rows``, ``sequence_ids``, ``lengths`` in the
-        run-length form of :func:`encode_lengths`), JSON-able.
+        run-length form of :func:`encode_lengths`, ``vocabulary``), JSON-able.
     lengths : ndarray of int or None
         The lengths of the sequences the rows form, in order (hidden Markov models), or
         None for independent rows. Part of the data's description: fingerprinted, stored
@@ -129,6 +131,8 @@ class DataSource:
         Whether the blocks are scipy.sparse CSR matrices (or arrays) instead of NumPy
         arrays. Only models that declare sparse support read such sources
         (``as_source(..., accept_sparse=True)``).
+    feature_names : tuple of str or None
+        One name per feature (column), e.g. the words of a corpus's vocabulary, or None.
     """
 
     array: da.Array
@@ -138,6 +142,7 @@ class DataSource:
     lengths: np.ndarray | None = field(default=None, compare=False)
     weights: da.Array | None = field(default=None, compare=False)
     sparse: bool = False
+    feature_names: tuple[str, ...] | None = field(default=None, compare=False)
 
     @property
     def n_samples(self) -> int:
@@ -153,7 +158,8 @@ class DataSource:
         """What identifies these data for a checkpoint: layout plus a digest of sampled blocks.
 
         The digest is SHA-256 over the raw bytes of the first, middle and last row blocks
-        (``n_sample_blocks`` spread evenly), so it reads only those blocks.
+        (``n_sample_blocks`` spread evenly; of a sparse block, its CSR arrays), so it reads
+        only those blocks.
 
         Returns
         -------
@@ -170,7 +176,13 @@ class DataSource:
         digest = hashlib.sha256()
         for i, block in zip(picks, blocks, strict=True):
             digest.update(f"{i}:{block.shape}:".encode())
-            digest.update(np.ascontiguousarray(block).tobytes())
+            if sparse.issparse(block):
+                csr = sparse.csr_matrix(block, copy=True)
+                csr.sum_duplicates()
+                for part in (csr.indptr.astype("<i8"), csr.indices.astype("<i8"), csr.data):
+                    digest.update(np.ascontiguousarray(part).tobytes())
+            else:
+                digest.update(np.ascontiguousarray(block).tobytes())
         runs: list[list[int]] = []
         for size in chunks:
             if runs and runs[-1][0] == size:
@@ -385,6 +397,42 @@ def _open_location(
     return zarr_dask(open_zarr_array(target, storage_options)), "zarr", None
 
 
+def _open_corpus(
+    loc: str, options: dict[str, Any], storage_options: dict[str, Any] | None
+) -> tuple[da.Array, SourceKind, tuple[str, ...] | None] | None:
+    """The text corpus at ``loc`` (Zarr CSR group or UCI docword file), its kind and words; None if none."""
+    from daskem.io import corpus
+
+    rows = options.get("chunk_rows")
+    if detect_format(loc) == "docword":
+        opened = corpus.read_docword(loc, chunk_rows=rows or corpus.DEFAULT_CHUNK_ROWS, storage_options=storage_options)
+        return opened, "docword", corpus.resolve_vocabulary(None, loc, storage_options)
+    if detect_format(loc) != "zarr" or "variable" in options:
+        return None
+    if corpus.corpus_attributes(loc, storage_options) is None:
+        return None
+    reader = corpus.CorpusRows(_local(loc), storage_options)
+    return corpus.read_csr_zarr(loc, chunk_rows=rows, storage_options=storage_options), "corpus", reader.vocabulary()
+
+
+def _with_vocabulary(source: DataSource, vocabulary: Any, storage_options: dict[str, Any] | None) -> DataSource:
+    """``source`` with one name per feature (a file of one word a line, or the words)."""
+    if vocabulary is None:
+        return source
+    from daskem.io.corpus import resolve_vocabulary
+
+    words = resolve_vocabulary(vocabulary, None, storage_options)
+    if words is None or len(words) != source.n_features:
+        raise DataError(
+            f"The vocabulary has {0 if words is None else len(words)} words but the data have {source.n_features} "
+            "features (columns): pass one word per column."
+        )
+    options = dict(source.options)
+    if isinstance(vocabulary, str | os.PathLike) and source.location is not None:
+        options["vocabulary"] = _local(os.fspath(vocabulary))  # read again on resume
+    return replace(source, options=options, feature_names=words)
+
+
 def _with_lengths(source: DataSource, lengths: Any, ids: da.Array | None) -> DataSource:
     """``source`` with its sequence lengths (given, or from a sequence-id column) checked."""
     if ids is not None:
@@ -446,7 +494,8 @@ def as_source(
     sequence_ids: str | None = None,
     sample_weight: Any = None,
     name: str = "X",
-    accept_sparse: bool = False,
+    accept_sparse: bool | None = None,
+    vocabulary: Any = None,
 ) -> DataSource:
     """Validate ``X`` and return it as a :class:`DataSource`.
 
@@ -456,10 +505,14 @@ def as_source(
         The data, shape (n_samples, n_features). A string or path is a location (local
         path, fsspec URL or glob) read by its suffix: ``.parquet``/``.pq`` (or a
         directory of Parquet files), ``.csv``, ``.h5``/``.hdf5``, ``.nc``; anything else
-        is a Zarr array (or, with ``variable``, an array inside a Zarr group).
+        is a Zarr array (or, with ``variable``, an array inside a Zarr group). Text corpora
+        open sparse: a Zarr CSR group (:func:`daskem.io.corpus.write_csr_zarr`) and a UCI
+        bag-of-words file ``docword.NAME.txt`` or ``.txt.gz`` (any ``.txt``/``.txt.gz``;
+        its vocabulary read from ``vocab.NAME.txt`` beside it, if there).
     chunk_rows : int, optional
         Rows per block. In-memory data default to :func:`default_chunk_rows`; other
-        sources keep their own chunking unless this is given.
+        sources keep their own chunking unless this is given (UCI docword files: 16,384
+        documents).
     storage_options : dict, optional
         fsspec options for a URL.
     variable : str, optional
@@ -480,16 +533,52 @@ def as_source(
         are read again on resume.
     name : str
         The name used for the data in error messages.
-    accept_sparse : bool
-        Accept scipy.sparse matrices or arrays (CSR, CSC, ...: kept as CSR blocks) and
-        dask arrays of scipy.sparse blocks; only models that compute with sparse blocks
-        pass True (k-means). Otherwise sparse data raise :class:`DataError`.
+    accept_sparse : bool or None
+        True: accept scipy.sparse matrices or arrays (CSR, CSC, ...: kept as CSR blocks)
+        and dask arrays of scipy.sparse blocks; only models that compute with sparse
+        blocks pass True (k-means). None (default): those raise :class:`DataError`, but a
+        text corpus given by location opens sparse and a :class:`DataSource` is taken as
+        it is (its reader decides). False: anything sparse raises :class:`DataError`.
+    vocabulary : str, os.PathLike or sequence of str, optional
+        One name per feature: a file of one word a line (kept in the reading options, read
+        again on resume) or the words. Default: a corpus's own vocabulary, if any.
 
     Returns
     -------
     DataSource
-        The validated source.
+        The validated source; ``feature_names`` holds the vocabulary.
     """
+    source = _as_source(
+        X,
+        chunk_rows=chunk_rows,
+        storage_options=storage_options,
+        variable=variable,
+        columns=columns,
+        dataset=dataset,
+        lengths=lengths,
+        sequence_ids=sequence_ids,
+        sample_weight=sample_weight,
+        name=name,
+        accept_sparse=accept_sparse,
+    )
+    return _with_vocabulary(source, vocabulary, storage_options)
+
+
+def _as_source(
+    X: Any,
+    *,
+    chunk_rows: int | None,
+    storage_options: dict[str, Any] | None,
+    variable: str | None,
+    columns: list[str] | None,
+    dataset: str | None,
+    lengths: Any,
+    sequence_ids: str | None,
+    sample_weight: Any,
+    name: str,
+    accept_sparse: bool | None,
+) -> DataSource:
+    """:func:`as_source` but the vocabulary."""
     options = {
         k: v
         for k, v in (
@@ -516,9 +605,20 @@ def as_source(
         )
         return _with_weights(source, sample_weight, storage_options)
     if isinstance(X, DataSource):  # validated already (a sparse one by a caller that accepts sparse data)
+        if X.sparse and accept_sparse is False:
+            _reject_sparse(name)
         return _with_lengths(X, lengths, None)
     if isinstance(X, str | os.PathLike):
         loc = os.fspath(X)
+        corpus = _open_corpus(loc, options, storage_options)
+        if corpus is not None:
+            if accept_sparse is False:
+                _reject_sparse(name)
+            opened, kind, words = corpus
+            source = replace(
+                _sparse_dask(opened, name, None, options), kind=kind, location=_local(loc), feature_names=words
+            )
+            return _with_lengths(source, lengths, None)
         array, kind, ids = _open_location(loc, options, storage_options, name)
         source = DataSource(_check_dask(array, name, chunk_rows), kind, _local(loc), options)
         return _with_lengths(source, lengths, ids)
