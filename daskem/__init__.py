@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         GaussianImputer,
         GaussianMixture,
         KMeans,
+        LatentDirichletAllocation,
         lengths_from_ids,
         load,
     )
@@ -49,6 +50,7 @@ _LAZY: dict[str, str] = {
     "GaussianImputer": "daskem.estimators",
     "GaussianMixture": "daskem.estimators",
     "KMeans": "daskem.estimators",
+    "LatentDirichletAllocation": "daskem.estimators",
     "lengths_from_ids": "daskem.estimators",
     "load": "daskem.estimators",
     "as_source": "daskem.io",
@@ -97,6 +99,7 @@ __all__ = [
     "KMeans",
     "KMeansModel",
     "KMeansParams",
+    "LatentDirichletAllocation",
     "NotFittedError",
     "NumericalError",
     "PPCA",

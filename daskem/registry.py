@@ -333,8 +333,9 @@ class ModelEntry:
     figures : tuple of str
         The figures ``daskem plot`` draws besides the log-likelihood history, by their
         names in :data:`daskem.plot.FIGURES`.
-    data : {"features", "symbols"}
-        The data it fits: rows of real features, or one column of integer symbols.
+    data : {"features", "symbols", "counts"}
+        The data it fits: rows of real features, one column of integer symbols, or rows
+        of non-negative counts (documents by words).
     objective : str
         What its per-sample ``lower_bound_`` is (summaries, the history figure's axis).
     select : Selectable, optional
@@ -348,7 +349,7 @@ class ModelEntry:
     options: tuple[Option, ...] = ()
     renames: Mapping[str, str] = field(default_factory=dict)
     figures: tuple[str, ...] = ()
-    data: Literal["features", "symbols"] = "features"
+    data: Literal["features", "symbols", "counts"] = "features"
     objective: str = "mean log-likelihood"
     select: Selectable | None = None
 
@@ -419,7 +420,7 @@ def register(
     options: Sequence[Option] = (),
     renames: Mapping[str, str] | None = None,
     figures: Sequence[str] = (),
-    data: Literal["features", "symbols"] = "features",
+    data: Literal["features", "symbols", "counts"] = "features",
     objective: str = "mean log-likelihood",
     select: Selectable | None = None,
 ) -> Callable[[E], E]:

@@ -84,7 +84,15 @@ def _option(entry, predicate):
 def _data(entry, root):
     """The model's store and sequence lengths (None for a model that takes no lengths)."""
     store = root / f"{entry.name}.zarr"
-    if entry.data == "symbols":
+    if entry.data == "counts":
+        # Documents of three topics over 30 words, ~40 words each (LDA's generative model).
+        rng = np.random.default_rng(0)
+        topics = rng.dirichlet(np.full(30, 0.2), size=3)
+        mixes = rng.dirichlet(np.full(3, 0.3), size=N_SAMPLES)
+        counts = np.stack([rng.multinomial(40, p) for p in mixes @ topics]).astype(np.float64)
+        array = zarr.create_array(str(store), shape=counts.shape, chunks=(CHUNK_ROWS, 30), dtype="float64")
+        array[:] = counts
+    elif entry.data == "symbols":
         # A two-state chain emitting four symbols, stored as one column.
         rng = np.random.default_rng(0)
         states = np.zeros(N_SAMPLES, dtype=np.intp)
@@ -131,7 +139,8 @@ def _kill_after_first_iteration(command):
 def _arguments(entry, root, lengths):
     """The ``daskem fit`` options of the matrix and the constructor parameters they mean."""
     args = ["--model", entry.name, "--tol", "0", "--seed", "0", "--split-every", "2", "--workers", "0"]
-    params = {**SETTINGS, entry.param("max_iter"): MAX_ITER}
+    params = {entry.param(name): value for name, value in SETTINGS.items()}
+    params[entry.param("max_iter")] = MAX_ITER
     k = _option(entry, lambda o: "-k" in o.flags)
     if k is not None:
         args += ["-k", str(K)]

@@ -320,6 +320,11 @@ def _complete_block(block: Any) -> Any:
     return block[~np.isnan(block).any(axis=1)]
 
 
+def _fold_step(scan: Any, method: str, state: Any, block: Any) -> Any:
+    """One step of :meth:`FitSession.fold`."""
+    return getattr(scan, method)(state, block)
+
+
 def _as_list(*blocks: Any) -> list[Any]:
     return list(blocks)
 
@@ -693,6 +698,36 @@ class FitSession:
         """The mean over all rows of :meth:`map_rows` ``(model, method, params)``: one pass."""
         rows = self.map_rows(model, method, params, dtype=np.float64)
         return float(rows.mean() if self.in_memory else self.compute(rows.mean())[0])
+
+    def fold(self, scan: Any, method: str, state: Any) -> Any:
+        """``state = scan.<method>(state, block)`` over the blocks in order: one pass, counted.
+
+        A sequential scan (online learning's mini-batches, each update starting from the
+        previous one's result). Each block is one compute of one task taking the block and
+        the previous state, run where the block is (only the states move), so no block is
+        read before its turn: streamed data never pile up in memory. Counted as one pass.
+
+        Parameters
+        ----------
+        scan : object
+            Has the method ``method(state, block) -> state`` (pure: a function of its
+            arguments, as a model's methods).
+        method : str
+            The name of that method.
+        state : object
+            The state before the first block.
+
+        Returns
+        -------
+        object
+            The state after the last block.
+        """
+        scan_key = dask.delayed(scan, pure=True, traverse=False)
+        for block in self.blocks():
+            current = dask.delayed(state, pure=True, traverse=False)
+            (state,) = self._run([dask.delayed(_fold_step, pure=True)(scan_key, method, current, block)])
+        self._count()
+        return state
 
     def rows(self, index: np.ndarray, reduce: Callable[[da.Array], Any] | None = None) -> np.ndarray:
         """The rows ``index`` (sorted) as NumPy, taken from this session's blocks.

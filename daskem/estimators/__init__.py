@@ -6,6 +6,7 @@ from daskem.estimators.gaussian_mixture import GaussianMixture
 from daskem.estimators.hmm import CategoricalHMM, GaussianHMM, lengths_from_ids
 from daskem.estimators.imputer import GaussianImputer
 from daskem.estimators.kmeans import KMeans
+from daskem.estimators.lda import LatentDirichletAllocation
 
 __all__ = [
     "CategoricalHMM",
@@ -15,6 +16,7 @@ __all__ = [
     "GaussianImputer",
     "GaussianMixture",
     "KMeans",
+    "LatentDirichletAllocation",
     "PPCA",
     "lengths_from_ids",
     "load",

@@ -59,6 +59,17 @@ SUITES: dict[str, PeerSuite] = {
         "sklearn.decomposition.tests.test_factor_analysis",
         {"from sklearn.decomposition import FactorAnalysis\n": "from daskem import FactorAnalysis\n"},
     ),
+    "sklearn_online_lda": PeerSuite(
+        "sklearn.decomposition.tests.test_online_lda",
+        {
+            "from sklearn.decomposition import LatentDirichletAllocation\n": (
+                "from daskem import LatentDirichletAllocation\n"
+            ),
+            # pytest-run-parallel's mark (scikit-learn's free-threading runs), unknown to this
+            # suite's --strict-markers: the copies keep it as a comment.
+            "@pytest.mark.thread_unsafe": "# pytest.mark.thread_unsafe",
+        },
+    ),
     "hmmlearn_gaussian_hmm": PeerSuite(
         "hmmlearn.tests.test_gaussian_hmm",
         {"from .. import hmm\n": "import daskem as hmm\n", "from . import ": "from hmmlearn.tests import "},
@@ -85,6 +96,16 @@ PRIVATE: dict[str, dict[str, str]] = {
         "test_sample_weight_zero": "calls KMeans._init_centroids, scikit-learn's private initialisation helper",
     },
     "sklearn_factor_analysis": {},
+    "sklearn_online_lda": {
+        "test_lda_preplexity_mismatch": (
+            "calls LatentDirichletAllocation._perplexity_precomp_distr, scikit-learn's private perplexity of "
+            "precomputed document-topic distributions (daskem computes them within the pass)"
+        ),
+        "test_dirichlet_expectation": (
+            "checks sklearn.decomposition._online_lda_fast's Cython helpers, not the estimator (daskem's kernels "
+            "use the same digamma approximation: tests/test_lda.py)"
+        ),
+    },
     "hmmlearn_gaussian_hmm": {},
     "hmmlearn_categorical_hmm": {
         "test__check_and_set_categorical_n_features": (
