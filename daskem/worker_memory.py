@@ -182,10 +182,12 @@ def largest_block_bytes(source: Any) -> int:
     """The largest row block of a :class:`~daskem.io.sources.DataSource` as float64, in bytes.
 
     The E-step budgets float64 whatever the stored dtype (float32 blocks are worked on in
-    float32 tiles, but their statistics and some buffers are float64).
+    float32 tiles, but their statistics and some buffers are float64). Sparse blocks
+    count their stored values (:meth:`~daskem.io.sources.DataSource.largest_block_nbytes`);
+    0 (nothing to check) when their size is unknown.
     """
-    rows = max((int(c) for c in source.array.chunks[0]), default=0)
-    return rows * int(source.n_features) * 8
+    size = source.largest_block_nbytes()
+    return int(size) if size != float("inf") else 0
 
 
 def _is_local_cluster(client: Any) -> bool:

@@ -465,3 +465,26 @@ def test_topics_of_a_fitted_lda_end_to_end(uci: dict[str, str], tmp_path: Path) 
 
 def test_data_source_default_has_no_feature_names() -> None:
     assert DataSource(as_source(np.ones((3, 2))).array, "numpy").feature_names is None
+
+
+def test_memory_of_a_corpus_is_its_stored_values(uci: dict[str, str], tmp_path: Path) -> None:
+    from daskem.em.session import ComputeResources, should_cache
+    from daskem.worker_memory import largest_block_bytes
+
+    out = str(tmp_path / "c.zarr")
+    corpus.docword_to_zarr(uci["plain"], out, chunk_rows=2)
+    for location in (uci["plain"], out):
+        source = as_source(location, accept_sparse=True)
+        X = sparse.csr_matrix(source.array.compute())
+        # The metadata's count (the docword header counts a repeated triple twice).
+        assert source.nnz in (X.nnz, X.nnz + 1)
+        assert source.stored_nbytes == source.nnz * 12 + 8 * (X.shape[0] + 1)
+        rows = max(source.array.chunks[0])
+        assert largest_block_bytes(source) == int(rows * (source.nnz / X.shape[0] * 12 + 8))
+        # Dense, the same rows would count n_features values each.
+        assert largest_block_bytes(source) < rows * X.shape[1] * 8
+        assert should_cache(source, "auto", ComputeResources(memory=1e9, threads=2, thread_memory=5e8))
+    # Sparse blocks of unknown size: nothing to check, never cached by "auto".
+    unknown = DataSource(as_source(uci["plain"], accept_sparse=True).array, "dask", sparse=True)
+    assert largest_block_bytes(unknown) == 0
+    assert not should_cache(unknown, "auto", ComputeResources(memory=1e12, threads=2, thread_memory=5e11))

@@ -142,7 +142,7 @@ def should_cache(source: DataSource, cache: Cache, resources: ComputeResources |
     if source.kind == "numpy":
         return current_client() is not None
     resources = resources or compute_resources()
-    return bool(source.array.nbytes <= CACHE_FRACTION * resources.memory)
+    return bool(source.stored_nbytes <= CACHE_FRACTION * resources.memory)
 
 
 def _many_small_blocks(source: DataSource) -> bool:
@@ -157,7 +157,8 @@ def check_chunking(source: DataSource, resources: ComputeResources, name: str = 
     """
     rows = sorted(c for c in source.array.chunks[0] if c) or [0]
     median = rows[len(rows) // 2]
-    row_bytes = 8 * source.n_features  # the E-step works in float64 or float32: budget float64
+    # The E-step works in float64 or float32: budget float64 (sparse rows: their stored values).
+    row_bytes = source.largest_block_nbytes() / max(rows[-1], 1)
     suggest = target_block_rows(source.n_samples, source.n_features)
     fix = (
         f"Use about {suggest:,} rows per block: {name}.rechunk({{0: {suggest}}}), or daskem fit --chunk-rows {suggest}."
@@ -171,7 +172,7 @@ def check_chunking(source: DataSource, resources: ComputeResources, name: str = 
         )
     # A task holds its block, the float64 tile buffers and its statistics: keep the block
     # well inside the memory of one task thread.
-    if rows[-1] * row_bytes > resources.thread_memory / 4:
+    if row_bytes != float("inf") and rows[-1] * row_bytes > resources.thread_memory / 4:
         limit = max(int(resources.thread_memory / 8 // row_bytes), 1)
         warnings.warn(
             f"{name} has blocks of up to {rows[-1]:,} rows ({rows[-1] * row_bytes / 2**20:.0f} MiB as float64) but "

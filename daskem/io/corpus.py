@@ -671,6 +671,22 @@ class DocwordRows:
         return _read_rows(key, self.shape[0], self.shape[1], self.read_range)
 
 
+def stored_values(location: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> int | None:
+    """The number of stored (non-zero) values of a corpus, from its metadata alone; None if unknown.
+
+    A Zarr CSR group records it in its attributes, a UCI docword file in its header
+    (NNZ); nothing else is read.
+    """
+    loc = os.fspath(location)
+    from daskem.io.formats import detect_format
+
+    if detect_format(loc) == "docword":
+        with _open_bytes(loc, storage_options) as f:
+            return _header(f, loc)[2]
+    meta = corpus_attributes(loc, storage_options)
+    return None if meta is None else int(meta["nnz"])
+
+
 def read_docword(
     location: str | os.PathLike[str],
     *,

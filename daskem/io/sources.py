@@ -133,6 +133,9 @@ class DataSource:
         (``as_source(..., accept_sparse=True)``).
     feature_names : tuple of str or None
         One name per feature (column), e.g. the words of a corpus's vocabulary, or None.
+    nnz : int or None
+        The stored values of sparse data when known from their metadata (a corpus), else
+        None.
     """
 
     array: da.Array
@@ -143,6 +146,27 @@ class DataSource:
     weights: da.Array | None = field(default=None, compare=False)
     sparse: bool = False
     feature_names: tuple[str, ...] | None = field(default=None, compare=False)
+    nnz: int | None = field(default=None, compare=False)
+
+    @property
+    def stored_nbytes(self) -> float:
+        """Bytes the data take in memory: dense arrays their size; sparse CSR data their values,
+        column indices and row pointers when ``nnz`` is known, else an unknown (infinite) size."""
+        if not self.sparse:
+            return float(self.array.nbytes)
+        if self.nnz is None:
+            return float("inf")
+        return float(self.nnz * (self.array.dtype.itemsize + 4) + 8 * (self.n_samples + 1))
+
+    def largest_block_nbytes(self) -> float:
+        """Bytes of the largest row block as float64 (sparse: its share of the stored values, in
+        proportion to its rows; infinite when unknown)."""
+        rows = max((int(c) for c in self.array.chunks[0]), default=0)
+        if not self.sparse:
+            return float(rows * self.n_features * 8)
+        if self.nnz is None:
+            return float("inf")
+        return float(rows * (self.nnz / max(self.n_samples, 1) * 12.0 + 8.0))
 
     @property
     def n_samples(self) -> int:
@@ -615,8 +639,14 @@ def _as_source(
             if accept_sparse is False:
                 _reject_sparse(name)
             opened, kind, words = corpus
+            from daskem.io.corpus import stored_values
+
             source = replace(
-                _sparse_dask(opened, name, None, options), kind=kind, location=_local(loc), feature_names=words
+                _sparse_dask(opened, name, None, options),
+                kind=kind,
+                location=_local(loc),
+                feature_names=words,
+                nnz=stored_values(loc, storage_options),
             )
             return _with_lengths(source, lengths, None)
         array, kind, ids = _open_location(loc, options, storage_options, name)
