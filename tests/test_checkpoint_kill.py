@@ -219,4 +219,7 @@ def test_kill_driver_of_local_cluster_then_resume(setup, tmp_path):
     assert len(workers) == 2, members
     state = newest_committed(ckpt)
     assert 3 <= state.iteration < MAX_ITER
-    check_resume(ckpt, tmp_path, oracle, state.iteration, "--workers", "2", "--memory-limit", "1GiB")
+    # The resume runs on threads: the killed cluster is what is tested; a resume on a new
+    # cluster is test_cluster_faults' (the scheduler killed), and chunking and split_every
+    # fix the result wherever the tasks run.
+    check_resume(ckpt, tmp_path, oracle, state.iteration, "--workers", "0")

@@ -24,7 +24,9 @@ so wherever and however their tasks ran, the parameters are compared bitwise wit
 7. The LocalCluster of the CLI listens on 127.0.0.1 only.
 
 All processes are started in their own session and killed (SIGKILL to the process
-group) by the ``processes`` fixture's finaliser, whatever the outcome of the test. The
+group) by the ``processes`` fixture's finaliser, whatever the outcome of the test (the
+``dask scheduler`` and ``dask worker`` processes of sections 1-4, shared by their tests,
+by the ``dask_cluster`` fixture's, at the end of the module). The
 ``daskem`` command runs as a subprocess where its process is what is tested (kills, its
 sockets) and in this process (Click's runner) elsewhere.
 """
@@ -250,6 +252,35 @@ class DaskCluster:
         self.wait_for_workers(n_workers)
         return self
 
+    def ready(self, n_workers: int) -> DaskCluster:
+        """Exactly ``n_workers`` registered workers on a live scheduler, whatever an earlier
+        test killed: a dead scheduler is started again with new workers (its old ones are
+        killed), dead workers are dropped and replaced, workers over ``n_workers`` killed."""
+        if self.scheduler is None or self.scheduler.poll() is not None:
+            for worker in self.workers:
+                Processes.kill(worker)
+            self.workers = []
+            return self.start(n_workers)
+        for worker in self.workers[n_workers:] + [w for w in self.workers if w.poll() is not None]:
+            Processes.kill(worker)
+        self.workers = [w for w in self.workers if w.poll() is None]
+        while len(self.workers) < n_workers:
+            self.start_worker()
+        self.wait_for_workers(n_workers)
+        return self
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    """``dask scheduler`` and ``dask worker`` subprocesses shared by the tests of sections 1-4
+    (each starting processes costs seconds of CPU): each test calls :meth:`DaskCluster.ready`
+    for the workers it needs, which replaces what an earlier test killed. The scheduler
+    allows :data:`CHAOS_ALLOWED_FAILURES` failures of a task, as the random kills need; the
+    other tests kill at most one worker, which never reaches the default limit of 3 either."""
+    processes = Processes(tmp_path_factory.mktemp("dask-cluster"))
+    yield DaskCluster(processes, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=CHAOS_ALLOWED_FAILURES)
+    processes.close()
+
 
 @dataclass
 class Fit:
@@ -369,8 +400,8 @@ def fit_args(d: dict, *extra) -> list[str]:
 # -- 1. end to end on an external cluster -----------------------------------------------------
 
 
-def test_fit_on_an_external_cluster_equals_the_local_fit(data, processes, tmp_path, monkeypatch):
-    cluster = DaskCluster(processes).start(2)
+def test_fit_on_an_external_cluster_equals_the_local_fit(data, dask_cluster, tmp_path, monkeypatch):
+    cluster = dask_cluster.ready(2)
     address = cluster.address
     assert address.startswith("tcp://127.0.0.1:")
     small = data["small"]
@@ -421,9 +452,9 @@ def kill_iteration_costs(fit: Fit, history_seconds, killed_at: float) -> dict[st
     }
 
 
-def test_worker_sigkill_mid_iteration(data, processes, tmp_path):
+def test_worker_sigkill_mid_iteration(data, processes, dask_cluster, tmp_path):
     big = data["big"]
-    cluster = DaskCluster(processes).start(2)
+    cluster = dask_cluster.ready(2)
     run, model = tmp_path / "run.zarr", tmp_path / "model.zarr"
     fit = Fit.start(processes, fit_args(big, "--scheduler-file", cluster.file, "--checkpoint", run, "-o", model))
     fit.wait_for_iteration(3)
@@ -460,9 +491,9 @@ def test_worker_sigkill_mid_iteration(data, processes, tmp_path):
 RESUME_COMMAND = re.compile(r"^\s*(daskem resume .*)$", re.MULTILINE)
 
 
-def test_scheduler_sigkill_then_resume(data, processes, tmp_path):
+def test_scheduler_sigkill_then_resume(data, processes, dask_cluster, tmp_path):
     big = data["big"]
-    cluster = DaskCluster(processes).start(2)
+    cluster = dask_cluster.ready(2)
     run, model = tmp_path / "run.zarr", tmp_path / "model.zarr"
     fit = Fit.start(processes, fit_args(big, "--scheduler-file", cluster.file, "--checkpoint", run))
     fit.wait_for_iteration(3)
@@ -493,6 +524,7 @@ def test_scheduler_sigkill_then_resume(data, processes, tmp_path):
     # may still be trying to reach the dead scheduler: kill them.
     for worker in cluster.workers:
         Processes.kill(worker)
+    cluster.workers = []
     cluster.start(2)
     resumed = ok(invoke_cli(*shlex.split(command)[1:], "-o", model))  # in this process
     assert f"Resuming the fit checkpointed in {run} after iteration {committed}" in words(resumed.stderr)
@@ -504,11 +536,11 @@ def test_scheduler_sigkill_then_resume(data, processes, tmp_path):
 # -- 4. random worker kills -------------------------------------------------------------------
 
 
-def chaos(cluster: DaskCluster, fit: Fit, max_kills: int = 6, seed: int = 0) -> list[str]:
+def chaos(cluster: DaskCluster, fit: Fit, max_kills: int = 4, seed: int = 0) -> list[str]:
     """Every 1-2 s, SIGKILL a random registered worker (the whole ``dask worker`` or only
     its worker process, which its nanny restarts) while at least 2 are up; start a new
     ``dask worker`` for every whole one killed. After ``max_kills`` (each restart costs
-    seconds of CPU on a small machine; 6 is twice the kills the test requires), let the fit
+    seconds of CPU on a small machine; 4 is one more than the test requires), let the fit
     end. Returns what was killed."""
     rng = random.Random(seed)
     killed: list[str] = []
@@ -540,14 +572,14 @@ def chaos(cluster: DaskCluster, fit: Fit, max_kills: int = 6, seed: int = 0) -> 
 #: Killing on for ~30 s (no ``max_kills``), that happened once to the model key of a pass
 #: (every E-step depends on it, and it can wait seconds on a freshly restarted worker
 #: still importing daskem), and the CLI reported it as a lost scheduler. With at most 12
-#: kills (6 now) the default passed 4 runs of 4; the limit is raised so that this test does
+#: kills (4 now) the default passed 4 runs of 4; the limit is raised so that this test does
 #: not depend on that luck, as a cluster expecting churn would.
 CHAOS_ALLOWED_FAILURES = "20"
 
 
-def test_random_worker_kills(data, processes, tmp_path):
+def test_random_worker_kills(data, processes, dask_cluster, tmp_path):
     big = data["big"]
-    cluster = DaskCluster(processes, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=CHAOS_ALLOWED_FAILURES).start(3)
+    cluster = dask_cluster.ready(3)
     model = tmp_path / "model.zarr"
     fit = Fit.start(processes, fit_args(big, "--scheduler-file", cluster.file, "-o", model))
     fit.wait_for_line(lambda line: line.startswith("Connected to"))

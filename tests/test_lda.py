@@ -348,3 +348,83 @@ def test_reuters_fit_has_sklearns_held_out_perplexity_and_topics() -> None:
     # The topics read as Reuters' (e.g. a topic of the church and the pope).
     top = {w for t in ours.components_ for w in words[np.argsort(-t)[:10]]}
     assert {"pope", "church"} <= top
+
+
+# -- MAP-EM (Spark's EM optimizer) ---------------------------------------------------------------
+
+
+def _map_corpus() -> sparse.csr_matrix:
+    rng = np.random.default_rng(5)
+    topics = rng.dirichlet(np.full(8, 0.3), size=2)
+    theta = rng.dirichlet(np.full(2, 0.5), size=30)
+    return sparse.csr_matrix(np.array([rng.multinomial(25, p) for p in theta @ topics], dtype=np.float64))
+
+
+def _posterior(beta: np.ndarray, theta: np.ndarray, X: sparse.csr_matrix, alpha: float, eta: float) -> float:
+    """The MAP objective of Spark's EM optimizer, without constants."""
+    counts = X.toarray()
+    return float(
+        (counts * np.log(theta @ beta)).sum() + (alpha - 1) * np.log(theta).sum() + (eta - 1) * np.log(beta).sum()
+    )
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_map_em_reaches_a_maximum_of_sparks_map_objective() -> None:
+    from scipy import optimize
+
+    X = _map_corpus()
+    settings = {"learning_method": "map", "mean_change_tol": 1e-13, "max_doc_update_iter": 5000}
+    est = LatentDirichletAllocation(2, max_iter=400, random_state=0, **settings).fit(X)
+    alpha, eta = est.doc_topic_prior_, est.topic_word_prior_
+    assert (alpha, eta) == (26.0, 1.1)  # Spark's defaults: 50 / k + 1 and 1.1
+    assert np.all(np.diff(est.lower_bounds_) >= -1e-9 * abs(est.lower_bounds_[-1]))
+    beta, theta = est.exp_dirichlet_component_, est.transform(X)
+    # The reported bound is the objective at (beta, theta) (per document in lower_bounds_).
+    np.testing.assert_allclose(est.score(X), _posterior(beta, theta, X, alpha, eta), rtol=1e-10)
+    # Each document's proportions maximise its objective given beta (scipy on the simplex).
+    for d in (0, 7):
+        row = X[d].toarray()[0]
+
+        def negative_doc(z: np.ndarray, row: np.ndarray = row) -> float:
+            t = _softmax(z)
+            return -float(row @ np.log(t @ beta) + (alpha - 1) * np.log(t).sum())
+
+        found = optimize.minimize(negative_doc, np.zeros(2), method="BFGS", options={"gtol": 1e-10})
+        np.testing.assert_allclose(_softmax(found.x), theta[d], atol=1e-6)
+    # The joint objective over (beta, theta): a direct maximisation from a perturbed EM
+    # result reaches EM's value, and EM's point has zero gradient.
+    k, v, n = 2, X.shape[1], X.shape[0]
+
+    def unpack(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _softmax(z[: k * v].reshape(k, v)), _softmax(z[k * v :].reshape(n, k))
+
+    def negative(z: np.ndarray) -> float:
+        return -_posterior(*unpack(z), X, alpha, eta)
+
+    start = np.concatenate([np.log(beta).ravel(), np.log(theta).ravel()])
+    step = 1e-6
+    gradient = [(negative(start + step * e) - negative(start - step * e)) / (2 * step) for e in np.eye(start.size)]
+    assert np.abs(gradient).max() < 1e-4
+    perturbed = start + np.random.default_rng(1).normal(scale=0.05, size=start.size)
+    found = optimize.minimize(negative, perturbed, method="L-BFGS-B", options={"maxiter": 5000, "ftol": 1e-15})
+    np.testing.assert_allclose(-found.fun, _posterior(beta, theta, X, alpha, eta), rtol=1e-8)
+
+
+def test_map_em_through_the_engine_and_its_errors(tmp_path: Any) -> None:
+    X = _map_corpus()
+    est = LatentDirichletAllocation(2, learning_method="map", max_iter=20, random_state=0).fit(X)
+    chunked = LatentDirichletAllocation(2, learning_method="map", max_iter=20, random_state=0, split_every=2)
+    np.testing.assert_allclose(chunked.fit(dask_csr(X, 7)).components_, est.components_, rtol=1e-12)
+    ckpt = str(tmp_path / "map.zarr")
+    first = LatentDirichletAllocation(2, learning_method="map", max_iter=8, random_state=0, checkpoint=ckpt).fit(X)
+    assert first.n_iter_ == 8
+    resumed = LatentDirichletAllocation(2, learning_method="map", max_iter=20, random_state=0, checkpoint=ckpt)
+    assert resumed.fit(X).components_.tobytes() == est.components_.tobytes()
+    with pytest.raises(ParameterError, match="doc_topic_prior >= 1 and topic_word_prior > 1"):
+        LatentDirichletAllocation(2, learning_method="map", topic_word_prior=0.5).fit(X)
+    with pytest.raises(ParameterError, match="MAP-EM"):
+        LatentDirichletAllocation(2, learning_method="map").partial_fit(X)

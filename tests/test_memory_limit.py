@@ -83,7 +83,8 @@ def test_memory_limit_refuses_garbage_in_process():
 @pytest.mark.parametrize("limit", ["300MiB", "100MiB"])
 def test_too_small_limit_ends_with_the_limit_to_use(limit, small_zarr):
     start = time.monotonic()
-    result = invoke_cli("fit", small_zarr, *FIT, "--workers", "2", "--memory-limit", limit)
+    # One worker: the check is per worker, and each worker started costs seconds of CPU.
+    result = invoke_cli("fit", small_zarr, *FIT, "--workers", "1", "--memory-limit", limit)
     elapsed = time.monotonic() - start
     assert result.returncode == 1, result.stderr
     err = _words(result.stderr)
@@ -99,11 +100,12 @@ def test_too_small_limit_ends_with_the_limit_to_use(limit, small_zarr):
 
 @pytest.mark.timeout(2 * ENDS_WITHIN_SECONDS)
 def test_the_limit_the_message_names_fits(small_zarr):
-    refused = invoke_cli("fit", small_zarr, *FIT, "--memory-limit", "400MiB")
+    # One worker (the limit is per worker): half the processes of the default two.
+    refused = invoke_cli("fit", small_zarr, *FIT, "--workers", "1", "--memory-limit", "400MiB")
     assert refused.returncode == 1, refused.stderr
     use = USE.search(_words(refused.stderr))
     assert use is not None, refused.stderr
-    fitted = invoke_cli("fit", small_zarr, *FIT, "--memory-limit", f"{use.group(1)}MiB")
+    fitted = invoke_cli("fit", small_zarr, *FIT, "--workers", "1", "--memory-limit", f"{use.group(1)}MiB")
     assert fitted.returncode == 0, fitted.stderr
     assert "converged" in fitted.stdout + fitted.stderr
 

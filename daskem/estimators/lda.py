@@ -42,10 +42,10 @@ from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import EMEstimator, _source_record
 from daskem.estimators._validation import check_int, check_option, check_real
 from daskem.io.sources import DataSource, as_source
-from daskem.models.lda import LDAModel, LDAParams, OnlineLDA, OnlineState
+from daskem.models.lda import LDAModel, LDAParams, MapLDAModel, OnlineLDA, OnlineState
 from daskem.registry import N_COMPONENTS, Option, Summary, register
 
-LEARNING_METHODS = ("batch", "online")
+LEARNING_METHODS = ("batch", "online", "map")
 
 #: Words per topic shown by the summary.
 TOP_WORDS = 8
@@ -78,7 +78,8 @@ def _summary(est: Any) -> Summary:
         Option(
             ("--learning-method",),
             "learning_method",
-            "How LDA updates its topics: once per pass (batch) or after every mini-batch of documents (online).",
+            "How LDA learns its topics: variational Bayes once per pass (batch) or after every mini-batch of "
+            "documents (online), or MAP-EM as Spark's EM optimizer (map).",
             kind=str,
             choices=LEARNING_METHODS,
         ),
@@ -123,10 +124,18 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         ``1 / n_components``.
     topic_word_prior : float, default=None
         Prior of the topic-word distribution ``beta`` (``eta``); None: ``1 / n_components``.
-    learning_method : {"batch", "online"}, default="batch"
+    learning_method : {"batch", "online", "map"}, default="batch"
         How :meth:`fit` updates ``components_``: "batch" from all documents once per
         iteration (one pass, through daskem's EM engine: checkpoints and resume work);
-        "online" after every mini-batch of ``batch_size`` documents, in row order.
+        "online" after every mini-batch of ``batch_size`` documents, in row order;
+        "map": MAP-EM as Spark MLlib's EM optimizer defines it
+        (:class:`daskem.models.lda.MapLDAModel`): point estimates of the topics and of each
+        document's proportions under Dirichlet priors ``>= 1`` (default Spark's,
+        ``doc_topic_prior = 50 / n_components + 1`` and ``topic_word_prior = 1.1``),
+        batch passes through the engine; ``components_`` are then the expected topic-word
+        counts plus ``topic_word_prior - 1``, ``exp_dirichlet_component_`` the topics'
+        word distributions, ``transform`` each document's MAP proportions, and the bound
+        (``score``, ``perplexity``) the log posterior without constants.
     learning_decay : float, default=0.7
         ``kappa``: the online update's weight is ``(learning_offset + n_batch_iter_) **
         -learning_decay``.
@@ -297,6 +306,15 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         check_real(name, "mean_change_tol", self.mean_change_tol, 0.0)
         check_int(name, "max_doc_update_iter", self.max_doc_update_iter, 0)
         check_int(name, "n_jobs", self.n_jobs, -(2**31), none_ok=True)
+        if self.learning_method == "map":
+            alpha, eta = self._priors()
+            if alpha < 1.0 or eta <= 1.0:
+                raise ParameterError(
+                    f"learning_method='map' needs doc_topic_prior >= 1 and topic_word_prior > 1 (Spark's EM optimizer "
+                    f"requires both > 1: a prior below 1 has no posterior mode inside the simplex); got "
+                    f"doc_topic_prior={alpha!r}, topic_word_prior={eta!r}. Leave them None for Spark's defaults "
+                    f"(50 / n_components + 1 and 1.1)."
+                )
         if self.checkpoint is not None and self.learning_method == "online":
             raise ParameterError(
                 f"{name} checkpoints batch learning only; learning_method='online' updates the topics after every "
@@ -306,13 +324,16 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
 
     def _priors(self) -> tuple[float, float]:
         k = int(self.n_components)
-        alpha = 1.0 / k if self.doc_topic_prior is None else float(self.doc_topic_prior)
-        eta = 1.0 / k if self.topic_word_prior is None else float(self.topic_word_prior)
+        # MAP-EM: Spark's defaults (docConcentration 50 / k + 1, topicConcentration 1.1).
+        default_alpha, default_eta = (50.0 / k + 1.0, 1.1) if self.learning_method == "map" else (1.0 / k, 1.0 / k)
+        alpha = default_alpha if self.doc_topic_prior is None else float(self.doc_topic_prior)
+        eta = default_eta if self.topic_word_prior is None else float(self.topic_word_prior)
         return alpha, eta
 
     def _model(self, total_samples: float | None = None) -> LDAModel:
         alpha, eta = self._priors()
-        return LDAModel(
+        kind = MapLDAModel if self.learning_method == "map" else LDAModel
+        return kind(
             int(self.n_components),
             alpha,
             eta,
@@ -358,7 +379,13 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
 
         dtype = getattr(self, "_dtype", np.float64)
         self.components_ = params.components.astype(dtype)
-        self.exp_dirichlet_component_ = np.exp(dirichlet_expectation_2d(params.components)).astype(dtype)
+        model = self._model()
+        # MAP-EM: the topics' word distributions themselves (the counterpart of exp(E[log beta])).
+        if isinstance(model, MapLDAModel):
+            topics = model.topics(params)
+        else:
+            topics = np.exp(dirichlet_expectation_2d(params.components))
+        self.exp_dirichlet_component_ = topics.astype(dtype)
         self.doc_topic_prior_, self.topic_word_prior_ = self._priors()
 
     @property
@@ -394,7 +421,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         source = self._source(X)
         session = self._session(source)
         self.n_batch_iter_ = 1
-        if self.learning_method == "batch":
+        if self.learning_method in ("batch", "map"):
             self._fit_batch(session, callback)
         else:
             self._fit_online(session)
@@ -488,6 +515,11 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
             The updated estimator.
         """
         self._validate_hyperparameters()
+        if self.learning_method == "map":
+            raise ParameterError(
+                "partial_fit is online variational Bayes; learning_method='map' (MAP-EM) learns in batch passes only. "
+                "Use fit, or learning_method='online'."
+            )
         first = not hasattr(self, "components_")
         source = self._source(X) if first else as_source(X, accept_sparse=True)
         if first:

@@ -293,6 +293,74 @@ class LDAModel:
 
 
 @dataclass(frozen=True)
+class MapLDAModel(LDAModel):
+    """LDA by MAP-EM, as Spark MLlib's EM optimizer defines it (Asuncion et al. 2009).
+
+    The topics' word distributions ``beta`` and every document's topic proportions
+    ``theta`` are parameters with Dirichlet priors (``alpha = doc_topic_prior`` and
+    ``eta = topic_word_prior``, both at least 1), and EM maximises their posterior
+    ``sum_dw n_dw log sum_t theta_dt beta_tw + (alpha - 1) sum log theta + (eta - 1) sum
+    log beta``. The parameters kept between passes are ``components = N + eta - 1`` (``N``
+    the expected topic-word counts), whose rows normalised are ``beta``. The E-step of a
+    block maximises each document's ``theta`` given ``beta`` (concave for ``alpha >= 1``:
+    its one maximum, reached by EM updates from the uniform start; Spark's EM takes one
+    such update per iteration and keeps ``theta`` between iterations, which has the same
+    fixed points) and returns the expected counts; the M-step is Spark's,
+    ``beta_tw = (N_tw + eta - 1) / (N_t + V (eta - 1))``. The bound is the log posterior
+    (without constants), which never decreases.
+    """
+
+    def make_params(self, components: Any, perplexity: float = math.nan) -> LDAParams:
+        """Parameters from ``components`` (``N + eta - 1``), with the topics' prior term."""
+        lam = np.ascontiguousarray(components, dtype=np.float64)
+        beta = lam / lam.sum(axis=1, keepdims=True)
+        eta = float(self.topic_word_prior)
+        bound = float((eta - 1.0) * np.log(beta).sum()) if eta != 1.0 else 0.0
+        return LDAParams(lam, bound, float(perplexity))
+
+    def spec(self) -> dict[str, Any]:
+        """The hyperparameters as JSON (``"model": "lda-map"``)."""
+        return {**super().spec(), "model": "lda-map"}
+
+    def topics(self, params: LDAParams) -> FloatArray:
+        """``beta``: every topic's word distribution (rows sum to 1)."""
+        return np.asarray(params.components / params.components.sum(axis=1, keepdims=True))
+
+    def _run(self, params: LDAParams, block: Any, stats: bool, bound: bool) -> tuple[Any, ...]:
+        """The MAP kernel on a block: (its CSR rows, theta, expected counts (k, V) or None, objective or None)."""
+        from daskem.models.lda_kernels import map_doc_updates
+
+        x = _csr(block)
+        check_counts(x)
+        k, v = params.components.shape
+        if x.shape[1] != v:
+            raise DataError(f"X has {x.shape[1]} features, but the topics have {v} words.")
+        beta = self.topics(params)
+        n = x.shape[0]
+        theta = np.empty((n, k))
+        sstats_t = np.zeros((v, k)) if stats else _EMPTY
+        per_doc = np.zeros(n)
+        map_doc_updates(
+            x.indptr,
+            x.indices,
+            x.data,
+            np.ascontiguousarray(beta.T),
+            float(self.doc_topic_prior),
+            int(self.max_doc_update_iter),
+            float(self.mean_change_tol),
+            sstats_t,
+            theta,
+            per_doc,
+        )
+        sstats = sstats_t.T * beta if stats else None
+        return x, theta, sstats, per_doc if bound else None
+
+    def m_step(self, stats: LDAStats, params: LDAParams | None) -> LDAParams:
+        """Spark's MAP update: ``components = N + eta - 1`` (``beta`` its rows normalised)."""
+        return self.make_params(stats.sstats + (self.topic_word_prior - 1.0), self.perplexity(stats))
+
+
+@dataclass(frozen=True)
 class OnlineState:
     """Where an online pass stands: the topics, the updates made, the documents not yet used.
 

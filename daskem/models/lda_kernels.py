@@ -168,3 +168,83 @@ def doc_updates(  # type: ignore[no-untyped-def]
                     acc += math.exp(work[t] - top)
                 score += data[j] * (top + math.log(acc))
             bound[d] = score
+
+
+@njit(nogil=True, cache=True)
+def map_doc_updates(indptr, indices, data, beta_t, alpha, max_iter, tol, sstats_t, theta, objective):  # type: ignore[no-untyped-def]
+    """Each document's MAP topic proportions given the topics, by EM from the uniform start.
+
+    With ``beta`` the topics' word distributions and a document's counts ``n_w``, the
+    update ``theta_t <- (theta_t sum_w n_w beta_tw / sum_s theta_s beta_sw + alpha - 1) /
+    (N + k (alpha - 1))`` raises ``sum_w n_w log sum_t theta_t beta_tw + (alpha - 1) sum_t
+    log theta_t``, which is concave in ``theta`` for ``alpha >= 1``: the updates reach its
+    one maximum from any start.
+
+    Parameters
+    ----------
+    indptr, indices, data : ndarray
+        The block as CSR arrays (``data`` float64).
+    beta_t : ndarray of shape (n_features, k)
+        The topics' word distributions, transposed.
+    alpha : float
+        The document-topic prior (``>= 1``).
+    max_iter : int
+        Most updates per document.
+    tol : float
+        Stop a document when the mean absolute change of its proportions is below it.
+    sstats_t : ndarray of shape (n_features, k) or (0, k)
+        Accumulates ``theta_t n_w / sum_s theta_s beta_sw`` (times ``beta`` afterwards: the
+        expected topic-word counts); empty: not computed.
+    theta : ndarray of shape (n_docs, k)
+        Receives every document's proportions.
+    objective : ndarray of shape (n_docs,)
+        Receives every document's part of the log posterior (the words' log-likelihood
+        plus the prior of its proportions, without constants).
+    """
+    n = indptr.shape[0] - 1
+    k = beta_t.shape[1]
+    with_stats = sstats_t.shape[0] > 0
+    doc = np.empty(k)
+    work = np.empty(k)
+    for d in range(n):
+        lo, hi = indptr[d], indptr[d + 1]
+        words = 0.0
+        for j in range(lo, hi):
+            words += data[j]
+        for t in range(k):
+            doc[t] = 1.0 / k
+        denom = words + k * (alpha - 1.0)
+        if denom > 0.0:
+            for _ in range(max_iter):
+                for t in range(k):
+                    work[t] = 0.0
+                for j in range(lo, hi):
+                    w = indices[j]
+                    norm = 0.0
+                    for t in range(k):
+                        norm += doc[t] * beta_t[w, t]
+                    ratio = data[j] / norm
+                    for t in range(k):
+                        work[t] += ratio * beta_t[w, t]
+                change = 0.0
+                for t in range(k):
+                    new = (doc[t] * work[t] + alpha - 1.0) / denom
+                    change += abs(new - doc[t])
+                    doc[t] = new
+                if change / k < tol:
+                    break
+        score = 0.0
+        for t in range(k):
+            theta[d, t] = doc[t]
+            score += (alpha - 1.0) * math.log(doc[t]) if alpha != 1.0 else 0.0
+        for j in range(lo, hi):
+            w = indices[j]
+            norm = 0.0
+            for t in range(k):
+                norm += doc[t] * beta_t[w, t]
+            score += data[j] * math.log(norm)
+            if with_stats:
+                ratio = data[j] / norm
+                for t in range(k):
+                    sstats_t[w, t] += doc[t] * ratio
+        objective[d] = score
