@@ -205,7 +205,8 @@ def test_kill_in_the_middle_of_writing_a_checkpoint(setup, tmp_path, n, delay):
 def test_kill_driver_of_local_cluster_then_resume(setup, tmp_path):
     data, oracle = setup
     ckpt = tmp_path / "run.zarr"
-    proc = start_fit(data, ckpt, "--workers", "2", "--memory-limit", "1GiB")
+    # One worker process (a second costs seconds of CPU): a nanny and a worker to leave behind.
+    proc = start_fit(data, ckpt, "--workers", "1", "--memory-limit", "1GiB")
     try:
         members = kill_after_iteration(proc, 3)
     finally:
@@ -214,9 +215,9 @@ def test_kill_driver_of_local_cluster_then_resume(setup, tmp_path):
             proc.wait(timeout=30)
         # The nannies and workers the driver started are in its process group: gone too.
         wait_group_gone(proc.pid)
-    # The driver had spawned 2 worker processes: the fit really ran on a cluster.
+    # The driver had spawned its worker process: the fit really ran on a cluster.
     workers = [cmd for cmd in members.values() if "multiprocessing.spawn" in cmd]
-    assert len(workers) == 2, members
+    assert len(workers) == 1, members
     state = newest_committed(ckpt)
     assert 3 <= state.iteration < MAX_ITER
     # The resume runs on threads: the killed cluster is what is tested; a resume on a new

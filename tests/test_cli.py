@@ -132,7 +132,8 @@ def test_make_data_overwrite(tmp_path):
 
 def test_fit_nonexistent_path(tmp_path):
     missing = tmp_path / "missing.zarr"
-    result = daskem_cli("fit", missing, "-k", "2", "--workers", "1", "--memory-limit", "1GiB")
+    # On threads: a worker process would start (seconds of CPU) only to be closed again.
+    result = daskem_cli("fit", missing, "-k", "2", "--workers", "0")
     assert result.returncode == 1
     assert f"Error: No Zarr array found at {str(missing)!r}: the path does not exist." in _words(result.stderr)
     assert "Traceback" not in result.stderr
