@@ -1,7 +1,8 @@
 """The ``daskem`` command: make synthetic data, fit models on a Dask cluster, and look at the fits.
 
 Commands: ``make-data``, ``fit``, ``resume`` (:mod:`daskem.cli.fitting`), ``inspect``,
-``plot`` (:mod:`daskem.cli.reporting`) and ``select`` (:mod:`daskem.cli.selection`). The
+``plot`` (:mod:`daskem.cli.reporting`), ``select`` (:mod:`daskem.cli.selection`),
+``impute`` (:mod:`daskem.cli.imputing`), ``corpus`` and ``topics`` (:mod:`daskem.cli.topics`). The
 models ``fit`` takes, their options, summaries and figures come from the model registry
 (:mod:`daskem.registry`). Where a fit runs is :mod:`daskem.cli.cluster`; what the
 terminal shows is :mod:`daskem.cli.display`.

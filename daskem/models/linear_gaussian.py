@@ -79,7 +79,7 @@ from scipy import linalg
 
 from daskem.errors import DataError, ParameterError
 from daskem.models.gaussian import LOG_2PI, FloatArray, check_shape, scratch, tile_rows
-from daskem.models.missing import IntArray, MissingLayout, check_missing_policy, missing_layout, observed_values
+from daskem.models.missing import IntArray, MissingLayout, check_missing_policy, missing_layout
 
 #: Smallest noise variance an M-step returns, relative to the mean per-feature variance of the data.
 NOISE_FLOOR = 1e-12
@@ -429,8 +429,7 @@ def _incomplete_tiles(params: LinearGaussianParams, block: NDArray[Any], layout:
             cross = np.matmul(covariance, w_mis)
             variance = np.einsum("uqm,uqm->um", w_mis, cross) + psi[patterns]
             index = (np.arange(rows.size)[:, np.newaxis], missing)
-            filled = observed_values(block[rows], missing)
-            filled -= params.mean
+            filled = np.asarray(block[rows], dtype=np.float64) - params.mean
             filled[index] = 0.0
             b = (filled * precision) @ w.T  # W_O Psi_O^-1 y_O
             latent = np.einsum("tab,tb->ta", covariance[inverse], b)

@@ -92,13 +92,6 @@ class MissingLayout:
     n_empty: int
     n_infinite: int
 
-    @property
-    def incomplete(self) -> IntArray:
-        """Indices of the rows in :attr:`groups`, ascending."""
-        if not self.groups:
-            return np.zeros(0, dtype=np.intp)
-        return np.sort(np.concatenate([g.rows for g in self.groups]))
-
 
 def _patterns(missing: IntArray, mask: NDArray[np.bool_]) -> tuple[IntArray, IntArray]:
     """The distinct rows of ``missing`` and each row's index among them."""
@@ -159,10 +152,3 @@ def missing_layout(block: NDArray[Any]) -> MissingLayout | None:
         patterns, inverse = _patterns(missing, sub)
         groups.append(MissingGroup(rows_all[chosen].astype(np.intp), missing, patterns, inverse))
     return MissingLayout(complete, tuple(groups), n_empty, n_infinite)
-
-
-def observed_values(rows: NDArray[Any], missing: IntArray) -> NDArray[np.float64]:
-    """``rows`` as float64 with the ``missing`` coordinates (n, m) set to 0."""
-    out = np.array(rows, dtype=np.float64)
-    out[np.arange(out.shape[0])[:, None], missing] = 0.0
-    return out
