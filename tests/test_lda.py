@@ -432,3 +432,17 @@ def test_map_em_through_the_engine_and_its_errors(tmp_path: Any) -> None:
         LatentDirichletAllocation(2, learning_method="map", topic_word_prior=0.5).fit(X)
     with pytest.raises(ParameterError, match="MAP-EM"):
         LatentDirichletAllocation(2, learning_method="map").partial_fit(X)
+
+
+def test_the_topic_matrix_is_one_key_of_a_pass(X: sparse.csr_matrix) -> None:
+    """The k x V topics go to the workers once per pass: one key every block's task reads,
+    not a copy embedded in each block's task."""
+    from daskem.em.graph import stats_graph
+
+    est = LatentDirichletAllocation(K, max_iter=1, random_state=0).fit(X)
+    model, params = est._model(), est._params()
+    blocks = list(dask_csr(X, 30).to_delayed().ravel())
+    graph = dict(stats_graph(model, params, blocks, 4).__dask_graph__())
+    holding = [key for key, value in graph.items() if value is params or getattr(value, "value", None) is params]
+    assert len(blocks) == 10
+    assert len(holding) == 1
