@@ -6,7 +6,10 @@ Every error daskem raises on bad input derives from :class:`DaskemError`, which 
 
 from __future__ import annotations
 
-from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from daskem._not_fitted import NotFittedError as NotFittedError
 
 
 class DaskemError(ValueError):
@@ -19,14 +22,6 @@ class DataError(DaskemError):
 
 class ParameterError(DaskemError):
     """A hyperparameter has an invalid value."""
-
-
-class NotFittedError(DaskemError, _SklearnNotFittedError):
-    """A method that needs a fitted model was called before ``fit``.
-
-    It is also scikit-learn's ``NotFittedError``, so ``except`` clauses written for
-    scikit-learn catch it.
-    """
 
 
 class NumericalError(DaskemError):
@@ -46,3 +41,13 @@ class DestinationExistsError(StoreError, FileExistsError):
 
 class WorkerMemoryError(DaskemError):
     """The cluster's workers have too little memory to run the fit (see :mod:`daskem.worker_memory`)."""
+
+
+def __getattr__(name: str) -> Any:
+    # NotFittedError derives from scikit-learn's, whose import costs ~1.4 s: imported on
+    # first use, so the models, the engine and the worker processes never import scikit-learn.
+    if name == "NotFittedError":
+        from daskem._not_fitted import NotFittedError as NotFittedError
+
+        return NotFittedError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

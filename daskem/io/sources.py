@@ -21,7 +21,6 @@ import dask.array as da
 import numpy as np
 import zarr
 from scipy import sparse
-from sklearn.utils import check_array
 
 from daskem.errors import DataError, StoreError
 from daskem.io.formats import detect_format, open_netcdf, read_hdf5, read_table, table_array, xarray_data
@@ -367,6 +366,8 @@ def _csr_block(block: Any, dtype: Any) -> Any:
 
 def _sparse_memory(X: Any, name: str, chunk_rows: int | None) -> DataSource:
     """In-memory scipy.sparse data as a dask array of CSR blocks (``kind="numpy"``)."""
+    from sklearn.utils import check_array  # scikit-learn only where in-memory data are checked
+
     try:
         values = check_array(
             X, accept_sparse=["csr"], dtype=[np.float64, np.float32], ensure_all_finite=False, input_name=name
@@ -681,6 +682,8 @@ def _as_source(
     _check_ndim(values.shape)
     if values.dtype.kind in "USMmcV":
         _reject_dtype(values.dtype, name)
+    from sklearn.utils import check_array
+
     try:
         values = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite=False, input_name=name)
     except ValueError as err:
