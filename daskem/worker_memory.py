@@ -3,7 +3,7 @@
 A Dask worker pauses (runs no task) above ``distributed.worker.memory.pause`` (80%) of
 its memory limit, and its nanny restarts it above ``distributed.worker.memory.terminate``
 (95%). A worker that has imported daskem, numba and the E-step kernels already holds
-about 325 MiB, so a small ``--memory-limit`` either pauses every worker for good (the
+about 275 MiB, so a small ``--memory-limit`` either pauses every worker for good (the
 fit waits forever) or restarts them in a loop. Two guards turn both into messages:
 
 * :func:`check_worker_memory`, once the cluster is up and the data are opened, loads
@@ -73,8 +73,9 @@ RESTART_TOPIC = "worker-restart-memory"
 def load_e_step_code() -> int:
     """Import and run daskem's E-step code once in this process; return its resident memory.
 
-    Imports daskem, numba and the kernel modules of the Gaussian mixture and k-means
-    E-steps, runs each on a 64-row block (so numba loads or compiles the kernels, as
+    Imports daskem, numba, what a pass's tasks import (the engine's graph functions and the
+    sources' readers) and the kernel modules of the Gaussian mixture and k-means E-steps,
+    runs each on a 64-row block (so numba loads or compiles the kernels, as
     the first E-step of a fit would), collects garbage and reads the process's RSS.
     Run in every worker by :func:`check_worker_memory`.
 
@@ -87,6 +88,8 @@ def load_e_step_code() -> int:
     import psutil
 
     import daskem  # noqa: F401
+    import daskem.em.graph  # noqa: F401  # the engine's tasks (dask.array)
+    import daskem.io.sources  # noqa: F401  # the sources' readers (zarr)
     from daskem.models import gaussian_kernels, kmeans_kernels  # noqa: F401
     from daskem.models.gaussian import COVARIANCE_TYPES
     from daskem.models.gmm import GaussianMixtureModel

@@ -1,6 +1,6 @@
 """Worker memory limits: refused when unreadable or too small, and fits that stall end with a message.
 
-A worker that has loaded daskem, numba and the E-step kernels holds ~325 MiB, and Dask
+A worker that has loaded daskem, numba and the E-step kernels holds ~275 MiB, and Dask
 pauses a worker at 80% of its memory limit (its nanny restarts it at 95%). Before these
 checks, ``--memory-limit 400MiB`` waited forever, ``100MiB`` restarted workers forever,
 and ``lots`` / ``-2GiB`` ended in tracebacks. Every test here runs real processes (a
@@ -80,7 +80,7 @@ def test_memory_limit_refuses_garbage_in_process():
 
 
 @pytest.mark.timeout(ENDS_WITHIN_SECONDS)
-@pytest.mark.parametrize("limit", ["300MiB", "100MiB"])
+@pytest.mark.parametrize("limit", ["250MiB", "100MiB"])
 def test_too_small_limit_ends_with_the_limit_to_use(limit, small_zarr):
     start = time.monotonic()
     # One worker: the check is per worker, and each worker started costs seconds of CPU.
@@ -101,7 +101,7 @@ def test_too_small_limit_ends_with_the_limit_to_use(limit, small_zarr):
 @pytest.mark.timeout(2 * ENDS_WITHIN_SECONDS)
 def test_the_limit_the_message_names_fits(small_zarr):
     # One worker (the limit is per worker): half the processes of the default two.
-    refused = invoke_cli("fit", small_zarr, *FIT, "--workers", "1", "--memory-limit", "400MiB")
+    refused = invoke_cli("fit", small_zarr, *FIT, "--workers", "1", "--memory-limit", "250MiB")
     assert refused.returncode == 1, refused.stderr
     use = USE.search(_words(refused.stderr))
     assert use is not None, refused.stderr
@@ -115,7 +115,7 @@ def test_the_limit_the_message_names_fits(small_zarr):
 
 @pytest.mark.timeout(ENDS_WITHIN_SECONDS)
 def test_fit_whose_workers_pause_ends_with_a_message(tmp_path, monkeypatch):
-    """544 MiB passes the start-up check (1.3 MB blocks), but the cached data (123 MB on
+    """544 MiB passes the start-up check (1.3 MB blocks), but the cached data (205 MB on
     one worker that may not spill them to disk) take the worker over its pause threshold
     and below its restart threshold: the fit used to wait forever.
 
@@ -124,7 +124,7 @@ def test_fit_whose_workers_pause_ends_with_a_message(tmp_path, monkeypatch):
     command's 30 s (``paused_seconds``, a tuning, not what is tested here)."""
     monkeypatch.setattr(worker_memory, "watch_worker_memory", functools.partial(watch_worker_memory, paused_seconds=2))
     path = tmp_path / "cached.zarr"
-    write_mixture_zarr(path, 960_000, 16, 3, seed=0, chunk_rows=10_000)
+    write_mixture_zarr(path, 1_600_000, 16, 3, seed=0, chunk_rows=10_000)
     start = time.monotonic()
     no_spilling = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False}
     with dask.config.set(no_spilling):
