@@ -87,8 +87,8 @@ def load_e_step_code() -> int:
     import numba  # noqa: F401  # the kernels' runtime, ~70 MiB resident
     import psutil
 
-    import daskem  # noqa: F401
-    import daskem.em.graph  # noqa: F401  # the engine's tasks (dask.array)
+    import daskem
+    import daskem.em.graph  # the engine's tasks (dask.array)
     import daskem.io.sources  # noqa: F401  # the sources' readers (zarr)
     from daskem.models import gaussian_kernels, kmeans_kernels  # noqa: F401
     from daskem.models.gaussian import COVARIANCE_TYPES
