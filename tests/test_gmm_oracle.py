@@ -200,12 +200,12 @@ def test_reduction_fan_in_never_exceeds_split_every(X: np.ndarray, split_every: 
     dsk = dict(graph.__dask_graph__())
     deps = {key: get_dependencies(dsk, key) for key in dsk}
     kinds = {key: key_split(key) for key in dsk}
-    e_steps = [key for key in dsk if kinds[key] == "e_step"]
+    e_steps = [key for key in dsk if kinds[key] == "block_e_step"]
     combines = [key for key in dsk if kinds[key] == "combine_all"]
     assert len(e_steps) == 20
 
     # Fan-in: the statistics entering each combine task (the model key aside).
-    fan_ins = [sum(kinds[d] in ("e_step", "combine_all") for d in deps[key]) for key in combines]
+    fan_ins = [sum(kinds[d] in ("block_e_step", "combine_all") for d in deps[key]) for key in combines]
     assert max(fan_ins) <= split_every
     assert min(fan_ins) >= 1
     # A tree: every statistic feeds exactly one combine, one root, depth ceil(log_s(20)).

@@ -226,3 +226,29 @@ def test_one_blas_controller_for_a_whole_fit(X, monkeypatch):
         assert len(made) == 1
     finally:
         session_module.blas_controller.cache_clear()
+
+
+def test_one_numpy_block_runs_its_e_step_on_the_driver_with_the_graphs_bits(X):
+    """One in-memory block on local threads: the pass makes no dask compute (its graph would
+    cost more than the E-step), is counted, and gives the graph's statistics bit for bit."""
+    from daskem.em.graph import stats_graph
+    from daskem.models.gmm import GaussianMixtureModel
+
+    model = GaussianMixtureModel(3, "full")
+    params = model.params_from_responsibilities(X, np.eye(3)[np.arange(X.shape[0]) % 3])
+    session = FitSession(X)
+    assert session.driver_block() is not None  # the block's value, taken once
+    computes: list[Any] = []
+    with dask.callbacks.Callback(start=computes.append):
+        stats = session.stats(model, params)
+        session.stats(model, params)
+    assert computes == [] and session.passes == 2
+    (expected,) = dask.compute(stats_graph(model, params, session.blocks(), session.split_every))
+    for name in ("shift", "resp_sum", "first", "second"):
+        assert getattr(stats, name).tobytes() == getattr(expected, name).tobytes(), name
+    assert stats.loglik == expected.loglik
+    # Two blocks: the pass is a dask compute again.
+    two = FitSession(da.from_array(X, chunks=(1500, D)))
+    with dask.callbacks.Callback(start=computes.append):
+        two.stats(model, params)
+    assert len(computes) == 1 and two.driver_block() is None

@@ -66,7 +66,8 @@ def tree_reduce(model: Any, parts: Sequence[Any], split_every: int) -> Any:
     return top[0] if len(top) == 1 else dask.delayed(_combine_all, pure=True)(model, *top)
 
 
-def _e_step(model: Any, params: Any, block: Any) -> Any:
+def block_e_step(model: Any, params: Any, block: Any) -> Any:
+    """``model.e_step(params, block)``: a pass's task for one block."""
     return model.e_step(params, block)
 
 
@@ -122,7 +123,7 @@ def stats_graph(
     """
     model_key = _shared(model)
     params_key = _shared(params)
-    fn = block_fn or _e_step
+    fn = block_fn or block_e_step
     extra = list(block_args) if block_args else [()] * len(blocks)
     # One layer of plain tasks under one token of the inputs (a dask.delayed call per block
     # tokenises its arguments again: ~1 ms a block on every pass).

@@ -45,6 +45,7 @@ import threadpoolctl
 from dask.delayed import Delayed
 
 from daskem.em.graph import (
+    block_e_step,
     block_tasks,
     leading_columns,
     message_stats_graph,
@@ -374,6 +375,7 @@ class FitSession:
         self._rows: tuple[int, ...] = ()
         self._chunking_checked = False
         self._missing: MissingSummary | None = None
+        self._driver_block: tuple[Delayed, Any] | None = None  # (block, its value): see driver_block
 
     def __repr__(self) -> str:
         where = self.source.location or self.source.kind
@@ -425,6 +427,20 @@ class FitSession:
             return self._groups
         every = self.split_every
         return [blocks[i : i + every] for i in range(0, len(blocks), every)]
+
+    def driver_block(self) -> Any:
+        """The one block of one-block NumPy data on local threads, as a value; else None.
+
+        Such a pass runs its one task on the driver (:meth:`stats`). The value is computed
+        once per block list (a view of this session, :meth:`leading_columns` and the like,
+        has its own blocks).
+        """
+        blocks = self.blocks()
+        if not (self.in_memory and self.client is None and len(blocks) == 1):
+            return None
+        if self._driver_block is None or self._driver_block[0] is not blocks[0]:
+            self._driver_block = (blocks[0], dask.compute(blocks[0])[0])
+        return self._driver_block[1]
 
     def check_chunking(self, name: str = "X") -> None:
         """Warn once about blocks too small or too large for a fit (:func:`check_chunking`)."""
@@ -630,6 +646,16 @@ class FitSession:
         its own (:meth:`messages`): two passes.
         """
         blocks, groups = self.blocks(), self.leaf_groups()
+        block = self.driver_block()
+        if block is not None and not carries_messages(model):
+            # One in-memory block on local threads: its E-step runs here, as its one task
+            # would (BLAS pinned the same way: the same bits). Dask's graph machinery costs
+            # ~1.5 ms a pass, more than the E-step of a small block.
+            with single_threaded_blas():
+                fn = block_fn or block_e_step
+                stats = fn(model, params, block, *(block_args[0] if block_args else ()))
+            self._count()
+            return stats
         if block_fn is None and carries_messages(model):
             messages = self.messages(model, params)
             top = message_stats_graph(model, params, blocks, self.split_every, messages, groups, root=False)
