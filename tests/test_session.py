@@ -242,13 +242,16 @@ def test_one_numpy_block_runs_its_e_step_on_the_driver_with_the_graphs_bits(X):
     with dask.callbacks.Callback(start=computes.append):
         stats = session.stats(model, params)
         session.stats(model, params)
-    assert computes == [] and session.passes == 2
+    assert computes == []
+    assert session.passes == 2
     (expected,) = dask.compute(stats_graph(model, params, session.blocks(), session.split_every))
     for name in ("shift", "resp_sum", "first", "second"):
         assert getattr(stats, name).tobytes() == getattr(expected, name).tobytes(), name
     assert stats.loglik == expected.loglik
     # Two blocks: the pass is a dask compute again.
     two = FitSession(da.from_array(X, chunks=(1500, D)))
+    computes.clear()
     with dask.callbacks.Callback(start=computes.append):
         two.stats(model, params)
-    assert len(computes) == 1 and two.driver_block() is None
+    assert len(computes) == 1
+    assert two.driver_block() is None
