@@ -250,6 +250,7 @@ def test_one_numpy_block_runs_its_e_step_on_the_driver_with_the_graphs_bits(X):
     assert stats.loglik == expected.loglik
     # Two blocks: the pass is a dask compute again.
     two = FitSession(da.from_array(X, chunks=(1500, D)))
+    two.blocks()  # a dask array is persisted once (cache='auto'): not a pass
     computes.clear()
     with dask.callbacks.Callback(start=computes.append):
         two.stats(model, params)
