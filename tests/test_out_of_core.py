@@ -36,12 +36,12 @@ from daskem.testing import make_mixture_array
 pytestmark = pytest.mark.slow
 
 N_WORKERS = 2
-# Bytes per worker: a worker holds ~270 MiB of imports (dask, scikit-learn, pandas and
-# xarray when installed) plus ~100 MiB of numba once the k-means initialisation runs.
-MEMORY_LIMIT = 768 * 2**20
+# Bytes per worker: a worker holds ~180 MiB of imports (dask, zarr, pandas and xarray when
+# installed) plus ~90 MiB of numba and the kernels once the initialisation runs.
+MEMORY_LIMIT = 512 * 2**20
 N_FEATURES, N_COMPONENTS = 16, 4
 CHUNK_ROWS = 65_536  # 8 MiB blocks
-N_SAMPLES = 600 * CHUNK_ROWS  # 4.69 GiB of float64: 3.1x the workers' total limit
+N_SAMPLES = 400 * CHUNK_ROWS  # 3.13 GiB of float64: 3.1x the workers' total limit
 MIN_RATIO = 3.0
 
 #: Dask's default memory thresholds, set explicitly so that a user config cannot change them.
@@ -121,10 +121,10 @@ DISTINCT_BLOCKS = 8
 @pytest.fixture(scope="module")
 def big_store(tmp_path_factory: pytest.TempPathFactory, seed: int) -> str:
     """The store: ``DISTINCT_BLOCKS`` blocks of a mixture sample (64 MiB), repeated to
-    ``N_SAMPLES`` rows. Generating all 600 blocks takes minutes on a small machine, and
+    ``N_SAMPLES`` rows. Generating all 400 blocks takes minutes on a small machine, and
     what the rows are does not matter here: every block is a chunk file of its own, read
     on every pass. The repeated chunk files are hard links to the written ones (writing
-    4.7 GiB took half a minute; the readers open and decode every chunk all the same)."""
+    3.1 GiB took twenty seconds; the readers open and decode every chunk all the same)."""
     path = str(tmp_path_factory.mktemp("out_of_core") / "X.zarr")
     sample, _ = make_mixture_array(
         DISTINCT_BLOCKS * CHUNK_ROWS, N_FEATURES, N_COMPONENTS, seed=seed, chunk_rows=CHUNK_ROWS
