@@ -21,6 +21,7 @@ Both raise :class:`~daskem.errors.WorkerMemoryError`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
 import logging
 import math
@@ -544,6 +545,10 @@ class MemoryWatch:
         )
 
 
+#: The watch of the enclosing :func:`watch_worker_memory` block, if any (per thread/context).
+_WATCHING: contextvars.ContextVar[MemoryWatch | None] = contextvars.ContextVar("daskem_memory_watch", default=None)
+
+
 @contextlib.contextmanager
 def watch_worker_memory(
     client: Any,
@@ -596,8 +601,13 @@ def watch_worker_memory(
     if client is None:
         yield None
         return
+    outer = _WATCHING.get()
+    if outer is not None and outer.client is client:
+        yield outer  # a block inside a watched one (a pass of a watched fit): one watch
+        return
     watch = MemoryWatch(client, paused_seconds=paused_seconds, max_restarts=max_restarts, interval=interval)
     watch.start()
+    token = _WATCHING.set(watch)
     try:
         yield watch
     except WorkerMemoryError:
@@ -611,6 +621,7 @@ def watch_worker_memory(
             raise
         raise WorkerMemoryError(reason) from None
     finally:
+        _WATCHING.reset(token)
         watch.stop()
     if watch.reason is not None:
         raise WorkerMemoryError(watch.reason)

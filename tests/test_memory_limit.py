@@ -210,3 +210,29 @@ def test_stalled_means_paused_with_work_waiting_and_nothing_running():
     idle_paused = _worker("paused", memory=3)
     assert _stalled([idle_paused], [idle_paused])  # every worker paused: nothing can run
     assert not _stalled([idle_paused, running_idle], [idle_paused])  # nothing waiting: not a stall
+
+
+@pytest.mark.timeout(ENDS_WITHIN_SECONDS)
+def test_python_fit_whose_workers_pause_raises_instead_of_hanging(tmp_path, monkeypatch):
+    """The same stall through the Python API, on a cluster the user made: every pass of a
+    fit is watched, so ``fit`` raises ``WorkerMemoryError`` naming the limit to use (it
+    used to wait forever; only the ``daskem`` command watched)."""
+    from distributed import LocalCluster
+
+    from daskem import GaussianMixture
+    from daskem.em import session as session_module
+
+    monkeypatch.setattr(session_module, "watch_worker_memory", functools.partial(watch_worker_memory, paused_seconds=2))
+    path = tmp_path / "cached.zarr"
+    write_mixture_zarr(path, 1_600_000, 16, 3, seed=0, chunk_rows=10_000)
+    no_spilling = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False}
+    with (
+        dask.config.set(no_spilling),
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, memory_limit="544MiB", host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        Client(cluster),
+        pytest.raises(WorkerMemoryError, match=r"The worker has been paused for \d+ s with tasks waiting") as raised,
+    ):
+        GaussianMixture(3, max_iter=5, random_state=0, cache=True).fit(str(path))
+    assert int(USE.search(_words(str(raised.value))).group(1)) > 544

@@ -57,6 +57,7 @@ from daskem.em.progress import count_pass
 from daskem.errors import DataError
 from daskem.io.sources import MANY_BLOCKS, MIN_BLOCK_ROWS, ChunkSizeWarning, DataSource, as_source, target_block_rows
 from daskem.models.base import carries_messages
+from daskem.worker_memory import watch_worker_memory
 
 logger = logging.getLogger("daskem")
 
@@ -613,8 +614,14 @@ class FitSession:
         count_pass()
 
     def _run(self, graphs: Sequence[Any]) -> tuple[Any, ...]:
-        """``dask.compute`` of ``graphs`` with BLAS pinned, run again if its tasks were lost."""
-        with single_threaded_blas():
+        """``dask.compute`` of ``graphs`` with BLAS pinned, run again if its tasks were lost.
+
+        On a distributed cluster the pass is watched (:func:`daskem.worker_memory.watch_worker_memory`,
+        one watch for the whole fit when the caller watches already, as the ``daskem`` command
+        does): workers paused for memory or restarted in a loop end it with a
+        :class:`~daskem.errors.WorkerMemoryError` naming the limit to use, never a silent hang.
+        """
+        with single_threaded_blas(), watch_worker_memory(self.client):
             for attempt in range(PASS_ATTEMPTS):
                 try:
                     return tuple(dask.compute(*graphs))
