@@ -15,6 +15,18 @@ one E-step at ``theta1`` (which gives ``theta2``) and one at ``theta'`` (which g
 log-likelihood and ``M(theta')``, the start of the next cycle, so the stabilising EM step
 of the original scheme costs nothing extra).
 
+Warm-up: the extrapolation models EM as a linear map near its fixed point, where
+successive steps shrink along one direction and ``v ~ (lambda - 1) r`` points against
+``r``. Far from an optimum (a random start, a mixture crossing a saddle) they do not, and
+a long jump lands in another basin of attraction (a higher or lower optimum, reached in
+more or fewer passes, by chance). So the run
+takes plain EM steps (``alpha = -1``, no pass lost) until ``cos(r, v) <= -LINEAR_COSINE``
+and extrapolates freely from its first accepted jump on. (On scikit-learn's digits, 10
+principal components, 10 full-covariance components from random starts, the scheme
+without the warm-up ended in another local optimum than plain EM from the same start for
+28 seeds of 30 and took up to 1.57 times plain EM's passes; with it, the same optimum for
+all 30 and at most plain EM's passes: ``benchmarks/bench_squarem_digits.py``.)
+
 Monotonicity safeguard: ``theta'`` is accepted only if its log-likelihood is at least that
 of ``theta1``; otherwise the fit falls back to the plain EM step ``theta2`` (whose
 log-likelihood EM guarantees is no lower) and ``step_max`` shrinks. Accepted points are
@@ -37,6 +49,9 @@ ACCELERATIONS = (None, "squarem")
 
 #: Factor by which step_max grows when a step reaches it and shrinks on a rejected step.
 STEP_FACTOR = 4.0
+
+#: Extrapolation starts once successive EM steps align: cos(r, v) <= -LINEAR_COSINE.
+LINEAR_COSINE = 0.95
 
 _STEP, _JUMP = 0.0, 1.0
 
@@ -69,9 +84,12 @@ class Squarem:
     step_max : float
         Largest steplength magnitude allowed now.
     reference : float
-        Total log-likelihood an extrapolated point must reach (that of ``theta1``).
+        Total log-likelihood an extrapolated point must reach (that of ``theta1``, the
+        last accepted point).
     fallback : Params or None
         ``theta2``, the plain EM step, while an extrapolated point awaits its pass.
+    started : bool
+        Whether an extrapolation has been accepted (the warm-up is over).
     """
 
     model: Any
@@ -81,6 +99,7 @@ class Squarem:
     step_max: float = 1.0
     reference: float = -np.inf
     fallback: Any = None
+    started: bool = False
 
     @property
     def jumping(self) -> bool:
@@ -93,23 +112,28 @@ class Squarem:
         ``loglik`` is the total log-likelihood of ``point``.
         """
         vector = self.model.to_vector(point)
+        # The bar for an extrapolation from here (and always finite in a checkpoint).
+        self.reference = loglik
         if self.base is None or self.jumping:
             # The first point of a run, or an accepted extrapolation: start a cycle there.
+            self.started = self.started or self.jumping
             self.base, self.point, self.fallback = vector, None, None
             return result
         base = self.base
         r = vector - base
         v = self.model.to_vector(result) - 2.0 * vector + base
-        vv = float(v @ v)
-        alpha = -np.sqrt(float(r @ r) / vv) if vv > 0.0 else -1.0
+        rr, vv = float(r @ r), float(v @ v)
+        alpha = -np.sqrt(rr / vv) if vv > 0.0 else -1.0
         alpha = float(np.clip(alpha, -self.step_max, -1.0))
+        if not (self.started or float(r @ v) <= -LINEAR_COSINE * np.sqrt(rr * vv)):
+            alpha = -1.0  # warm-up: the steps do not align yet, take the plain EM step
         if alpha == -self.step_max:
             self.step_max *= STEP_FACTOR
         candidate = self._extrapolate(base, r, v, alpha, result)
         if candidate is None:
             self.base = vector
             return result
-        self.point, self.alpha, self.reference, self.fallback = vector, alpha, loglik, result
+        self.point, self.alpha, self.fallback = vector, alpha, result
         return candidate
 
     def _extrapolate(self, base: np.ndarray, r: np.ndarray, v: np.ndarray, alpha: float, like: Any) -> Any:
@@ -138,7 +162,8 @@ class Squarem:
             "squarem_base": self.base,
             "squarem_point": self.point if self.point is not None else self.base,
             "squarem_state": np.array(
-                [_JUMP if self.jumping else _STEP, self.alpha, self.step_max, self.reference], dtype=np.float64
+                [_JUMP if self.jumping else _STEP, self.alpha, self.step_max, self.reference, float(self.started)],
+                dtype=np.float64,
             ),
         }
 
@@ -147,7 +172,10 @@ class Squarem:
 
         Returns the point to evaluate next, bitwise the one an uninterrupted run would.
         """
-        phase, alpha, step_max, reference = (float(x) for x in arrays["squarem_state"])
+        state = [float(x) for x in arrays["squarem_state"]]
+        phase, alpha, step_max, reference = state[:4]
+        # A checkpoint written before the warm-up existed continues without one.
+        self.started = bool(state[4]) if len(state) > 4 else True
         self.base, self.alpha, self.step_max, self.reference = arrays["squarem_base"], alpha, step_max, reference
         if phase != _JUMP:
             return result
