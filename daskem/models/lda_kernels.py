@@ -18,6 +18,9 @@ from numba import njit
 
 _EULER = 0.577215664901532860606512090082402431
 
+#: Below this, a word's summed exp(E[log theta] + E[log beta]) is recomputed shifted (underflow).
+_TINY = 1e-250
+
 
 @njit(nogil=True, cache=True)
 def psi(x):  # type: ignore[no-untyped-def]
@@ -139,15 +142,6 @@ def doc_updates(  # type: ignore[no-untyped-def]
                 break
         for t in range(k):
             gamma[d, t] = doc[t]
-        if with_stats:
-            for j in range(lo, hi):
-                w = indices[j]
-                norm = 0.0
-                for t in range(k):
-                    norm += exp_theta[t] * exp_beta_t[w, t]
-                ratio = data[j] / (norm + eps)
-                for t in range(k):
-                    sstats_t[w, t] += exp_theta[t] * ratio
         if with_bound:
             total = 0.0
             for t in range(k):
@@ -158,17 +152,32 @@ def doc_updates(  # type: ignore[no-untyped-def]
                 elog_theta[t] = psi(doc[t]) - psi_total
                 score += (alpha - doc[t]) * elog_theta[t] + (math.lgamma(doc[t]) - lg_alpha)
             score += lg_alpha_k - math.lgamma(total)
+        if with_stats or with_bound:
             for j in range(lo, hi):
                 w = indices[j]
-                top = -np.inf
+                # sum_t exp(E[log theta_t] + E[log beta_tw]): the update's own dot product,
+                # so a word's log-sum-exp costs one log, not k exps.
+                norm = 0.0
                 for t in range(k):
-                    work[t] = elog_theta[t] + elog_beta_t[w, t]
-                    if work[t] > top:
-                        top = work[t]
-                acc = 0.0
-                for t in range(k):
-                    acc += math.exp(work[t] - top)
-                score += data[j] * (top + math.log(acc))
+                    norm += exp_theta[t] * exp_beta_t[w, t]
+                if with_stats:
+                    ratio = data[j] / (norm + eps)
+                    for t in range(k):
+                        sstats_t[w, t] += exp_theta[t] * ratio
+                if with_bound:
+                    if norm > _TINY:
+                        score += data[j] * math.log(norm)
+                    else:  # underflow of the products: the shifted log-sum-exp
+                        top = -np.inf
+                        for t in range(k):
+                            work[t] = elog_theta[t] + elog_beta_t[w, t]
+                            if work[t] > top:
+                                top = work[t]
+                        acc = 0.0
+                        for t in range(k):
+                            acc += math.exp(work[t] - top)
+                        score += data[j] * (top + math.log(acc))
+        if with_bound:
             bound[d] = score
 
 
