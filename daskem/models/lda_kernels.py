@@ -68,6 +68,21 @@ def topic_word_bound(components, elog_beta, prior):  # type: ignore[no-untyped-d
     return score
 
 
+@njit(nogil=True, cache=True, inline="always")
+def add_word_ratios(indices, data, lo, hi, theta, beta_t, eps, work):  # type: ignore[no-untyped-def]
+    """``work += sum_j n_j beta_t[w_j] / (theta . beta_t[w_j] + eps)`` over a document's words
+    ``lo:hi``: the update both kernels share (inlined, so it runs under the caller's flags)."""
+    k = theta.shape[0]
+    for j in range(lo, hi):
+        w = indices[j]
+        norm = 0.0
+        for t in range(k):
+            norm += theta[t] * beta_t[w, t]
+        ratio = data[j] / (norm + eps)
+        for t in range(k):
+            work[t] += ratio * beta_t[w, t]
+
+
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
 def doc_updates(  # type: ignore[no-untyped-def]
     indptr, indices, data, exp_beta_t, elog_beta_t, alpha, max_iter, tol, eps, sstats_t, gamma, bound
@@ -121,14 +136,7 @@ def doc_updates(  # type: ignore[no-untyped-def]
             for t in range(k):
                 last[t] = doc[t]
                 work[t] = 0.0
-            for j in range(lo, hi):
-                w = indices[j]
-                norm = 0.0
-                for t in range(k):
-                    norm += exp_theta[t] * exp_beta_t[w, t]
-                ratio = data[j] / (norm + eps)
-                for t in range(k):
-                    work[t] += ratio * exp_beta_t[w, t]
+            add_word_ratios(indices, data, lo, hi, exp_theta, exp_beta_t, eps, work)
             total = 0.0
             for t in range(k):
                 doc[t] = exp_theta[t] * work[t] + alpha
@@ -229,14 +237,7 @@ def map_doc_updates(indptr, indices, data, beta_t, alpha, max_iter, tol, sstats_
             for _ in range(max_iter):
                 for t in range(k):
                     work[t] = 0.0
-                for j in range(lo, hi):
-                    w = indices[j]
-                    norm = 0.0
-                    for t in range(k):
-                        norm += doc[t] * beta_t[w, t]
-                    ratio = data[j] / norm
-                    for t in range(k):
-                        work[t] += ratio * beta_t[w, t]
+                add_word_ratios(indices, data, lo, hi, doc, beta_t, 0.0, work)
                 change = 0.0
                 for t in range(k):
                     new = (doc[t] * work[t] + alpha - 1.0) / denom
