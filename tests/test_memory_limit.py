@@ -37,6 +37,14 @@ USE = re.compile(r"Use --memory-limit (\d+)MiB \(or more\)")
 
 FIT = ["-k", "3", "--max-iter", "5", "--seed", "0", "--progress", "none"]
 
+#: Workers that may neither spill to disk nor be restarted by their nanny: cached data
+#: larger than the pause threshold can only pause them, whatever a worker's baseline.
+PAUSE_ONLY = {
+    "distributed.worker.memory.target": False,
+    "distributed.worker.memory.spill": False,
+    "distributed.worker.memory.terminate": False,
+}
+
 
 def _words(text: str) -> str:
     return " ".join(text.split())
@@ -115,19 +123,19 @@ def test_the_limit_the_message_names_fits(small_zarr):
 
 @pytest.mark.timeout(ENDS_WITHIN_SECONDS)
 def test_fit_whose_workers_pause_ends_with_a_message(tmp_path, monkeypatch):
-    """544 MiB passes the start-up check (1.3 MB blocks), but the cached data (205 MB on
+    """544 MiB passes the start-up check (2.6 MB blocks), but the cached data (410 MB on
     one worker that may not spill them to disk) take the worker over its pause threshold
-    and below its restart threshold: the fit used to wait forever.
+    (435 MiB, whatever the worker's own baseline on the machine running the tests), and
+    its nanny may not restart it: the fit used to wait forever.
 
     In this process: the workers' configuration is this process's (a nanny hands its
     own to its worker), and the stall is reported after 2 s of pause instead of the
     command's 30 s (``paused_seconds``, a tuning, not what is tested here)."""
     monkeypatch.setattr(worker_memory, "watch_worker_memory", functools.partial(watch_worker_memory, paused_seconds=2))
     path = tmp_path / "cached.zarr"
-    write_mixture_zarr(path, 1_600_000, 16, 3, seed=0, chunk_rows=10_000)
+    write_mixture_zarr(path, 3_200_000, 16, 3, seed=0, chunk_rows=20_000)
     start = time.monotonic()
-    no_spilling = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False}
-    with dask.config.set(no_spilling):
+    with dask.config.set(PAUSE_ONLY):
         result = invoke_cli("fit", path, *FIT, "--workers", "1", "--cache", "yes", "--memory-limit", "544MiB")
     elapsed = time.monotonic() - start
     assert result.returncode == 1, result.stderr
@@ -224,10 +232,9 @@ def test_python_fit_whose_workers_pause_raises_instead_of_hanging(tmp_path, monk
 
     monkeypatch.setattr(session_module, "watch_worker_memory", functools.partial(watch_worker_memory, paused_seconds=2))
     path = tmp_path / "cached.zarr"
-    write_mixture_zarr(path, 1_600_000, 16, 3, seed=0, chunk_rows=10_000)
-    no_spilling = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False}
+    write_mixture_zarr(path, 3_200_000, 16, 3, seed=0, chunk_rows=20_000)
     with (
-        dask.config.set(no_spilling),
+        dask.config.set(PAUSE_ONLY),
         LocalCluster(
             n_workers=1, threads_per_worker=1, memory_limit="544MiB", host="127.0.0.1", dashboard_address=":0"
         ) as cluster,
