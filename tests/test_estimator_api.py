@@ -175,6 +175,12 @@ def test_params_round_trip():
         "overwrite_checkpoint",
         "cache",
         "missing",
+        "schedule",
+        "step_blocks",
+        "learning_decay",
+        "learning_offset",
+        "average",
+        "shuffle",
     }
     twin = clone(gm)
     assert twin is not gm

@@ -742,6 +742,12 @@ class PoissonEmission:
     def combine(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a + b
 
+    def recentre(self, stats: np.ndarray, like: np.ndarray) -> np.ndarray:
+        return stats  # counts have no reference point
+
+    def scale(self, stats: np.ndarray, factor: float) -> np.ndarray:
+        return stats * factor
+
     def m_step(self, stats: np.ndarray, params: PoissonRates, update: str) -> PoissonRates:
         return PoissonRates(stats[1] / stats[0]) if "r" in update else params
 

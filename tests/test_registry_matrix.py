@@ -18,6 +18,11 @@ resume, plot and inspect in this process through Click's runner):
 4. ``daskem plot`` writes one non-blank PNG per figure (the history and the model's own);
 5. ``daskem.load`` gives predictions and scores on the data equal to the estimator's.
 
+Besides one case per model, the schedules of :data:`SCHEDULED` (``--schedule``, with
+two blocks per step so that an iteration makes an M-step inside it; the kill comes after
+the first iteration's commit, the resume reads the schedule's state) run through the
+same steps, as the cases ``MODEL-SCHEDULE``.
+
 ``--workers 0`` (threads) throughout: no cluster is under test here.
 """
 
@@ -59,6 +64,13 @@ KILLED_MAX_ITER, MAX_ITER = 6, 7
 SETTINGS = {"tol": 0.0, "random_state": 0, "split_every": 2}
 ITERATION_LINE = re.compile(r"^iteration +(\d+)  ")
 ENTRIES = registry.entries()
+#: Schedules other than batch run as cases of their own (few: the matrix's time matters).
+SCHEDULED = {"gmm": ("online", "incremental")}
+SCHEDULE_ARGS = ("--step-blocks", "2")
+#: The cases: (name, entry, schedule or None).
+CASES = [(entry.name, entry, None) for entry in ENTRIES] + [
+    (f"{entry.name}-{schedule}", entry, schedule) for entry in ENTRIES for schedule in SCHEDULED.get(entry.name, ())
+]
 
 
 def _environ(**extra):
@@ -98,15 +110,19 @@ def _data(entry, root):
     return store, (np.array(LENGTHS) if takes_lengths else None)
 
 
-def _kill_after_first_iteration(command):
-    """Start ``command``, SIGKILL its process group once the first iteration line appears."""
+def _kill_after_first_iteration(command, write_delay="0.1"):
+    """Start ``command``, SIGKILL its process group once the first iteration line appears.
+
+    The commits are slowed by ``write_delay`` seconds per array (None: not slowed; the
+    schedules commit after every M-step, several per iteration, which is slow enough).
+    """
     proc = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         bufsize=1,
-        env=_environ(**{WRITE_DELAY_ENV: "0.1"}),
+        env=_environ(**({} if write_delay is None else {WRITE_DELAY_ENV: write_delay})),
         start_new_session=True,
     )
     watchdog = threading.Timer(120, lambda: os.killpg(proc.pid, signal.SIGKILL))
@@ -125,11 +141,14 @@ def _kill_after_first_iteration(command):
     assert proc.returncode == -signal.SIGKILL, "the fit ended before it was killed:\n" + "".join(lines)
 
 
-def _arguments(entry, root, lengths):
+def _arguments(entry, root, lengths, schedule=None):
     """The ``daskem fit`` options of the matrix and the constructor parameters they mean."""
     args = ["--model", entry.name, "--tol", "0", "--seed", "0", "--split-every", "2", "--workers", "0"]
     params = {entry.param(name): value for name, value in SETTINGS.items()}
     params[entry.param("max_iter")] = MAX_ITER
+    if schedule is not None:
+        args += ["--schedule", schedule, *SCHEDULE_ARGS]
+        params.update(schedule=schedule, step_blocks=int(SCHEDULE_ARGS[1]))
     k = _option(entry, lambda o: "-k" in o.flags)
     if k is not None:
         args += ["-k", str(K)]
@@ -140,11 +159,12 @@ def _arguments(entry, root, lengths):
     return args, params
 
 
-def _command_line(entry, root, store, args):
+def _command_line(entry, root, store, args, schedule=None):
     """fit, killed mid-fit, as a ``daskem`` process."""
     ckpt = root / "run.zarr"
     _kill_after_first_iteration(
-        list(map(str, [DASKEM, "fit", store, *args, "--max-iter", KILLED_MAX_ITER, "--checkpoint", ckpt]))
+        list(map(str, [DASKEM, "fit", store, *args, "--max-iter", KILLED_MAX_ITER, "--checkpoint", ckpt])),
+        write_delay="0.1" if schedule is None else None,
     )
     _, killed = default_run(Checkpoint(str(ckpt)))
     return {"killed": killed}
@@ -179,22 +199,29 @@ def cases(tmp_path_factory):
     oracles one after the other, so the matrix takes about its CPU time over the cores.
     """
     prepared = {}
-    for entry in ENTRIES:
-        root = tmp_path_factory.mktemp(entry.name)
+    for name, entry, schedule in CASES:
+        root = tmp_path_factory.mktemp(name)
         store, lengths = _data(entry, root)
-        prepared[entry.name] = (entry, root, store, lengths, *_arguments(entry, root, lengths))
+        prepared[name] = (entry, root, store, lengths, schedule, *_arguments(entry, root, lengths, schedule))
     with ThreadPoolExecutor(max_workers=3) as pool:
         runs = {
-            name: pool.submit(_command_line, entry, root, store, args)
-            for name, (entry, root, store, _, args, _) in prepared.items()
+            name: pool.submit(_command_line, entry, root, store, args, schedule)
+            for name, (entry, root, store, _, schedule, args, _) in prepared.items()
         }
         found = {}
-        for name, (entry, root, store, lengths, _, params) in prepared.items():
+        for name, (entry, root, store, lengths, _, _, params) in prepared.items():
             source = daskem.as_source(str(store), lengths=lengths)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)  # a few iterations, on purpose
                 oracle = entry.estimator(**params).fit(source)
-            found[name] = {"entry": entry, "root": root, "store": store, "source": source, "oracle": oracle}
+            found[name] = {
+                "entry": entry,
+                "root": root,
+                "store": store,
+                "source": source,
+                "oracle": oracle,
+                "schedule": prepared[name][4],
+            }
         for name, run in runs.items():
             found[name]["run"] = run.exception() or run.result()
     # Not in the pool's threads: the in-process runner changes this process's state.
@@ -215,9 +242,9 @@ def _case(cases, name):
     return {**found, **found["run"]}
 
 
-@pytest.fixture(params=[entry.name for entry in ENTRIES])
+@pytest.fixture(params=[name for name, _, _ in CASES])
 def case(request, cases):
-    """One model: its oracle and what the ``daskem`` command did with it."""
+    """One model (or a model under a schedule): its oracle and what the ``daskem`` command did with it."""
     return _case(cases, request.param)
 
 
@@ -277,6 +304,17 @@ def test_inspect_json_reports_the_fit(case):
     assert fitted["values"] == json.loads(json.dumps(expected.values))
 
 
+def test_inspect_json_reports_the_schedule(case):
+    schedule = case["schedule"]
+    for summary in (case["inspected"], case["inspected_file"]):
+        if schedule is None:
+            assert summary["schedule"] is None
+        else:
+            assert summary["schedule"]["name"] == schedule
+            assert summary["schedule"]["step_blocks"] == int(SCHEDULE_ARGS[1])
+    assert case["inspected"]["runs"][0].get("position") is None  # the fit ended between iterations
+
+
 def test_inspect_json_reads_the_model_file(case):
     entry, oracle, summary = case["entry"], case["oracle"], case["inspected_file"]
     assert summary["kind"] == "model"
@@ -305,8 +343,8 @@ def test_plot_writes_a_non_blank_png_per_figure(case):
 @pytest.mark.parametrize(
     ("name", "method"),
     [
-        (entry.name, method)
-        for entry in ENTRIES
+        (name, method)
+        for name, entry, _ in CASES
         for method in ("predict", "transform", "score")
         if hasattr(entry.estimator, method)
     ],

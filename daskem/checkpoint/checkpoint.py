@@ -6,11 +6,13 @@ Layout::
                                    spec, data fingerprint, fit configuration, random state,
                                    estimator (kind + hyperparameters). Written once.
       runs/<r>/                    one EM run (initialisation r of n_init)
-        iterations/<n>/            state after n iterations: parameter arrays and the
-                                   history arrays (log_likelihood, change, seconds,
-                                   passes), all float64; engine state (accelerator);
-                                   attrs["daskem_iteration"] = {iteration, converged,
-                                   finished, pruned, digests} written LAST
+        iterations/<n>/            state after n iterations (or n steps of a schedule
+                                   that commits between iterations: then "step" = n):
+                                   parameter arrays and the history arrays
+                                   (log_likelihood, change, seconds, passes), all
+                                   float64; engine state (accelerator, schedule);
+                                   attrs["daskem_iteration"] = {iteration, [step],
+                                   converged, finished, pruned, digests} written LAST
         pointer/                   attrs["daskem_pointer"] = {"iteration": n}, written after
                                    the iteration group is complete
 
@@ -142,6 +144,11 @@ class CheckpointState:
         The stopping rules the run was fitted under: ``(from_iteration, tol, max_iter)``,
         one entry per change (a converged fit resumed with a smaller ``tol`` or a larger
         ``max_iter`` continues under the new rule from the iteration it had reached).
+    step : int, optional
+        The commit's number when a run commits between iterations (the steps of the
+        incremental and online schedules, :mod:`daskem.em.schedules`): iterations are then
+        stored by step, increasing, so a commit in the middle of an iteration never
+        replaces the previous one. None: the iteration is the commit's number.
     """
 
     iteration: int
@@ -152,6 +159,12 @@ class CheckpointState:
     pruned: bool = False
     passes: int = 0
     rules: tuple[tuple[int, float, int], ...] = ()
+    step: int | None = None
+
+    @property
+    def key(self) -> int:
+        """The number the commit is stored under: ``step``, else ``iteration``."""
+        return self.iteration if self.step is None else self.step
 
 
 def _digest(value: np.ndarray) -> str:
@@ -384,11 +397,17 @@ class CheckpointRun:
             if not np.all(np.isfinite(finite)):
                 raise StoreError(f"{where}: array {name!r} holds NaN or infinite values")
         history = {f: arrays.pop(f"history_{f}") for f in HISTORY_FIELDS}
-        if history["log_likelihood"].shape != (iteration,):
-            raise StoreError(f"{where}: history has {history['log_likelihood'].shape[0]} entries, expected {iteration}")
+        records = int(info["iteration"])
+        step = info.get("step")
+        if (iteration if step is None else step) != iteration or history["log_likelihood"].shape != (records,):
+            raise StoreError(
+                f"{where}: history has {history['log_likelihood'].shape[0]} entries, expected {records} (stored as "
+                f"{'iteration' if step is None else 'step'} {iteration})"
+            )
         recorded = history["passes"]
         return CheckpointState(
-            iteration=int(info["iteration"]),
+            iteration=records,
+            step=None if step is None else int(step),
             params=arrays,
             history=history,
             converged=bool(info["converged"]),
@@ -432,13 +451,14 @@ class CheckpointRun:
         delay = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
         arrays = dict(state.params)
         arrays.update({f"history_{f}": np.asarray(state.history[f], dtype=np.float64) for f in HISTORY_FIELDS})
-        group = self.checkpoint._group(f"{self.path}/iterations/{state.iteration}", mode="w")
+        group = self.checkpoint._group(f"{self.path}/iterations/{state.key}", mode="w")
         for name, value in arrays.items():
             write_float_array(group, name, value)
             if delay:
                 time.sleep(delay)
         group.attrs[ITERATION_KEY] = {
             "iteration": state.iteration,
+            **({} if state.step is None else {"step": state.step}),
             "converged": state.converged,
             "finished": state.finished,
             "pruned": state.pruned,
@@ -446,11 +466,11 @@ class CheckpointRun:
             "rules": [list(rule) for rule in state.rules],
             "digests": {name: _digest(value) for name, value in arrays.items()},
         }
-        self.checkpoint._group(f"{self.path}/pointer", mode="w").attrs[POINTER_KEY] = {"iteration": state.iteration}
+        self.checkpoint._group(f"{self.path}/pointer", mode="w").attrs[POINTER_KEY] = {"iteration": state.key}
         # Keep the newest keep_last iterations up to this one; anything newer is a leftover
         # of an interrupted or damaged commit that this one supersedes.
         iterations = self.iterations()
-        keep = [i for i in iterations if i <= state.iteration][-keep_last:]
+        keep = [i for i in iterations if i <= state.key][-keep_last:]
         for old in iterations:
             if old not in keep:
                 self.checkpoint._remove(f"{self.path}/iterations/{old}")

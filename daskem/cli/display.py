@@ -40,6 +40,10 @@ def remaining_iterations(history: list[IterationRecord], tol: float, max_iter: i
 
 PROGRESS_MODES = ("auto", "bar", "lines", "jsonl", "none")
 
+#: What an iteration of a schedule is called (:mod:`daskem.em.schedules`); batch and
+#: stochastic EM make one M-step per iteration and emit no "step" events.
+ITERATION_UNITS = {"online": "epoch", "incremental": "sweep"}
+
 
 class IterationDisplay:
     """Progress of a fit: its phase (initialising: pass i of n, fitting) and every EM iteration.
@@ -49,6 +53,13 @@ class IterationDisplay:
     (``none``); ``auto`` is a bar on a terminal and lines otherwise. Everything goes to
     the console (stderr). The instance is both the fit's ``callback`` (iteration records)
     and the listener of :func:`daskem.em.progress.reporting_progress` (:meth:`event`).
+
+    Under the incremental and online schedules an iteration (a sweep, an epoch) makes an
+    M-step every few blocks: the bar shows the position (``epoch 2, block 37/120``) and
+    advances by the blocks read; ``lines`` and ``jsonl`` show the first step of every
+    iteration and then a step whenever another tenth of the blocks has been read (at most
+    ten per iteration however many blocks there are), not the last one (the iteration's
+    own line follows it).
     """
 
     def __init__(self, console: Console, est: Any, mode: str) -> None:
@@ -59,6 +70,9 @@ class IterationDisplay:
         self.mode = ("bar" if console.is_terminal else "lines") if mode == "auto" else mode
         self.history: dict[int, list[IterationRecord]] = {}
         self.resumed: int | None = None
+        self.schedule = str(getattr(est, "schedule", "batch"))
+        self.unit = ITERATION_UNITS.get(self.schedule, "iteration")
+        self.shown_step: tuple[int, int] = (0, -1)  # (iteration, tenth of its blocks) of the last step shown
         self.progress = Progress(
             TextColumn("[bold]{task.fields[phase]}[/bold]"),
             BarColumn(),
@@ -107,6 +121,9 @@ class IterationDisplay:
         if event.phase == "note":
             self._say(event.message, {"event": "note", "run": event.run, "message": event.message})
             return
+        if event.phase == "step":
+            self.step(event)
+            return
         if event.phase == "fitting" and event.passes:
             return  # the iteration records show these passes
         of = f" of at most {event.total}" if event.total is not None else ""
@@ -115,6 +132,34 @@ class IterationDisplay:
             self.progress.update(self.task, phase=label)
         else:
             self._say(label, {"event": "phase", "phase": event.phase, "passes": event.passes, "total": event.total})
+
+    def step(self, event: FitEvent) -> None:
+        """Show an M-step inside an iteration: the sweep or epoch and the blocks read in it."""
+        blocks = max(event.blocks, 1)
+        label = f"{self.unit} {event.iteration}, block {event.step}/{event.blocks}"
+        if self.mode == "bar":
+            self.progress.update(self.task, phase=label, completed=event.iteration - 1 + min(event.step / blocks, 1.0))
+            return
+        tenth = event.step * 10 // blocks
+        last_iteration, last_tenth = self.shown_step
+        if event.step >= event.blocks or (event.iteration == last_iteration and tenth <= last_tenth):
+            return
+        self.shown_step = (event.iteration, tenth)
+        if self.mode == "lines":
+            self.console.print(
+                f"{self.unit} {event.iteration:4d}  block {event.step}/{event.blocks}  passes {event.passes}",
+                highlight=False,
+            )
+        elif self.mode == "jsonl":
+            entry = {
+                "event": "step",
+                "schedule": self.schedule,
+                "iteration": event.iteration,
+                "step": event.step,
+                "blocks": event.blocks,
+                "passes": event.passes,
+            }
+            self.console.out(json.dumps(entry), highlight=False)
 
     def __call__(self, record: IterationRecord, params: Any) -> None:
         history = self.history.setdefault(record.run, [])

@@ -22,11 +22,13 @@ from daskem.cli.display import IterationDisplay, print_summary
 from daskem.cli.options import (
     CACHE_CHOICES,
     ENGINE_PARAMS,
+    SCHEDULE_PARAMS,
     ModelCommand,
     engine_arguments,
     fit_params,
     model_arguments,
     model_option_names,
+    schedule_arguments,
     source_kwargs,
     source_options,
 )
@@ -58,9 +60,12 @@ def _committed(checkpoint: str | None) -> str:
     committed = [s.iteration for s in states if s is not None]
     if not committed:
         return "no iteration was committed yet"
+    # The incremental and online schedules also commit between the M-steps of an iteration.
+    steps = [s.step for s in states if s is not None and s.step]
+    step = f" (and M-step {max(steps)} of the schedule)" if steps else ""
     if max(committed) == 0:
-        return "the initial parameters are committed (iteration 0)"
-    return f"the last committed iteration is {max(committed)}"
+        return f"the initial parameters are committed (iteration 0){step}"
+    return f"the last committed iteration is {max(committed)}{step}"
 
 
 def _continue_hint(checkpoint: str | None, choice: ClusterChoice, when: str = "") -> str:
@@ -197,6 +202,12 @@ def fit(data: str, model: str, **values: Any) -> None:
     the store on every iteration (--cache to choose). With --checkpoint, the fit survives
     being killed: run the same command (or `daskem resume RUN.zarr`) and it continues
     from the last committed iteration.
+
+    --schedule incremental|online|stochastic (models with a schedule) reads some blocks
+    per M-step instead of all of them: --step-blocks, --learning-decay, --learning-offset,
+    --average and --no-shuffle are its settings. Checkpoints of the incremental and online
+    schedules are also committed inside an iteration (every --checkpoint-every steps), so
+    a killed fit resumes mid-epoch.
     """
     from daskem import registry
     from daskem.errors import DaskemError
@@ -204,12 +215,15 @@ def fit(data: str, model: str, **values: Any) -> None:
     entry = registry.get(model)
     given = {name: values.pop(name) for name in model_option_names()}
     engine = {name: values.pop(name) for name in ENGINE_PARAMS}
+    schedule = schedule_arguments(entry, {name: values.pop(name) for name in SCHEDULE_PARAMS})
     source = source_kwargs(*(values.pop(name) for name in ("variable", "columns", "dataset", "chunk_rows")))
     try:
         params, reading = model_arguments(entry, given)
     except DaskemError as err:
         raise click.ClickException(str(err)) from None
-    est = entry.estimator(**params, **engine_arguments(entry, engine), cache=CACHE_CHOICES[values.pop("cache")])
+    est = entry.estimator(
+        **params, **engine_arguments(entry, engine), **schedule, cache=CACHE_CHOICES[values.pop("cache")]
+    )
     run_fit(est, entry, data, {**source, **reading}, **values)
 
 
@@ -232,7 +246,9 @@ def resume(run: str, data: str | None, max_iter: int | None, tol: float | None, 
     The model, its hyperparameters and the data location (with the reading options and
     the sequence lengths of sequence models) come from the checkpoint; where the fit runs
     (--scheduler, --workers, ...) is chosen here. The fit continues from the newest
-    committed iteration and ends exactly as an uninterrupted fit would have. With a
+    committed iteration (for the incremental and online schedules, the committed step
+    inside a sweep or epoch: the schedule and its state are in the checkpoint) and ends
+    exactly as an uninterrupted fit would have. With a
     smaller --tol or a larger --max-iter than the checkpoint's, a finished fit continues
     under the new stopping rule (recorded in the checkpoint).
     """

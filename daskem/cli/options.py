@@ -38,6 +38,77 @@ ENGINE_PARAMS = {
 #: ``--cache`` as the estimators' ``cache`` parameter.
 CACHE_CHOICES: dict[str, str | bool] = {"auto": "auto", "yes": True, "no": False}
 
+#: The schedule options (:mod:`daskem.em.schedules`): the constructor parameter each one
+#: sets. Like the engine's options they are declared once for every model, and apply to
+#: the models whose estimator takes the parameter (``--learning-decay`` and
+#: ``--learning-offset`` also set LDA's online learning rate, which has the same form).
+SCHEDULE_PARAMS = {
+    "schedule": "schedule",
+    "step_blocks": "step_blocks",
+    "learning_decay": "learning_decay",
+    "learning_offset": "learning_offset",
+    "average": "average",
+    "no_shuffle": "shuffle",
+}
+
+#: The schedules that read each schedule setting (for a model with a ``schedule`` parameter).
+SCHEDULE_SETTINGS = {
+    "step_blocks": ("incremental", "online"),
+    "learning_decay": ("online",),
+    "learning_offset": ("online",),
+    "average": ("online", "stochastic"),
+    "no_shuffle": ("online",),
+}
+
+
+class AverageType(click.ParamType):
+    """``--average``: ``no`` (False), ``half`` (True: the second half) or a count ``N >= 0``."""
+
+    name = "no|half|N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bool | int:
+        """The estimators' ``average`` from the text given (a usage error naming the spellings)."""
+        if isinstance(value, bool | int):
+            return value
+        text = str(value).strip().lower()
+        if text == "no":
+            return False
+        if text == "half":
+            return True
+        try:
+            count = int(text)
+        except ValueError:
+            count = -1
+        if count < 0:
+            self.fail(
+                f"{value!r} is not one of: no (report the last parameters), half (average over the second half of "
+                "the steps or iterations), or a count N >= 0 (average over those after the first N).",
+                param,
+                ctx,
+            )
+        return count
+
+
+class LearningDecayType(click.ParamType):
+    """``--learning-decay``: a float in (0.5, 1]."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        """The decay, refused outside (0.5, 1] with the reason."""
+        try:
+            decay = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number: give a decay in (0.5, 1], e.g. 0.6.", param, ctx)
+        if not 0.5 < decay <= 1.0:
+            self.fail(
+                f"{value!r} is not in (0.5, 1]: the step sizes (t + offset)^-decay must sum to infinity and their "
+                "squares must not. Give a decay in (0.5, 1], e.g. 0.6.",
+                param,
+                ctx,
+            )
+        return decay
+
 
 class ModelCommand(click.Command):
     """A command whose model options are built on first use, from the registry.
@@ -144,7 +215,127 @@ def fit_params() -> list[click.Parameter]:
                 help=f"{first.help} [{where}]",
             )
         )
-    return [*params, *_engine_params(entries, tuple(a for a in ACCELERATIONS if a is not None))]
+    return [
+        *params,
+        *_engine_params(entries, tuple(a for a in ACCELERATIONS if a is not None)),
+        *schedule_options(entries),
+    ]
+
+
+def takes(entry: ModelEntry, param: str) -> bool:
+    """Whether the estimator of ``entry`` has the constructor parameter ``param``."""
+    import inspect
+
+    return param in inspect.signature(entry.estimator).parameters
+
+
+def schedule_options(entries: tuple[ModelEntry, ...]) -> list[click.Parameter]:
+    """``--schedule`` and its settings (:mod:`daskem.em.schedules`), for the models that take them."""
+    from daskem.em.schedules import SCHEDULES
+
+    def users(param: str) -> str:
+        return ", ".join(entry.name for entry in entries if takes(entry, param)) or "none"
+
+    def defaults(param: str) -> str:
+        return engine_defaults(tuple(e for e in entries if takes(e, param)), param) or "none"
+
+    return [
+        click.Option(
+            ["--schedule"],
+            type=click.Choice(SCHEDULES),
+            default=None,
+            help="Which blocks each M-step reads: batch (all, every iteration: EM), incremental (a step re-reads "
+            "--step-blocks blocks and replaces their statistics; an iteration is a sweep), online (running "
+            "statistics with step sizes (t + offset)^-decay; an iteration is an epoch), stochastic (drawn "
+            "components, a chain of --max-iter iterations). Not batch: one initialisation, no --accelerate "
+            f"[models: {users('schedule')}; default: batch].",
+        ),
+        click.Option(
+            ["--step-blocks"],
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="N",
+            help="Blocks (chunks of --chunk-rows rows) read per step of the incremental and online schedules "
+            "[default: incremental a quarter of the blocks, online 1].",
+        ),
+        click.Option(
+            ["--learning-decay"],
+            type=LearningDecayType(),
+            default=None,
+            help="Online step sizes (t + offset)^-decay: the decay, in (0.5, 1] "
+            f"[default: {defaults('learning_decay')}].",
+        ),
+        click.Option(
+            ["--learning-offset"],
+            type=click.FloatRange(min=0.0),
+            default=None,
+            help=f"Online step sizes (t + offset)^-decay: the offset, >= 0 [default: {defaults('learning_offset')}].",
+        ),
+        click.Option(
+            ["--average"],
+            type=AverageType(),
+            default=None,
+            metavar="no|half|N",
+            help="Online and stochastic schedules: report the parameters' average (Polyak-Ruppert; the chain's "
+            "mean) over the steps (online) or iterations (stochastic) after the first N, or over the second half "
+            "of them (half), instead of the last parameters (no) [default: no].",
+        ),
+        click.Option(
+            ["--no-shuffle"],
+            is_flag=True,
+            default=None,
+            help="Online schedule: visit the blocks in order every epoch (default: a new seeded order per epoch).",
+        ),
+    ]
+
+
+def schedule_arguments(entry: ModelEntry, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor keywords of the schedule options given (:data:`SCHEDULE_PARAMS`).
+
+    Parameters
+    ----------
+    entry : ModelEntry
+        The model chosen with ``--model``.
+    given : mapping
+        The schedule options' values by name; None (``--no-shuffle``: False) where not given.
+
+    Returns
+    -------
+    dict
+        ``schedule``, ``step_blocks``, ... as the estimator takes them.
+
+    Raises
+    ------
+    click.UsageError
+        An option the model's estimator does not take (naming the models that take it and
+        the model's own options), or a setting that the schedule chosen does not read.
+    """
+    from daskem import registry
+
+    out: dict[str, Any] = {}
+    chosen = {name: value for name, value in given.items() if value is not None and value is not False}
+    for name, value in chosen.items():
+        param = SCHEDULE_PARAMS[name]
+        flag = "--" + name.replace("_", "-")
+        if not takes(entry, param):
+            users = [e.name for e in registry.entries() if takes(e, param)]
+            own = ", ".join(o.flags[0] for o in entry.options) or "none besides the engine's"
+            raise click.UsageError(
+                f"{flag} does not apply to --model {entry.name}: {entry.estimator.__name__} has no {param!r} "
+                f"parameter (the models that take it: {', '.join(users)}). The options of {entry.name}: {own}."
+            )
+        out[param] = False if name == "no_shuffle" else value
+    if takes(entry, "schedule"):
+        schedule = chosen.get("schedule", entry.estimator_default("schedule"))
+        for name in chosen:
+            reading = SCHEDULE_SETTINGS.get(name)
+            if reading is not None and schedule not in reading:
+                flag = "--" + name.replace("_", "-")
+                raise click.UsageError(
+                    f"{flag} is a setting of --schedule {' or '.join(reading)}; it has no effect with --schedule "
+                    f"{schedule}. Add --schedule {reading[0]}, or drop {flag}."
+                )
+    return out
 
 
 def stopping_options(entries: tuple[ModelEntry, ...], min_iter: int, tol_rule: str) -> list[click.Parameter]:
@@ -191,7 +382,7 @@ def _engine_params(entries: tuple[ModelEntry, ...], accelerations: tuple[str, ..
             type=click.IntRange(min=1),
             default=1,
             show_default=True,
-            help="Iterations between commits.",
+            help="Iterations between commits (incremental and online schedules: M-steps, inside iterations too).",
         ),
         click.Option(
             ["--keep-last"], type=click.IntRange(min=1), default=2, show_default=True, help="Committed iterations kept."

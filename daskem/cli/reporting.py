@@ -64,11 +64,14 @@ def inspect(run: str, as_json: bool) -> None:
         f"data       {data['shape'][0]:,} x {data['shape'][1]} {data['dtype']} from {summary['location'] or 'memory'}",
         highlight=False,
     )
+    if summary["schedule"] is not None:
+        out.print(f"schedule   {schedule_text(summary['schedule'])}", highlight=False)
     for entry in summary["runs"]:
         state = "converged" if entry["converged"] else ("finished" if entry["finished"] else "in progress")
         out.print(
             f"run {entry['run']}      {entry['iterations']} iterations, {state}, "
-            f"last log-likelihood {entry['log_likelihood']}, kept iterations {entry['kept']}",
+            f"last log-likelihood {entry['log_likelihood']}, kept iterations {entry['kept']}"
+            + position_text(entry.get("position")),
             highlight=False,
         )
     table = Table(title=f"history of run {summary['shown_run']}")
@@ -84,17 +87,73 @@ def inspect(run: str, as_json: bool) -> None:
         print_model(out, where, fitted["columns"], fitted["rows"], fitted["notes"])
 
 
+#: What an iteration of a schedule is called, and what reads its blocks in order.
+_UNITS = {"online": "epoch", "incremental": "sweep"}
+
+
+def schedule_text(schedule: dict[str, Any]) -> str:
+    """A schedule's configuration (a checkpoint's ``config.schedule``) on one line: its name and settings."""
+    settings = ", ".join(f"{k}={v}" for k, v in schedule.items() if k != "name")
+    return f"{schedule['name']} ({settings})" if settings else str(schedule["name"])
+
+
+def position_text(position: dict[str, Any] | None) -> str:
+    """Where a run committed inside a sweep or epoch, in words ('' when it committed between iterations)."""
+    if position is None:
+        return ""
+    of = f"/{position['blocks']}" if position["blocks"] else ""
+    return (
+        f"; committed inside {position['unit']} {position['iteration']} after block {position['block']}{of} "
+        f"(M-step {position['step']})"
+    )
+
+
+def _blocks(data: dict[str, Any]) -> int | None:
+    """The data's row blocks (a checkpoint's ``data.row_chunks``: ``[size, count]`` pairs)."""
+    chunks = data.get("row_chunks")
+    return sum(int(count) for _, count in chunks) if chunks else None
+
+
+def _position(state: Any, schedule: dict[str, Any] | None, blocks: int | None) -> dict[str, Any] | None:
+    """Where a commit of the incremental or online schedule stands inside its sweep or epoch.
+
+    The schedule's state array (``schedule_state``, :mod:`daskem.em.schedules`) starts
+    with the M-steps made and the blocks read in the current iteration; None for a commit
+    between iterations (no blocks read yet) and for the other schedules.
+    """
+    if schedule is None or schedule.get("name") not in _UNITS or state.step is None:
+        return None
+    values = state.params.get("schedule_state")
+    block = int(values[1]) if values is not None and len(values) > 1 else 0
+    if block <= 0 or (blocks is not None and block >= blocks):
+        return None
+    return {
+        "unit": _UNITS[schedule["name"]],
+        "iteration": state.iteration + 1,
+        "block": block,
+        "blocks": blocks,
+        "step": int(state.step),
+    }
+
+
 def checkpoint_summary(checkpoint: Any) -> dict[str, Any]:
     """What ``daskem inspect`` shows, as JSON-able data.
 
-    ``fitted`` summarises the parameters of the run a fit reports (:func:`daskem.load`'s
-    default) with the model's registry summary: its name, run, iteration, title and
-    values; None for a checkpoint without an estimator (``daskem select``,
-    ``daskem.fit_em``) or without a committed iteration.
+    ``schedule`` is the fit's schedule (:mod:`daskem.em.schedules`: its name and settings)
+    or None for batch EM; under a schedule, each run has its commit's M-``step`` and its
+    ``position``: where a run of the incremental or online schedule committed inside a
+    sweep or epoch (``unit``, the ``iteration`` in progress, the blocks read in it,
+    ``block`` of ``blocks``, and the M-``step``), None when it committed between
+    iterations. ``fitted`` summarises the parameters of the
+    run a fit reports (:func:`daskem.load`'s default) with the model's registry summary:
+    its name, run, iteration, title and values; None for a checkpoint without an
+    estimator (``daskem select``, ``daskem.fit_em``) or without a committed iteration.
     """
     import numpy as np
 
     meta = checkpoint.metadata()
+    schedule = (meta.get("config") or {}).get("schedule")
+    blocks = _blocks(meta.get("data") or {})
     runs = []
     shown: tuple[int, Any] | None = None
     for index in checkpoint.runs():
@@ -112,6 +171,8 @@ def checkpoint_summary(checkpoint: Any) -> dict[str, Any]:
                 "kept": checkpoint.run(index).iterations(),
             }
         )
+        if schedule is not None:
+            runs[-1].update(step=state.step, position=_position(state, schedule, blocks))
     history = []
     if shown is not None:
         h = shown[1].history
@@ -131,6 +192,7 @@ def checkpoint_summary(checkpoint: Any) -> dict[str, Any]:
         "model": meta["model"],
         "data": meta["data"],
         "config": meta["config"],
+        "schedule": schedule,
         "estimator": meta.get("estimator"),
         "runs": runs,
         "shown_run": shown[0] if shown else None,
@@ -143,8 +205,10 @@ def model_file_summary(path: str) -> dict[str, Any]:
     """What ``daskem inspect`` shows of a model file (``daskem fit --output``, ``save``), as JSON-able data.
 
     The estimator's hyperparameters, the fit record (data location, rows, features,
-    passes, convergence), the mean log-likelihood of every iteration, and ``fitted``: the
-    model's registry summary (as for a checkpoint, without run and iteration).
+    passes, convergence), the schedule (its name and the settings it reads, None for
+    batch EM and for an estimator without one), the mean log-likelihood of every
+    iteration, and ``fitted``: the model's registry summary (as for a checkpoint, without
+    run and iteration).
     """
     from daskem.estimators._base import load
 
@@ -171,9 +235,24 @@ def model_file_summary(path: str) -> dict[str, Any]:
             "n_features": int(est.n_features_in_),
             "lower_bound": float(est.lower_bound_),
         },
+        "schedule": _estimator_schedule(est.get_params()),
         "history": history,
         "fitted": _registry_summary(est, None, None),
     }
+
+
+def _estimator_schedule(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The schedule of an estimator's hyperparameters, as a checkpoint records it (without its seed)."""
+    from daskem.em.schedules import Schedule
+
+    name = params.get("schedule", "batch")
+    if name == "batch" or not isinstance(name, str):
+        return None
+    fields = ("step_blocks", "learning_decay", "learning_offset", "average", "shuffle")
+    schedule = Schedule(name, **{f: params[f] for f in fields if f in params})
+    config = dict(schedule.config()["schedule"])
+    config.pop("seed", None)
+    return config
 
 
 def _print_model_file(out: Console, path: str, summary: dict[str, Any]) -> None:
@@ -190,6 +269,8 @@ def _print_model_file(out: Console, path: str, summary: dict[str, Any]) -> None:
         f"mean log-likelihood {fit['lower_bound']}",
         highlight=False,
     )
+    if summary["schedule"] is not None:
+        out.print(f"schedule   {schedule_text(summary['schedule'])}", highlight=False)
     fitted = summary["fitted"]
     print_model(out, fitted["title"], fitted["columns"], fitted["rows"], fitted["notes"])
 

@@ -49,15 +49,29 @@ def _combine_all(model: Any, *parts: Any) -> Any:
     return functools.reduce(model.combine, parts)
 
 
-def tree_top(model: Any, parts: Sequence[Any], split_every: int) -> list[Any]:
-    """The tree of :func:`tree_reduce` without its root: at most ``split_every`` delayed parts
-    whose left fold (``functools.reduce(model.combine, ...)``) is the root's value."""
+def _tree_levels(parts: Sequence[Any], split_every: int, join: Callable[[list[Any]], Any]) -> list[Any]:
+    """The levels of the reduction tree, the root's inputs returned: at most ``split_every``."""
     level = list(parts)
     while len(level) > split_every:
         groups = [level[i : i + split_every] for i in range(0, len(level), split_every)]
-        # A lone leftover moves up a level as it is: no single-input combine task.
-        level = [g[0] if len(g) == 1 else dask.delayed(_combine_all, pure=True)(model, *g) for g in groups]
+        # A lone leftover moves up a level as it is: no single-input combine.
+        level = [g[0] if len(g) == 1 else join(g) for g in groups]
     return level
+
+
+def tree_top(model: Any, parts: Sequence[Any], split_every: int) -> list[Any]:
+    """The tree of :func:`tree_reduce` without its root: at most ``split_every`` delayed parts
+    whose left fold (``functools.reduce(model.combine, ...)``) is the root's value."""
+    return _tree_levels(parts, split_every, lambda g: dask.delayed(_combine_all, pure=True)(model, *g))
+
+
+def fold_tree(combine: Callable[[Any, Any], Any], parts: Sequence[Any], split_every: int) -> Any:
+    """The values ``parts`` combined on the driver in the order of a pass's reduction tree.
+
+    Every combine is the one a pass's tree (:func:`stats_graph`, leaf groups included)
+    makes, in the same order: per-block statistics folded here give bitwise a pass's total.
+    """
+    return functools.reduce(combine, _tree_levels(parts, split_every, lambda g: functools.reduce(combine, g)))
 
 
 def tree_reduce(model: Any, parts: Sequence[Any], split_every: int) -> Any:

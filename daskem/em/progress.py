@@ -28,7 +28,8 @@ class FitEvent:
     phase : str
         ``"reading"`` (the estimator opens the data and reads its fingerprint),
         ``"initialising"`` (passes of the initialiser), ``"fitting"`` (EM iterations),
-        ``"resumed"`` (a run continues from checkpointed iteration ``iteration``) or
+        ``"resumed"`` (a run continues from checkpointed iteration ``iteration``), ``"step"``
+        (a schedule's M-step inside an iteration) or
         ``"note"`` (a message about the fit, e.g. a resumed run continuing under a new
         stopping rule).
     passes : int
@@ -41,7 +42,13 @@ class FitEvent:
         The run (initialisation) a ``"resumed"`` event or a note is about.
     iteration : int
         The checkpointed iteration a ``"resumed"`` run continues from (0: its initial
-        parameters).
+        parameters); for a ``"step"`` (an M-step inside an iteration of the incremental
+        or online schedule, :mod:`daskem.em.schedules`), the iteration (sweep or epoch)
+        it belongs to.
+    step : int
+        A ``"step"``'s position in its iteration: blocks read so far.
+    blocks : int
+        A ``"step"``'s blocks per iteration.
     """
 
     phase: str
@@ -50,6 +57,8 @@ class FitEvent:
     message: str = ""
     run: int = 0
     iteration: int = 0
+    step: int = 0
+    blocks: int = 0
 
 
 @dataclass

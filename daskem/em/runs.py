@@ -52,6 +52,12 @@ class EMResult:
         restarts fitted together count once).
     pruned : bool
         Whether the run was dropped by restart pruning before it converged.
+    n_steps : int
+        M-steps made (the incremental and online schedules make several per iteration;
+        otherwise ``n_iter``).
+    online : OnlineState or None
+        The online schedule's final state (:class:`daskem.em.schedules.OnlineState`), which
+        ``partial_fit`` continues.
     """
 
     params: Any
@@ -63,6 +69,8 @@ class EMResult:
     resumed_from: int = 0
     n_passes: int = 0
     pruned: bool = False
+    n_steps: int = 0
+    online: Any = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,7 @@ class BatchedModel:
         return tuple(m.combine(x, y) for m, x, y in zip(self._models(len(a)), a, b, strict=True))
 
 
-def _model_verdict(model: Any, stats: Any, params: Any, new_params: Any, tol: float) -> bool | None:
+def model_verdict(model: Any, stats: Any, params: Any, new_params: Any, tol: float) -> bool | None:
     """The model's own convergence test (:class:`daskem.models.base.OwnConvergence`), or None
     to use the likelihood rule."""
     if not isinstance(model, OwnConvergence):
@@ -201,8 +209,12 @@ class Run:
             f"tol={tol:g}, max_iter={max_iter}"
         )
 
-    def advance(self, stats: Any, n_samples: int, passes: int, tol: float) -> IterationRecord | None:
-        """Take the statistics of ``pending``; return the new record, or None for a rejected step."""
+    def advance(self, stats: Any, n_samples: int, passes: int, tol: float, since: Any = None) -> IterationRecord | None:
+        """Take the statistics of ``pending``; return the new record, or None for a rejected step.
+
+        ``since``: the parameters the iteration started from, when it made M-steps before
+        this one (an incremental sweep): the model's own convergence rule compares with them.
+        """
         point = self.pending
         if self.squarem is not None and self.squarem.jumping:
             if stats.n_nonfinite:
@@ -218,7 +230,7 @@ class Run:
         else:
             check_stats(stats, n_samples, model=self.model)
             result = self.model.m_step(stats, point)
-        verdict = _model_verdict(self.model, stats, point, result, tol)
+        verdict = model_verdict(self.model, stats, point if since is None else since, result, tol)
         mean_loglik = self.model.log_likelihood(stats) / stats.n
         history = self.monitor.history
         if verdict is None and self.squarem is not None and history:
@@ -240,12 +252,17 @@ class Run:
             self.pending = result
         return record
 
-    def commit(self, keep_last: int, passes: int = 0) -> None:
+    def commit(
+        self, keep_last: int, passes: int = 0, *, extra: dict[str, np.ndarray] | None = None, step: int | None = None
+    ) -> None:
+        """Commit the run's parameters and history (with a schedule's ``extra`` arrays, as
+        commit number ``step`` when it commits between iterations)."""
         if self.run is None:
             return
         arrays = dict(self.params.to_arrays())
         if self.squarem is not None and self.squarem.base is not None:
             arrays.update(self.squarem.to_arrays())
+        arrays.update(extra or {})
         self.run.commit(
             CheckpointState(
                 len(self.monitor.history),
@@ -256,6 +273,7 @@ class Run:
                 self.pruned,
                 max(self.monitor.passes, passes),
                 self.rules,
+                step,
             ),
             keep_last,
         )
@@ -272,6 +290,7 @@ class Run:
             resumed_from=self.resumed_from,
             n_passes=passes,
             pruned=self.pruned,
+            n_steps=len(history),
         )
 
 

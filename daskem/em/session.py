@@ -335,6 +335,7 @@ def _as_list(*blocks: Any) -> list[Any]:
 @dataclass
 class _Counter:
     passes: int = 0
+    blocks: int = 0  # blocks read by per-block passes since the last whole pass (block_stats)
 
 
 class FitSession:
@@ -377,6 +378,7 @@ class FitSession:
         self._chunking_checked = False
         self._missing: MissingSummary | None = None
         self._driver_block: tuple[Delayed, Any] | None = None  # (block, its value): see driver_block
+        self._own_blocks: list[Delayed] | None = None  # what _make_blocks made (views have others)
 
     def __repr__(self) -> str:
         where = self.source.location or self.source.kind
@@ -436,11 +438,17 @@ class FitSession:
         once per block list (a view of this session, :meth:`leading_columns` and the like,
         has its own blocks).
         """
+        if not (self.in_memory and self.client is None):
+            return None
+        memory = self.source.memory
+        if memory is not None and memory[0] is self.source.array and self._blocks is self._own_blocks:
+            return memory[1]  # the rows as given (as_source(..., one_block=True)): no compute
         blocks = self.blocks()
-        if not (self.in_memory and self.client is None and len(blocks) == 1):
+        if len(blocks) != 1:
             return None
         if self._driver_block is None or self._driver_block[0] is not blocks[0]:
-            self._driver_block = (blocks[0], dask.compute(blocks[0])[0])
+            # One task's value: the synchronous scheduler skips the thread pool (~2 ms).
+            self._driver_block = (blocks[0], dask.compute(blocks[0], scheduler="sync")[0])
         return self._driver_block[1]
 
     def check_chunking(self, name: str = "X") -> None:
@@ -460,7 +468,7 @@ class FitSession:
         tiny block. In-memory NumPy data on local threads are used as they are.
         """
         if self._blocks is None:
-            self._blocks = self._make_blocks()
+            self._blocks = self._own_blocks = self._make_blocks()
         return self._blocks
 
     @property
@@ -652,7 +660,6 @@ class FitSession:
         (:class:`daskem.models.base.MessagePassing`) first takes its messages in a pass of
         its own (:meth:`messages`): two passes.
         """
-        blocks, groups = self.blocks(), self.leaf_groups()
         block = self.driver_block()
         if block is not None and not carries_messages(model):
             # One in-memory block on local threads: its E-step runs here, as its one task
@@ -663,6 +670,7 @@ class FitSession:
                 stats = fn(model, params, block, *(block_args[0] if block_args else ()))
             self._count()
             return stats
+        blocks, groups = self.blocks(), self.leaf_groups()
         if block_fn is None and carries_messages(model):
             messages = self.messages(model, params)
             top = message_stats_graph(model, params, blocks, self.split_every, messages, groups, root=False)
@@ -671,8 +679,53 @@ class FitSession:
         # The root's combine here, as its task would do it: the same bits, a task fewer.
         return functools.reduce(model.combine, self.compute(*top))
 
+    def block_stats(
+        self,
+        model: Any,
+        params: Any,
+        indices: Sequence[int] | None = None,
+        block_fn: Callable[..., Any] | None = None,
+        block_args: Sequence[Any] | None = None,
+    ) -> list[Any]:
+        """The statistics of each block ``indices`` (default: every block), computed.
+
+        One task per block (``block_fn(model, params, block, *block_args[i])``, default
+        the E-step), in one compute; the blocks read count towards the passes: every
+        ``len(blocks)`` blocks read make one pass (the incremental and online schedules,
+        :mod:`daskem.em.schedules`, read a few blocks per step).
+        """
+        fn = block_fn or block_e_step
+        block = self.driver_block()
+        if block is not None and not carries_messages(model):
+            with single_threaded_blas():  # as :meth:`stats`: the one task's bits, here
+                out = [fn(model, params, block, *(tuple(block_args[0]) if block_args else ()))]
+            self._count()
+            return out
+        blocks = self.blocks()
+        chosen = list(range(len(blocks))) if indices is None else [int(i) for i in indices]
+        extra = [tuple(block_args[i]) if block_args else () for i in chosen]
+        model_key = dask.delayed(model, pure=True, traverse=False)
+        params_key = dask.delayed(params, pure=True, traverse=False)
+        tasks = [
+            dask.delayed(fn, pure=True)(model_key, params_key, blocks[i], *a)
+            for i, a in zip(chosen, extra, strict=True)
+        ]
+        out = list(self._run(tasks))
+        self._counter.blocks += len(chosen)
+        while self._counter.blocks >= len(blocks):
+            self._counter.blocks -= len(blocks)
+            self._count()
+        return out
+
     def block_results(self, model: Any, method: str, params: Any, messages: Sequence[Any] | None = None) -> list[Any]:
         """``model.<method>(params, block[, message])`` of every block, computed: one pass."""
+        block = self.driver_block()
+        if block is not None and messages is None:
+            # One in-memory block on local threads: here, as its one task would (see stats).
+            with single_threaded_blas():
+                out = [getattr(model, method)(params, block)]
+            self._count()
+            return out
         return list(self.compute(*block_tasks(model, method, params, self.blocks(), messages)))
 
     def messages(self, model: Any, params: Any) -> list[Any]:

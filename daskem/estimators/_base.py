@@ -15,6 +15,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,11 +32,21 @@ from daskem.checkpoint.checkpoint import (
 )
 from daskem.checkpoint.store import read_arrays_group, write_model
 from daskem.em.accelerate import ACCELERATIONS
+from daskem.em.checks import check_stats
 from daskem.em.driver import fit_em_restarts
 from daskem.em.monitor import IterationRecord
 from daskem.em.progress import FitEvent, notify
 from daskem.em.runs import RestartsResult
-from daskem.em.session import FitSession
+from daskem.em.schedules import (
+    OnlineState,
+    Schedule,
+    check_schedule,
+    check_schedule_settings,
+    fit_scheduled,
+    online_step,
+    step_stats,
+)
+from daskem.em.session import FitSession, single_threaded_blas
 from daskem.errors import DataError, NotFittedError, ParameterError, StoreError
 from daskem.estimators._validation import check_int, check_option, check_random_state_param, check_real
 from daskem.io.sources import DataSource, as_source
@@ -105,6 +116,14 @@ class EMEstimator(BaseEstimator):
     keep_last: int
     overwrite_checkpoint: bool
     cache: str | bool
+    # The schedule's hyperparameters (set by the __init__ of the estimators that take them;
+    # an estimator without them, LDA, fits in batch passes).
+    schedule: str = "batch"
+    step_blocks: int | None = None
+    learning_decay: float = 0.6
+    learning_offset: float = 0.0
+    average: bool | int = False
+    shuffle: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -154,6 +173,8 @@ class EMEstimator(BaseEstimator):
         check_int(name, "keep_last", self.keep_last, 1)
         if self.accelerate is not None:
             check_option(name, "accelerate", self.accelerate, [a for a in ACCELERATIONS if a is not None])
+        if "schedule" in self._get_param_names():  # LDA's learning_decay is its own, not a schedule's
+            check_schedule_settings(name, self._schedule(0))
         if self.cache is not True and self.cache is not False and self.cache != "auto":
             raise ParameterError(
                 f"The 'cache' parameter of {name} must be 'auto', True or False. Got {self.cache!r} instead."
@@ -172,6 +193,18 @@ class EMEstimator(BaseEstimator):
                 )
 
     # -- fitting ------------------------------------------------------------------------------
+
+    def _schedule(self, seed: int) -> Schedule:
+        """The fit's schedule (:mod:`daskem.em.schedules`) from the hyperparameters."""
+        return Schedule(
+            self.schedule,
+            self.step_blocks,
+            self.learning_decay,
+            self.learning_offset,
+            self.average,
+            self.shuffle,
+            seed,
+        )
 
     def _session(self, source: DataSource) -> FitSession:
         """The session of a fit on ``source``: this estimator's ``cache`` and ``split_every``."""
@@ -212,6 +245,28 @@ class EMEstimator(BaseEstimator):
             for index in range(n_init):
                 print(f"Initialization {index}", file=sys.stdout)
         self._fit_start = time.perf_counter()
+        schedule = self._schedule(entropy)
+        iteration = self._iteration_callback(n_init, callback)
+        self._online_state = None
+        if schedule.name != "batch":
+            self._check_schedule(schedule, model, n_init)
+            result = fit_scheduled(
+                model,
+                session,
+                lambda: starts()[0],
+                schedule,
+                max_iter=self.max_iter,
+                tol=self._engine_tol(source),
+                callback=lambda record, params: iteration(0, record, params),
+                checkpoint=None if checkpoint is None else checkpoint.run(0),
+                checkpoint_every=self.checkpoint_every,
+                keep_last=self.keep_last,
+                previous_lower_bound=float(getattr(self, "lower_bound_", -np.inf)) if warm else -np.inf,
+            )
+            self._online_state = result.online
+            if result.online is not None:
+                self.n_samples_seen_ = int(result.online.rows_seen)
+            return self._finish_fit(RestartsResult(0, (result,), (), result.n_passes), source, schedule)
         outcome = fit_em_restarts(
             model,
             session,
@@ -220,7 +275,7 @@ class EMEstimator(BaseEstimator):
             tol=self._engine_tol(source),
             accelerate=self.accelerate,
             prune=self.prune_restarts,
-            callback=self._iteration_callback(n_init, callback),
+            callback=iteration,
             checkpoint=None if checkpoint is None else [checkpoint.run(i) for i in range(n_init)],
             checkpoint_every=self.checkpoint_every,
             keep_last=self.keep_last,
@@ -228,9 +283,15 @@ class EMEstimator(BaseEstimator):
             # A warm start measures its first change from the previous fit (scikit-learn's rule).
             previous_lower_bound=float(getattr(self, "lower_bound_", -np.inf)) if warm else -np.inf,
         )
+        return self._finish_fit(outcome, source, schedule)
+
+    def _finish_fit(self, outcome: RestartsResult, source: DataSource, schedule: Schedule) -> RestartsResult:
+        """Set the fitted attributes from the outcome of the fit (see :meth:`_fit_restarts`)."""
         self._print_end(outcome)
         best = outcome.results[outcome.best]
-        if self._WARN_NOT_CONVERGED and not best.converged and self.max_iter > 0:
+        # A stochastic EM chain runs max_iter iterations: it does not converge.
+        warn = self._WARN_NOT_CONVERGED and schedule.name != "stochastic"
+        if warn and not best.converged and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
                 "or increase max_iter, tol, or check for degenerate data.",
@@ -243,6 +304,7 @@ class EMEstimator(BaseEstimator):
         self.lower_bound_ = best.lower_bound
         self.lower_bounds_ = [r.log_likelihood for r in best.history]
         self.n_passes_ = outcome.n_passes
+        self.n_steps_ = best.n_steps
         self.pruned_restarts_ = list(outcome.pruned)
         self.n_features_in_ = source.n_features
         self._n_samples_fit = source.n_samples
@@ -260,6 +322,7 @@ class EMEstimator(BaseEstimator):
             accelerate=self.accelerate,
             prune_restarts=bool(self.prune_restarts),
             **self._init_config(),
+            **self._schedule(entropy).config(),
         )
         estimator = {"kind": type(self).__name__, "params": self._stored_params()}
         return {**meta, "estimator": estimator, "random": {"entropy": entropy}}
@@ -267,6 +330,97 @@ class EMEstimator(BaseEstimator):
     def _stored_params(self) -> dict[str, Any]:
         """Hyperparameters as JSON for model files and checkpoints (not where to checkpoint)."""
         return {k: _jsonable(v) for k, v in self.get_params().items() if k not in _CHECKPOINT_PARAMS}
+
+    def _check_schedule(self, schedule: Schedule, model: Any, n_init: int) -> None:
+        """Refuse a schedule the fit cannot run (naming the fix)."""
+        name = type(self).__name__
+        check_schedule(name, schedule, model)
+        if n_init > 1:
+            raise ParameterError(
+                f"{name} fits n_init={n_init} initialisations in shared batch passes; schedule={schedule.name!r} "
+                "runs one. Use n_init=1, or schedule='batch'."
+            )
+        if self.accelerate is not None:
+            raise ParameterError(
+                f"{name}: accelerate={self.accelerate!r} extrapolates batch EM iterations; schedule="
+                f"{schedule.name!r} has none to extrapolate. Use accelerate=None, or schedule='batch'."
+            )
+
+    # -- online learning -----------------------------------------------------------------------
+
+    def _partial_source(self, X: Any, **kwargs: Any) -> DataSource:
+        """The data of one :meth:`partial_fit` call (an HMM adds its sequence layout).
+
+        A batch held in memory is one block (``as_source(..., one_block=True)``): its step
+        runs on the driver without Dask's overhead per task, with the arithmetic of that
+        block's task in a fit.
+        """
+        return as_source(X, one_block=True)
+
+    def _partial_n_features(self, source: DataSource) -> int:
+        """The features of a :meth:`partial_fit` batch: its columns less those the estimator added."""
+        return source.n_features - self._ADDED_COLUMNS
+
+    def _partial_model(self, session: FitSession) -> Any:
+        """The model of a :meth:`partial_fit` call on ``session``'s data."""
+        return self._model()
+
+    def _partial_fitted(self, session: FitSession, model: Any, stats: Any, continuing: bool) -> None:
+        """What a subclass adds after a :meth:`partial_fit` step (``stats``: the batch's
+        statistics under the parameters the step started from; ``continuing``: whether an
+        online state was continued)."""
+
+    def _partial_fit(self, X: Any, **kwargs: Any) -> Any:
+        """One online EM step from all the rows of ``X`` (see the subclasses' ``partial_fit``)."""
+        self._validate_hyperparameters()
+        name = type(self).__name__
+        if self.average is True:
+            raise ParameterError(
+                f"{name}.partial_fit cannot start averaging halfway (average=True): the number of calls to come is "
+                "unknown. Give the number of steps after which to average (average=100), or average=False."
+            )
+        source = self._partial_source(X, **kwargs)
+        n_features = self._partial_n_features(source)
+        fitted_features: int | None = getattr(self, "n_features_in_", None)
+        if fitted_features is not None and n_features != fitted_features:
+            raise DataError(
+                f"X has {n_features} features, but {name} is expecting {fitted_features} features as input."
+            )
+        session = FitSession(source, cache=False, split_every=self.split_every)
+        model = self._partial_model(session)
+        schedule = replace(self._schedule(_entropy(self.random_state)), name="online", shuffle=False)
+        check_schedule(name, schedule, model)
+        state = getattr(self, "_online_state", None)
+        continuing = state is not None
+        history = list(self.lower_bounds_) if continuing else []
+        if state is None:
+            if hasattr(self, "converged_"):
+                start = self._params()
+            else:
+                rng = np.random.default_rng(np.random.SeedSequence(_entropy(self.random_state)).spawn(1)[0])
+                start = self._initial_params(model, session, [rng])[0]
+            state = OnlineState(start)
+        average_from = None if self.average is False else int(self.average)
+        with single_threaded_blas():
+            stats = step_stats(model, session, state.params, None)
+            check_stats(stats, source.n_samples, model=model)
+            state = online_step(model, schedule, state, stats, average_from)
+        history.append(model.log_likelihood(stats) / stats.n)
+        self._online_state = state
+        self._set_params_attributes(state.reported(model))
+        self.converged_ = False
+        self.n_iter_ = getattr(self, "n_iter_", 0)
+        self.n_steps_ = state.steps
+        self.n_samples_seen_ = int(state.rows_seen)
+        self.lower_bounds_ = history
+        self.lower_bound_ = history[-1]
+        self.n_passes_ = getattr(self, "n_passes_", 0) + session.passes
+        self.pruned_restarts_ = []
+        self.n_features_in_ = n_features
+        self._n_samples_fit = int(state.rows_seen)
+        self._fit_source = None
+        self._partial_fitted(session, model, stats, continuing)
+        return self
 
     # -- verbose output, as scikit-learn prints it -----------------------------------------
 
@@ -345,6 +499,7 @@ class EMEstimator(BaseEstimator):
             "lower_bounds": [float(v) for v in self.lower_bounds_],
             "n_features_in": int(self.n_features_in_),
             "n_passes": int(self.n_passes_),
+            "n_steps": int(getattr(self, "n_steps_", self.n_iter_)),
             "n_samples": int(getattr(self, "_n_samples_fit", 0)),
             # {"location": path or URL, "options": reading options}, or None (in-memory data).
             "source": getattr(self, "_fit_source", None),
@@ -396,6 +551,7 @@ class EMEstimator(BaseEstimator):
         n_samples: int = 0,
         source: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
+        n_steps: int | None = None,
     ) -> EMEstimator:
         """A fitted estimator from stored hyperparameters, parameter arrays and fit record.
 
@@ -411,6 +567,7 @@ class EMEstimator(BaseEstimator):
         est.lower_bounds_ = list(lower_bounds)
         est.n_features_in_ = n_features
         est.n_passes_ = n_passes
+        est.n_steps_ = len(lower_bounds) if n_steps is None else n_steps
         est.pruned_restarts_ = []
         est._n_samples_fit = n_samples
         est._fit_source = source
@@ -478,6 +635,7 @@ def restore(
     n_samples: int = 0,
     source: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    n_steps: int | None = None,
 ) -> EMEstimator:
     """A fitted estimator from its hyperparameters, parameter arrays and fit record.
 
@@ -508,6 +666,8 @@ def restore(
         which ``daskem plot`` reads again.
     extra : dict, optional
         What the estimator's fit record adds of its own (a model file's ``fit.extra``).
+    n_steps : int, optional
+        ``n_steps_`` (default: one M-step per iteration).
 
     Returns
     -------
@@ -525,6 +685,7 @@ def restore(
         n_samples=n_samples,
         source=record,
         extra=extra,
+        n_steps=n_steps,
     )
 
 
@@ -588,6 +749,7 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
             n_samples=int(fit.get("n_samples", 0)),
             source=fit["source"] if isinstance(fit.get("source"), dict) else None,
             extra=fit["extra"] if isinstance(fit.get("extra"), dict) else None,
+            n_steps=int(fit["n_steps"]) if "n_steps" in fit else None,
         )
     estimator = meta.get("estimator")
     if "select" in meta:
@@ -625,4 +787,5 @@ def load(path: str | os.PathLike[str], *, iteration: int | None = None, run: int
         n_passes=int(state.history["passes"][-1]) if state.iteration else 0,
         n_samples=int(meta["data"]["shape"][0]),
         source=meta["source"],
+        n_steps=state.step,
     )

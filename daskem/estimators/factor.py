@@ -41,7 +41,7 @@ from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import DensityScores, EMEstimator
 from daskem.estimators._validation import check_int, check_option
-from daskem.io.sources import as_source
+from daskem.io.sources import DataSource, as_source
 from daskem.models.base import count_infinite
 from daskem.models.linear_gaussian import (
     ROTATIONS,
@@ -108,6 +108,12 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         overwrite_checkpoint: bool = False,
         cache: str | bool = "auto",
         missing: str = "error",
+        schedule: str = "batch",
+        step_blocks: int | None = None,
+        learning_decay: float = 0.6,
+        learning_offset: float = 0.0,
+        average: bool | int = False,
+        shuffle: bool = True,
     ) -> None:
         self.n_components = n_components
         self.tol = tol
@@ -125,6 +131,12 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         self.overwrite_checkpoint = overwrite_checkpoint
         self.cache = cache
         self.missing = missing
+        self.schedule = schedule
+        self.step_blocks = step_blocks
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self.average = average
+        self.shuffle = shuffle
 
     # -- validation and the model ---------------------------------------------------------
 
@@ -191,6 +203,53 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         self.loglike_ = totals
         self._rotate()
         return self
+
+    def partial_fit(self, X: Any, y: Any = None) -> Any:
+        """Update the model with the rows of ``X`` by online EM (Cappé & Moulines).
+
+        One online step from all the rows of ``X`` (a mini-batch; ``step_blocks`` and
+        ``shuffle`` apply to :meth:`fit`): the running statistics move towards the batch's
+        by ``(t + learning_offset) ** -learning_decay`` (the first step takes them as they
+        are) and the M-step follows. The first call initialises from the first rows of its
+        ``X`` as :meth:`fit` does (``random_state``, and FactorAnalysis'
+        ``noise_variance_init`` and SVD start) unless the model is fitted, in which case
+        it starts from the fitted parameters (after an online ``fit``, from its running
+        statistics). Calls over the blocks of a dataset in order give bitwise the
+        parameters of ``fit`` with ``schedule="online", shuffle=False, max_iter=1`` from
+        the same start (the same first rows: a first batch of at least
+        :data:`INIT_ROWS` rows).
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            A batch of rows.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self
+            The updated estimator. ``loglike_`` gains the total log-likelihood of the
+            batch under the parameters the step started from (``lower_bounds_``: the same
+            per sample).
+        """
+        return self._partial_fit(X)
+
+    def _partial_source(self, X: Any, **kwargs: Any) -> DataSource:
+        source = as_source(X, one_block=True)
+        self._check_source(source)
+        return source
+
+    def _partial_fitted(self, session: FitSession, model: Any, stats: Any, continuing: bool) -> None:
+        """``loglike_`` gains the batch's total log-likelihood; FactorAnalysis' rotation is applied."""
+        self.loglike_ = [*(self.loglike_ if continuing else []), model.log_likelihood(stats)]
+        self._rotate()
+
+    def _partial_model(self, session: FitSession) -> PPCAModel | FactorAnalysisModel:
+        n_features = session.source.n_features
+        n_components = n_features if self.n_components is None else int(self.n_components)
+        check_latent_dimension(n_components, n_features)
+        return self._MODEL(n_components, missing=self.missing)
 
     def _check_source(self, source: Any) -> None:
         """Checks of the data against the hyperparameters, before the fit (hook)."""
@@ -320,6 +379,13 @@ class PPCA(_LinearGaussianEstimator):
         :data:`INIT_ROWS` rows (0 and 1 for a feature with none there). Whether values
         are missing at random cannot be told from the data. Infinite values remain
         errors.
+    schedule : {"batch", "incremental", "online"}, default="batch"
+        Which blocks each M-step reads, as for :class:`daskem.GaussianMixture`
+        ("stochastic" is refused: the factors are continuous, there is no component to
+        draw). "incremental" reaches the batch maximum in fewer passes when the data
+        are many blocks; "online" is for data too large to iterate over (a pass or two).
+    step_blocks, learning_decay, learning_offset, average, shuffle
+        As for :class:`daskem.GaussianMixture`.
 
     Attributes
     ----------
@@ -341,6 +407,11 @@ class PPCA(_LinearGaussianEstimator):
     n_iter_ : int
     n_passes_ : int
         Passes over the data, the last one scoring the returned model.
+    n_steps_ : int
+        M-steps made (several per iteration for the incremental and online schedules).
+    n_samples_seen_ : int
+        Rows read by the online steps of :meth:`partial_fit` calls (and the online
+        ``fit`` they continue).
     n_features_in_ : int
 
     Examples
@@ -430,6 +501,13 @@ class FactorAnalysis(_LinearGaussianEstimator):
         takes those rows with each NaN replaced by its feature's mean. Whether values
         are missing at random cannot be told from the data. Infinite values remain
         errors.
+    schedule : {"batch", "incremental", "online"}, default="batch"
+        Which blocks each M-step reads, as for :class:`daskem.GaussianMixture`
+        ("stochastic" is refused: the factors are continuous, there is no component to
+        draw). "incremental" reaches the batch maximum in fewer passes when the data
+        are many blocks; "online" is for data too large to iterate over (a pass or two).
+    step_blocks, learning_decay, learning_offset, average, shuffle
+        As for :class:`daskem.GaussianMixture`.
 
     Attributes
     ----------
@@ -450,6 +528,11 @@ class FactorAnalysis(_LinearGaussianEstimator):
     n_passes_ : int
         Passes over the data: reading the first rows (when they span more than half of
         the blocks), one per iteration, one scoring the returned model.
+    n_steps_ : int
+        M-steps made (several per iteration for the incremental and online schedules).
+    n_samples_seen_ : int
+        Rows read by the online steps of :meth:`partial_fit` calls (and the online
+        ``fit`` they continue).
     n_features_in_ : int
 
     Examples
@@ -489,6 +572,12 @@ class FactorAnalysis(_LinearGaussianEstimator):
         overwrite_checkpoint: bool = False,
         cache: str | bool = "auto",
         missing: str = "error",
+        schedule: str = "batch",
+        step_blocks: int | None = None,
+        learning_decay: float = 0.6,
+        learning_offset: float = 0.0,
+        average: bool | int = False,
+        shuffle: bool = True,
     ) -> None:
         super().__init__(
             n_components,
@@ -507,6 +596,12 @@ class FactorAnalysis(_LinearGaussianEstimator):
             overwrite_checkpoint=overwrite_checkpoint,
             cache=cache,
             missing=missing,
+            schedule=schedule,
+            step_blocks=step_blocks,
+            learning_decay=learning_decay,
+            learning_offset=learning_offset,
+            average=average,
+            shuffle=shuffle,
         )
         self.copy = copy
         self.noise_variance_init = noise_variance_init

@@ -16,7 +16,7 @@ from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import DensityScores, EMEstimator
 from daskem.estimators._validation import check_int, check_option, check_real
-from daskem.io.sources import as_source
+from daskem.io.sources import DataSource, as_source
 from daskem.models.gaussian import COVARIANCE_TYPES, check_shape, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
 from daskem.models.missing import check_missing_policy
@@ -137,6 +137,41 @@ class GaussianMixture(DensityScores, EMEstimator):
         the feature's observed mean (one more pass finds them); rows with every feature
         missing are skipped with a warning; a feature missing in every row is an error. Whether values are missing
         at random cannot be told from the data (see the README).
+    schedule : {"batch", "incremental", "online", "stochastic"}, default="batch"
+        Which blocks of the data each M-step reads (:mod:`daskem.em.schedules`; the name
+        ``algorithm`` is KMeans's, for Lloyd / Elkan, so it is not reused).
+        "batch": every block, every iteration (EM). "incremental" (Neal & Hinton): each
+        block's last statistics are kept and a step re-reads ``step_blocks`` of them (in
+        order) before an M-step; an iteration is a sweep over every block; with every
+        block per step it is batch EM bit for bit, with fewer it reaches the same fixed
+        point in fewer passes. "online" (Cappé & Moulines): running statistics updated
+        after every step of ``step_blocks`` blocks with the weight
+        ``(t + learning_offset) ** -learning_decay``, the blocks visited in a seeded random
+        order per epoch; an iteration is an epoch (``max_iter`` epochs at most, stopping
+        when the epoch's mean log-likelihood changes by less than ``tol``): a pass or two
+        over data too large to iterate on. "stochastic" (Celeux & Diebolt): each row's
+        component is drawn from its responsibilities (the same draws however the data are
+        chunked) instead of weighting it by them; the chain of parameters runs
+        ``max_iter`` iterations and does not converge, use ``average`` to report its
+        mean: a way out of poor local optima (a drawn assignment can leave one), not a
+        faster batch EM. Schedules other than batch run one initialisation
+        (``n_init=1``) without ``accelerate``.
+    step_blocks : int, optional
+        Blocks read per incremental or online step (default: incremental a quarter of the
+        blocks, online 1). Blocks are the data's chunks (``daskem fit --chunk-rows``).
+    learning_decay : float, default=0.6
+        Online step sizes ``(t + learning_offset) ** -learning_decay``, in (0.5, 1]; 1
+        with ``learning_offset=0`` averages equal-sized steps with equal weights.
+    learning_offset : float, default=0.0
+        See ``learning_decay`` (>= 0; larger values weigh early steps less).
+    average : bool or int, default=False
+        Polyak-Ruppert averaging (online) or the chain's average (stochastic): the fitted
+        parameters are the mean, in the model's vector form (SQUAREM's coordinates), of
+        the parameters after each step (online) or iteration (stochastic) beyond the first
+        ``average`` ones; True: beyond half of them (``fit`` only).
+    shuffle : bool, default=True
+        Online ``fit``: a new seeded random order of the blocks every epoch (from
+        ``random_state``); False visits them in order, as :meth:`partial_fit` calls do.
 
     Attributes
     ----------
@@ -152,7 +187,13 @@ class GaussianMixture(DensityScores, EMEstimator):
     lower_bounds_ : list of float
         ``lower_bound_`` at every iteration of the best fit.
     n_passes_ : int
-        Full passes over the data the fit made, initialisation included.
+        Full passes over the data the fit made, initialisation included (blocks read by
+        the steps of the incremental and online schedules count as a pass per all blocks).
+    n_steps_ : int
+        M-steps made (several per iteration for the incremental and online schedules).
+    n_samples_seen_ : int
+        Rows read by the online steps of :meth:`partial_fit` calls (and the online
+        ``fit`` they continue).
     pruned_restarts_ : list of int
         Initialisations stopped by ``prune_restarts``.
     n_features_in_ : int
@@ -195,6 +236,12 @@ class GaussianMixture(DensityScores, EMEstimator):
         overwrite_checkpoint: bool = False,
         cache: str | bool = "auto",
         missing: str = "error",
+        schedule: str = "batch",
+        step_blocks: int | None = None,
+        learning_decay: float = 0.6,
+        learning_offset: float = 0.0,
+        average: bool | int = False,
+        shuffle: bool = True,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -219,6 +266,12 @@ class GaussianMixture(DensityScores, EMEstimator):
         self.overwrite_checkpoint = overwrite_checkpoint
         self.cache = cache
         self.missing = missing
+        self.schedule = schedule
+        self.step_blocks = step_blocks
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self.average = average
+        self.shuffle = shuffle
 
     # -- validation ---------------------------------------------------------------------
 
@@ -316,6 +369,40 @@ class GaussianMixture(DensityScores, EMEstimator):
             data.missing_summary()  # a feature missing in every row is refused before anything else
         self._fit_restarts(model, data, 1 if warm else self.n_init, warm, callback)
         return self
+
+    def partial_fit(self, X: Any, y: Any = None) -> GaussianMixture:
+        """Update the mixture with the rows of ``X`` by online EM (Cappé & Moulines).
+
+        One online step from all the rows of ``X`` (a mini-batch; ``step_blocks`` and
+        ``shuffle`` apply to :meth:`fit`): the running statistics move towards the batch's
+        statistics by ``(t + learning_offset) ** -learning_decay`` (the first step takes
+        them as they are) and the M-step follows. An in-memory batch is computed on the
+        driver, without Dask; a dask array or Zarr batch is read block by block. The first call
+        initialises from its ``X`` as
+        :meth:`fit` does (``init_params``, ``means_init``, ...) unless the mixture is
+        fitted, in which case it starts from the fitted parameters (after an online
+        ``fit``, from its running statistics). Calls on the blocks of a dataset in order
+        give bitwise the parameters of ``fit`` with ``schedule="online", shuffle=False``
+        (one block per step) from the same start.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            A batch of rows.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : GaussianMixture
+        """
+        return self._partial_fit(X)
+
+    def _partial_source(self, X: Any, **kwargs: Any) -> DataSource:
+        source = as_source(X, one_block=True)
+        self._inits = self._checked_inits(source.n_features)
+        self._attribute_dtype = np.dtype(np.float32 if source.array.dtype == np.float32 else np.float64)
+        return source
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
         """Fit, then return the component label of every row.

@@ -191,6 +191,61 @@ class _BaseHMM(EMEstimator):
         self._restored()
         return self
 
+    def partial_fit(self, X: Any, lengths: Any = None) -> Self:
+        """Update the model with the sequences of ``X`` by online EM (Cappé & Moulines).
+
+        hmmlearn has no ``partial_fit``; this is daskem's. One online step from all the
+        sequences of ``X`` (a mini-batch; ``step_blocks`` and ``shuffle`` apply to
+        :meth:`fit`): the running statistics (expected state counts, transitions and
+        emission moments) move towards the batch's by ``(t + learning_offset) **
+        -learning_decay`` (the first step takes them as they are) and the M-step follows.
+        A NumPy batch is one block; a dask batch whose sequence is longer than a block is
+        refused (its statistics need every block it spans; rechunk ``X``). The first
+        call initialises from its ``X`` as :meth:`fit` does
+        (``init_params`` and the parameters set) unless the model is fitted, in which
+        case it starts from the fitted parameters (after an online ``fit``, from its
+        running statistics). Calls over the blocks of a dataset in order give bitwise the
+        parameters of ``fit`` with ``schedule="online", shuffle=False, n_iter=1`` from
+        the same start.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The rows of a batch of whole sequences, one after the other.
+        lengths : array-like of int, optional
+            Lengths of the batch's sequences, summing to ``n_samples`` (default: one
+            sequence).
+
+        Returns
+        -------
+        self
+            The updated estimator; ``monitor_.history`` gains the total log-likelihood of
+            the batch under the parameters the step started from.
+        """
+        return self._partial_fit(X, lengths=lengths)
+
+    def _partial_source(self, X: Any, lengths: Any = None, **kwargs: Any) -> DataSource:
+        raw = as_source(X, lengths=lengths, one_block=True)
+        self._check_data(raw)
+        source, carry = sequence_source(raw)
+        if carry:
+            longest = int(np.max(raw.lengths)) if raw.lengths is not None else raw.n_samples
+            raise ParameterError(
+                f"{type(self).__name__}.partial_fit makes one online step from the batch's blocks of whole "
+                f"sequences, but a sequence of {longest} rows is longer than a block ({max(raw.array.chunks[0])} "
+                f"rows). Pass X in blocks of at least {longest} rows: a dask array X.rechunk({{0: {longest}}})."
+            )
+        return source
+
+    def _partial_fitted(self, session: FitSession, model: Any, stats: Any, continuing: bool) -> None:
+        """hmmlearn's ``monitor_``, its history gaining the batch's total log-likelihood."""
+        totals = list(self.monitor_.history) if continuing and hasattr(self, "monitor_") else []
+        self._restored()
+        self.monitor_.history = [*totals, model.log_likelihood(stats)]
+
+    def _partial_model(self, session: FitSession) -> HMMModel[Any]:
+        return self._fit_model(session, False)
+
     def _init(self, X: Any, lengths: Any = None) -> None:
         """Initialise the parameters as :meth:`fit` does, without iterating (hmmlearn's ``_init``).
 
@@ -590,6 +645,15 @@ class GaussianHMM(_BaseHMM):
         daskem's engine parameters, as for :class:`daskem.GaussianMixture`.
     verbose_interval : int
         Iterations between verbose lines.
+    schedule : {"batch", "incremental", "online"}, default="batch"
+        Which blocks each M-step reads, as for :class:`daskem.GaussianMixture`
+        ("stochastic" is refused: it draws a mixture's components, not state paths).
+        "incremental" and "online" read some blocks per step, so every block must hold
+        whole sequences (no sequence longer than a block; else a ParameterError says how
+        to rechunk). An iteration is a sweep (incremental) or an epoch (online) over the
+        blocks; ``n_iter`` bounds them and ``tol`` applies between them.
+    step_blocks, learning_decay, learning_offset, average, shuffle
+        As for :class:`daskem.GaussianMixture`.
 
     Attributes
     ----------
@@ -603,7 +667,7 @@ class GaussianHMM(_BaseHMM):
         Dimension of the emissions (set by a fit, or by hand as in hmmlearn).
     monitor_ : ConvergenceMonitor
         History of the last fit.
-    converged_, n_iter_, lower_bound_, lower_bounds_, n_passes_
+    converged_, n_iter_, lower_bound_, lower_bounds_, n_passes_, n_steps_, n_samples_seen_
         As for :class:`daskem.GaussianMixture` (per-sample log-likelihoods).
     """
 
@@ -638,6 +702,12 @@ class GaussianHMM(_BaseHMM):
         overwrite_checkpoint: bool = False,
         accelerate: str | None = None,
         verbose_interval: int = 1,
+        schedule: str = "batch",
+        step_blocks: int | None = None,
+        learning_decay: float = 0.6,
+        learning_offset: float = 0.0,
+        average: bool | int = False,
+        shuffle: bool = True,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -664,6 +734,12 @@ class GaussianHMM(_BaseHMM):
         self.overwrite_checkpoint = overwrite_checkpoint
         self.accelerate = accelerate
         self.verbose_interval = verbose_interval
+        self.schedule = schedule
+        self.step_blocks = step_blocks
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self.average = average
+        self.shuffle = shuffle
 
     def _validate_hyperparameters(self) -> None:
         check_option("GaussianHMM", "covariance_type", self.covariance_type, COVARIANCE_TYPES)
@@ -788,13 +864,15 @@ class CategoricalHMM(_BaseHMM):
         As for :class:`GaussianHMM`.
     split_every, cache, checkpoint, checkpoint_every, keep_last, overwrite_checkpoint, accelerate
         daskem's engine parameters.
+    schedule, step_blocks, learning_decay, learning_offset, average, shuffle
+        As for :class:`GaussianHMM`.
 
     Attributes
     ----------
     startprob_, transmat_ : ndarray
     emissionprob_ : ndarray of shape (n_components, n_features)
     monitor_ : ConvergenceMonitor
-    converged_, n_iter_, lower_bound_, lower_bounds_, n_passes_
+    converged_, n_iter_, lower_bound_, lower_bounds_, n_passes_, n_steps_, n_samples_seen_
     """
 
     _FITTED = ("startprob_", "transmat_", "emissionprob_")
@@ -824,6 +902,12 @@ class CategoricalHMM(_BaseHMM):
         overwrite_checkpoint: bool = False,
         accelerate: str | None = None,
         verbose_interval: int = 1,
+        schedule: str = "batch",
+        step_blocks: int | None = None,
+        learning_decay: float = 0.6,
+        learning_offset: float = 0.0,
+        average: bool | int = False,
+        shuffle: bool = True,
     ) -> None:
         self.n_components = n_components
         self.startprob_prior = startprob_prior
@@ -846,6 +930,12 @@ class CategoricalHMM(_BaseHMM):
         self.overwrite_checkpoint = overwrite_checkpoint
         self.accelerate = accelerate
         self.verbose_interval = verbose_interval
+        self.schedule = schedule
+        self.step_blocks = step_blocks
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self.average = average
+        self.shuffle = shuffle
 
     def _validate_hyperparameters(self) -> None:
         check_int("CategoricalHMM", "n_features", self.n_features, 1, none_ok=True)
@@ -933,6 +1023,30 @@ class CategoricalHMM(_BaseHMM):
         self
         """
         super().fit(X, lengths, callback=callback)
+        if self.n_features is None:
+            self.n_features = int(self.n_features_)
+        return self
+
+    def partial_fit(self, X: Any, lengths: Any = None) -> Self:
+        """Update the model with the sequences of ``X`` by online EM (see :meth:`GaussianHMM.partial_fit`).
+
+        With ``n_features`` unset, the first call takes the symbols of its batch (the
+        largest plus one) and sets ``n_features``: later batches must not hold larger
+        symbols (set ``n_features`` to the number of symbols beforehand if the first
+        batch may lack some).
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, 1)
+            The symbols of a batch of whole sequences, one after the other.
+        lengths : array-like of int, optional
+            Lengths of the batch's sequences (default: one sequence).
+
+        Returns
+        -------
+        self
+        """
+        super().partial_fit(X, lengths)
         if self.n_features is None:
             self.n_features = int(self.n_features_)
         return self

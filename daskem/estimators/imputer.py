@@ -92,6 +92,11 @@ class GaussianImputer(OneToOneFeatureMixin, TransformerMixin, GaussianMixture):
     cache : {"auto", True, False}, default="auto"
         Persist the data once in (cluster) memory or stream them from their source on
         every pass of the fit; ``transform`` always streams.
+    schedule : {"batch", "incremental", "online"}, default="batch"
+        Which blocks each M-step reads, as for :class:`daskem.GaussianMixture`
+        ("stochastic" is refused: it draws components for complete rows only).
+    step_blocks, learning_decay, learning_offset, average, shuffle
+        As for :class:`daskem.GaussianMixture`.
 
     Attributes
     ----------
@@ -106,6 +111,9 @@ class GaussianImputer(OneToOneFeatureMixin, TransformerMixin, GaussianMixture):
         Mean per-sample observed-data log-likelihood at the last iteration.
     lower_bounds_ : list of float
     n_passes_ : int
+    n_steps_ : int
+    n_samples_seen_ : int
+        As for :class:`daskem.GaussianMixture`.
     n_features_in_ : int
     draw_seed_ : int
         Key of the generator of the draws (``sample_posterior=True``): ``random_state``
@@ -167,6 +175,12 @@ class GaussianImputer(OneToOneFeatureMixin, TransformerMixin, GaussianMixture):
         keep_last: int = 2,
         overwrite_checkpoint: bool = False,
         cache: str | bool = "auto",
+        schedule: str = "batch",
+        step_blocks: int | None = None,
+        learning_decay: float = 0.6,
+        learning_offset: float = 0.0,
+        average: bool | int = False,
+        shuffle: bool = True,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -191,6 +205,12 @@ class GaussianImputer(OneToOneFeatureMixin, TransformerMixin, GaussianMixture):
         self.keep_last = keep_last
         self.overwrite_checkpoint = overwrite_checkpoint
         self.cache = cache
+        self.schedule = schedule
+        self.step_blocks = step_blocks
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self.average = average
+        self.shuffle = shuffle
 
     def __sklearn_tags__(self) -> Any:
         """scikit-learn's tags: NaN entries are accepted (they are what is imputed)."""
@@ -229,6 +249,28 @@ class GaussianImputer(OneToOneFeatureMixin, TransformerMixin, GaussianMixture):
         """
         super().fit(X, callback=callback)
         self.draw_seed_ = _entropy(self.random_state)
+        return self
+
+    def partial_fit(self, X: Any, y: Any = None) -> GaussianImputer:
+        """Update the mixture with the observed entries of ``X`` by online EM.
+
+        :meth:`daskem.GaussianMixture.partial_fit` with missing values marginalised.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            A batch of rows, NaN where missing.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : GaussianImputer
+            The updated imputer.
+        """
+        super().partial_fit(X)
+        if not hasattr(self, "draw_seed_"):
+            self.draw_seed_ = _entropy(self.random_state)
         return self
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:

@@ -86,7 +86,8 @@ default="k-means||"
         out-of-core input it is the data as a (lazy) dask array.
     n_init : "auto" or int, default="auto"
         Initialisations, all run in the same passes over the data; the lowest final
-        inertia wins. "auto" is 10 for ``init="random"`` or a callable and 1 otherwise;
+        inertia wins. "auto" is 10 for ``init="random"`` or a callable and 1 otherwise
+        (1 always under a schedule other than batch);
         an array ``init`` makes one (with a RuntimeWarning if ``n_init`` asks for more).
         The number used is stored as ``_n_init`` by :meth:`fit`, as scikit-learn does.
     max_iter : int, default=300
@@ -110,20 +111,48 @@ default="k-means||"
         gives the same centres, labels, inertia and iteration count by definition.
     split_every, accelerate, prune_restarts, checkpoint, checkpoint_every, keep_last, overwrite_checkpoint, cache
         As for :class:`daskem.GaussianMixture`.
+    schedule : {"batch", "incremental", "online"}, default="batch"
+        Which blocks each M-step reads, as for :class:`daskem.GaussianMixture`
+        ("stochastic" is refused: k-means has no posterior to draw from). "incremental"
+        keeps every block's last assignment statistics and re-reads ``step_blocks`` of
+        them per step: with every block per step it is Lloyd's algorithm bit for bit.
+        "online" is mini-batch k-means: with ``learning_decay=1`` (the default) each
+        centre is the weighted mean of every row ever assigned to it (each row assigned
+        under the centres of its step), scikit-learn's :class:`~sklearn.cluster.MiniBatchKMeans`
+        update. Convergence is still scikit-learn's centre-shift rule, between epochs,
+        with the feature variance of the first step's rows. ``n_init="auto"`` is 1 under
+        these schedules (they run one initialisation).
+    step_blocks, learning_offset, average, shuffle
+        As for :class:`daskem.GaussianMixture`.
+    learning_decay : float, default=1.0
+        Online step sizes ``(t + learning_offset) ** -learning_decay``, in (0.5, 1]. The
+        default 1 (with ``learning_offset=0``) weighs steps of equal size equally: the
+        running centres are the plain weighted means of the rows seen, as
+        :class:`~sklearn.cluster.MiniBatchKMeans` keeps them; smaller values forget early
+        steps (their assignments were made under worse centres).
 
     Attributes
     ----------
     cluster_centers_ : ndarray of shape (n_clusters, n_features)
     labels_ : ndarray of shape (n_samples,)
-        Only for in-memory (NumPy) input; use :meth:`predict` for other data.
+        Only for in-memory (NumPy) input; use :meth:`predict` for other data. After
+        :meth:`partial_fit`: the labels of its batch.
     inertia_ : float
-        Sum of (weighted) squared distances of the rows to their nearest centre.
+        Sum of (weighted) squared distances of the rows to their nearest centre. After
+        :meth:`partial_fit`: of its batch, under the updated centres.
     n_iter_ : int
-        Lloyd iterations of the best initialisation.
+        Lloyd iterations of the best initialisation (sweeps of an incremental fit, epochs
+        of an online one).
     converged_ : bool
     n_passes_ : int
         Full passes over the data, initialisation, the final inertia pass and (for
         in-memory input) the ``labels_`` pass included.
+    n_steps_ : int
+        M-steps made (several per iteration for the incremental and online schedules;
+        one per ``step_blocks`` blocks of a :meth:`partial_fit` batch).
+    n_samples_seen_ : int
+        Rows read by the online steps of :meth:`partial_fit` calls (and the online
+        ``fit`` they continue).
     pruned_restarts_ : list of int
     n_features_in_ : int
 
@@ -162,6 +191,12 @@ default="k-means||"
         keep_last: int = 2,
         overwrite_checkpoint: bool = False,
         cache: str | bool = "auto",
+        schedule: str = "batch",
+        step_blocks: int | None = None,
+        learning_decay: float = 1.0,
+        learning_offset: float = 0.0,
+        average: bool | int = False,
+        shuffle: bool = True,
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -181,6 +216,12 @@ default="k-means||"
         self.keep_last = keep_last
         self.overwrite_checkpoint = overwrite_checkpoint
         self.cache = cache
+        self.schedule = schedule
+        self.step_blocks = step_blocks
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self.average = average
+        self.shuffle = shuffle
 
     # -- validation ---------------------------------------------------------------------
 
@@ -211,12 +252,14 @@ default="k-means||"
         self._validate_engine_parameters()
 
     def _resolve_n_init(self) -> int:
-        """scikit-learn's ``_n_init``: "auto" -> 1 (k-means++, k-means||, array) or 10; one for an array."""
+        """scikit-learn's ``_n_init``: "auto" -> 1 (k-means++, k-means||, array) or 10; one for an array.
+
+        Under a schedule other than batch, which runs one initialisation, "auto" is 1.
+        """
         array_init = not isinstance(self.init, str) and not callable(self.init)
         if self.n_init == "auto":
-            n_init = (
-                DEFAULT_N_INIT if callable(self.init) or (isinstance(self.init, str) and self.init == "random") else 1
-            )
+            random_init = callable(self.init) or (isinstance(self.init, str) and self.init == "random")
+            n_init = DEFAULT_N_INIT if random_init and self.schedule == "batch" else 1
         else:
             n_init = int(self.n_init)
         if array_init and n_init != 1:
@@ -327,6 +370,86 @@ default="k-means||"
                 stacklevel=2,
             )
         return self
+
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> KMeans:
+        """Update the centres with the rows of ``X`` by online (mini-batch) k-means.
+
+        One online step from all the rows of ``X`` (a mini-batch; ``step_blocks`` and
+        ``shuffle`` apply to :meth:`fit`): the rows are assigned to their nearest centres, the
+        running per-cluster weights and sums move towards the step's by
+        ``(t + learning_offset) ** -learning_decay`` (the first step takes them as they
+        are) and the centres become their means. With the default ``learning_decay=1``
+        and batches of equal size, every centre is the weighted mean of all the rows ever
+        assigned to it: scikit-learn's :meth:`sklearn.cluster.MiniBatchKMeans.partial_fit`
+        with ``reassignment_ratio=0``, to rounding (with batches of unequal size each
+        step weighs as one, not by its rows).
+
+        The first call initialises from its batch with ``init`` (one initialisation,
+        whatever ``n_init``; it needs at least ``n_clusters`` rows), unless the estimator
+        is fitted, in which case it starts from the fitted centres (after an online
+        ``fit``, from its running statistics). Calls over the blocks of a dataset in order
+        give bitwise the centres of ``fit`` with ``schedule="online", shuffle=False,
+        max_iter=1`` from the same start.
+
+        Unlike :class:`~sklearn.cluster.MiniBatchKMeans`, small clusters are not
+        randomly reassigned to rows (``reassignment_ratio``); a cluster that has received
+        no row in any step yet takes the farthest rows seen, as :meth:`fit`'s empty
+        clusters do (scikit-learn's relocation).
+
+        Parameters
+        ----------
+        X : array-like, sparse matrix, dask array, zarr.Array or str of shape (n_samples, n_features)
+            A batch of rows.
+        y : None
+            Ignored.
+        sample_weight : array-like or dask array of shape (n_samples,), default=None
+            Non-negative weight of every row (all 1 when None).
+
+        Returns
+        -------
+        self : KMeans
+            The updated estimator; ``inertia_`` and (NumPy input) ``labels_`` are those of
+            the batch under the updated centres (one more pass over the batch), as
+            MiniBatchKMeans' ``compute_labels=True`` gives them.
+        """
+        try:
+            return self._partial_fit(X, sample_weight=sample_weight)
+        finally:
+            self._init_data = None
+
+    def _partial_source(self, X: Any, sample_weight: Any = None, **kwargs: Any) -> DataSource:
+        source = as_source(X, sample_weight=sample_weight, accept_sparse=True, one_block=True)
+        starting = getattr(self, "_online_state", None) is None and not hasattr(self, "converged_")
+        if starting and source.n_samples < self.n_clusters:
+            raise DataError(
+                f"n_samples={source.n_samples} should be >= n_clusters={self.n_clusters}: the first partial_fit "
+                "initialises the centres from its batch. Pass a batch of at least n_clusters rows."
+            )
+        if starting and callable(self.init):
+            self._init_data = self._callable_init_data(X, source)
+        elif starting and not isinstance(self.init, str):
+            self._check_centers(self.init, source.n_features)
+        self._partial_weighted = source.weights is not None
+        self._partial_dtype = source.array.dtype
+        return weighted_rows(source)
+
+    def _partial_n_features(self, source: DataSource) -> int:
+        return source.n_features - int(self._partial_weighted)  # the weights' column
+
+    def _partial_fitted(self, session: FitSession, model: Any, stats: Any, continuing: bool) -> None:
+        """``inertia_`` and (NumPy input) ``labels_`` of the batch under the new centres (one pass)."""
+        state = self._online_state
+        assert state is not None  # the step just made
+        centres = state.reported(model)
+        parts = session.block_results(model, "labels_inertia", centres)
+        self.inertia_ = float(sum(inertia for _, inertia in parts))
+        if session.in_memory:
+            self.labels_ = np.concatenate([labels for labels, _ in parts])
+        self.n_passes_ += 1
+        self.cluster_centers_ = centres.centers.astype(self._partial_dtype)
+
+    def _partial_model(self, session: FitSession) -> KMeansModel:
+        return KMeansModel(self.n_clusters, weighted=bool(getattr(self, "_partial_weighted", False)))
 
     def _callable_init_data(self, X: Any, source: DataSource) -> Any:
         """What a callable ``init`` receives as ``X``: scikit-learn's validated array in memory, else dask."""

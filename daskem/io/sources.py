@@ -135,6 +135,11 @@ class DataSource:
     nnz : int or None
         The stored values of sparse data when known from their metadata (a corpus), else
         None.
+    memory : tuple of (dask.array.Array, array) or None
+        In-memory rows of one block (``as_source(..., one_block=True)``): ``(array, the
+        rows)``. The rows stand for ``array`` only while ``array`` is that array (a
+        :func:`dataclasses.replace` of it leaves them behind), so a session on one block
+        takes them without a Dask compute.
     """
 
     array: da.Array
@@ -146,6 +151,7 @@ class DataSource:
     sparse: bool = False
     feature_names: tuple[str, ...] | None = field(default=None, compare=False)
     nnz: int | None = field(default=None, compare=False)
+    memory: tuple[da.Array, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def stored_nbytes(self) -> float:
@@ -521,6 +527,7 @@ def as_source(
     name: str = "X",
     accept_sparse: bool | None = None,
     vocabulary: Any = None,
+    one_block: bool = False,
 ) -> DataSource:
     """Validate ``X`` and return it as a :class:`DataSource`.
 
@@ -568,6 +575,11 @@ def as_source(
         One name per feature: a file of one word a line (kept in the reading options, read
         again on resume) or the words. Default: a corpus's own vocabulary, if any.
 
+    one_block : bool, default=False
+        In-memory data (NumPy, scipy.sparse) as one block, whatever ``chunk_rows``: a
+        ``partial_fit`` batch, computed on the driver without Dask's overhead per task.
+        Other sources keep their chunking.
+
     Returns
     -------
     DataSource
@@ -585,6 +597,7 @@ def as_source(
         sample_weight=sample_weight,
         name=name,
         accept_sparse=accept_sparse,
+        one_block=one_block,
     )
     return _with_vocabulary(source, vocabulary, storage_options)
 
@@ -602,6 +615,7 @@ def _as_source(
     sample_weight: Any,
     name: str,
     accept_sparse: bool | None,
+    one_block: bool = False,
 ) -> DataSource:
     """:func:`as_source` but the vocabulary."""
     options = {
@@ -677,7 +691,7 @@ def _as_source(
     if sparse.issparse(X):
         if not accept_sparse:
             _reject_sparse(name)
-        return _with_lengths(_sparse_memory(X, name, chunk_rows), lengths, None)
+        return _with_lengths(_sparse_memory(X, name, max(X.shape[0], 1) if one_block else chunk_rows), lengths, None)
     values = np.asarray(X)
     _check_ndim(values.shape)
     if values.dtype.kind in "USMmcV":
@@ -690,5 +704,9 @@ def _as_source(
         if values.dtype.kind == "O":
             _reject_dtype(values.dtype, name, f" ({err})")
         raise DataError(str(err)) from None
+    if one_block:
+        # A batch of its own, read once: a random name spares hashing its contents (~1 ms).
+        array = da.from_array(values, chunks=(max(values.shape[0], 1), values.shape[1]), name=False)
+        return _with_lengths(DataSource(array, "numpy", memory=(array, values)), lengths, None)
     rows = chunk_rows or default_chunk_rows(values.shape[0], values.shape[1])
     return _with_lengths(DataSource(da.from_array(values, chunks=(rows, values.shape[1])), "numpy"), lengths, None)

@@ -111,6 +111,41 @@ class VectorForm(Protocol):
 
 
 @runtime_checkable
+class StatsAlgebra(Protocol):
+    """Statistics computed under different parameters, merged and scaled.
+
+    Incremental EM keeps each block's statistics from the parameters the block was last
+    read with and merges them into one total; online EM keeps a running average of
+    statistics from many parameter sets (:mod:`daskem.em.schedules`). Moments taken around
+    a reference point (a mixture's means) are re-expressed around another one exactly.
+
+    Laws: ``recentre(s, s)`` is ``s``; ``combine(a, recentre(b, a))`` equals
+    ``combine(a, b)`` bitwise when ``a`` and ``b`` share their reference, and otherwise
+    gives the M-step of the statistics re-expressed the other way round to rounding;
+    ``m_step(scale(s, f))`` equals ``m_step(s)`` to rounding for ``f > 0`` (for M-steps
+    without priors, whose pseudo-counts weigh against ``n``).
+    """
+
+    def recentre(self, stats: Any, like: Any) -> Any:
+        """``stats`` with their moments re-expressed around the reference point of ``like``
+        (``stats`` itself when both share it)."""
+        ...
+
+    def scale(self, stats: Any, factor: float) -> Any:
+        """``stats`` with every additive quantity (``n`` and ``loglik`` included) times ``factor``."""
+        ...
+
+
+def merge_stats(model: Any, a: Any, b: Any) -> Any:
+    """The statistics of the rows behind ``a`` and ``b``, computed under any parameters each.
+
+    ``model.combine(a, model.recentre(b, a))``: bitwise ``combine(a, b)`` when both share
+    their reference point (:class:`StatsAlgebra`).
+    """
+    return model.combine(a, model.recentre(b, a))
+
+
+@runtime_checkable
 class BatchedEStep(Protocol):
     """The statistics of several parameter sets on one block, sharing work (restarts).
 
@@ -237,6 +272,34 @@ def block_stats(model: Any, params: Any, blocks: Sequence[NDArray[Any]]) -> list
         return [model.e_step(params, b) for b in blocks]
     messages = model.messages(params, [model.summarize(params, b) for b in blocks])
     return [model.e_step(params, b, m) for b, m in zip(blocks, messages, strict=True)]
+
+
+def row_uniforms(seed: int, first: int, rows: int, per_row: int, stream: int = 0) -> FloatArray:
+    """Uniform draws for the rows ``first .. first + rows - 1`` of the data, however chunked.
+
+    A counter-based generator (:class:`numpy.random.Philox` keyed by ``seed``, ``stream``
+    in the counter's second word) positioned by the row's index in the data, so a row
+    gets the same numbers whichever block holds it. Shape ``(rows, w)``, ``w`` the
+    multiple of 4 at least ``per_row`` (Philox yields 4 values per counter step).
+    """
+    width = 4 * -(-per_row // 4)
+    generator = np.random.Philox(key=int(seed), counter=[0, int(stream), 0, 0])
+    generator.advance(int(first) * width // 4)
+    return np.random.Generator(generator).random((rows, width))
+
+
+@runtime_checkable
+class SampledEStep(Protocol):
+    """Stochastic EM's E-step: the latent variables drawn instead of their expectations.
+
+    Law: the statistics are those of the hard assignments drawn from the posteriors with
+    the given uniforms (one row of ``uniforms`` per row of the block), and ``loglik`` is
+    the observed-data log-likelihood as :meth:`Model.e_step`'s.
+    """
+
+    def sample_e_step(self, params: Any, block: NDArray[Any], uniforms: FloatArray) -> Any:
+        """The block's statistics under latent variables drawn with ``uniforms``."""
+        ...
 
 
 def count_nonfinite(x: Any) -> int:

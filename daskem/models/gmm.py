@@ -12,7 +12,7 @@ accumulated in float64.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from scipy import linalg
 
 from daskem.errors import ParameterError
+from daskem.models.base import row_uniforms
 from daskem.models.gaussian import (
     LOG_2PI,
     FloatArray,
@@ -279,6 +280,39 @@ class GaussianMixtureModel:
             resp_sum=a.resp_sum + b.resp_sum,
             first=a.first + b.first,
             second=a.second + b.second,
+        )
+
+    def recentre(self, stats: GaussianMixtureStats, like: GaussianMixtureStats) -> GaussianMixtureStats:
+        """``stats`` with every component's moments taken around ``like.shift`` instead.
+
+        With ``y = x - m`` and ``delta = m - m'``: ``sum r (y + delta) = first + r delta``
+        and ``sum r (y + delta)(y + delta)^T = second + first delta^T + delta first^T +
+        r delta delta^T`` (summed over the components for tied, the diagonal for diag and
+        spherical).
+        """
+        if stats.shift is like.shift or np.array_equal(stats.shift, like.shift):
+            return stats
+        delta = stats.shift - like.shift
+        r = stats.resp_sum
+        first = stats.first
+        ct = covariance_type(self.covariance_type)
+        if ct.matrices:
+            cross = first[:, :, None] * delta[:, None, :]
+            extra = cross + cross.transpose(0, 2, 1) + r[:, None, None] * delta[:, :, None] * delta[:, None, :]
+            second = stats.second + (extra.sum(axis=0) if ct.shared else extra)
+        else:
+            second = stats.second + 2.0 * delta * first + r[:, None] * delta * delta
+        return replace(stats, shift=np.array(like.shift), first=first + r[:, None] * delta, second=second)
+
+    def scale(self, stats: GaussianMixtureStats, factor: float) -> GaussianMixtureStats:
+        """``stats`` with ``n``, ``loglik`` and every moment times ``factor`` (the same centres)."""
+        return replace(
+            stats,
+            n=stats.n * factor,
+            loglik=stats.loglik * factor,
+            resp_sum=stats.resp_sum * factor,
+            first=stats.first * factor,
+            second=stats.second * factor,
         )
 
     def log_likelihood(self, stats: GaussianMixtureStats) -> float:
@@ -581,6 +615,31 @@ class GaussianMixtureModel:
         log_prob = self.weighted_log_prob(params, block).T
         return log_normalize(log_prob, np.empty_like(log_prob))
 
+    def sample_e_step(
+        self, params: GaussianMixtureParams, block: NDArray[Any], uniforms: FloatArray
+    ) -> GaussianMixtureStats:
+        """Stochastic EM's E-step: each row's component drawn from its responsibilities.
+
+        The row takes the first component whose cumulative responsibility exceeds its
+        uniform (``uniforms[:, 0]``); the moments are those of these one-hot assignments
+        (:meth:`moments` under given responsibilities) and ``loglik`` the observed-data
+        log-likelihood, as :meth:`e_step`'s.
+        """
+        if self.missing == "marginalize":
+            raise ParameterError(
+                "Stochastic EM draws components for complete rows only; missing='marginalize' needs the batch, "
+                "incremental or online schedule."
+            )
+        log_prob = self.weighted_log_prob(params, block).T
+        resp = np.empty_like(log_prob)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
+            loglik = float(log_normalize(log_prob, resp).sum(dtype=np.float64))
+        k = resp.shape[0]
+        drawn = np.minimum((np.cumsum(resp, axis=0) < uniforms[:, 0]).sum(axis=0), k - 1)
+        onehot = np.zeros((block.shape[0], k))
+        onehot[np.arange(block.shape[0]), drawn] = 1.0
+        return replace(self.moments(params, block, onehot), loglik=loglik)
+
     def predict(self, params: GaussianMixtureParams, block: NDArray[Any]) -> NDArray[np.intp]:
         """Most probable component of every row of ``block``: shape (n,)."""
         return np.asarray(self.weighted_log_prob(params, block).argmax(axis=1))
@@ -624,13 +683,7 @@ class GaussianMixtureModel:
         if layout is None:
             return out
         k, d = params.means.shape
-        uniforms = None
-        if draws is not None:
-            seed, first = draws
-            per_row = 4 * -(-(d + 1) // 4)  # Philox yields 4 values per counter step
-            generator = np.random.Philox(key=int(seed))
-            generator.advance(int(first) * per_row // 4)
-            uniforms = np.random.Generator(generator).random((out.shape[0], per_row))
+        uniforms = None if draws is None else row_uniforms(draws[0], draws[1], out.shape[0], d + 1)
         with np.errstate(under="ignore"):
             for cond in self._conditionals(params, out, layout):
                 resp = np.empty_like(cond.log_prob)

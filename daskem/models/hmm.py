@@ -30,7 +30,7 @@ states), so one iteration equals hmmlearn's to rounding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -250,6 +250,16 @@ class Emission(Protocol):
 
     def combine(self, a: Any, b: Any) -> Any:
         """Sum the statistics of two disjoint sets of rows."""
+        ...
+
+    def recentre(self, stats: Any, like: Any) -> Any:
+        """``stats`` with their moments re-expressed around the reference point of ``like``
+        (``stats`` itself when both share it, or when they have none): the emission's part
+        of :class:`daskem.models.base.StatsAlgebra`."""
+        ...
+
+    def scale(self, stats: Any, factor: float) -> Any:
+        """``stats`` with every additive quantity times ``factor`` (the same references)."""
         ...
 
     def m_step(self, stats: Any, params: Any, update: str) -> Any:
@@ -512,6 +522,24 @@ class HMMModel(Generic[E]):
             emission=self.emission.combine(a.emission, b.emission),
         )
 
+    def recentre(self, stats: HMMStats, like: HMMStats) -> HMMStats:
+        """``stats`` with the emission's moments re-expressed like ``like``'s
+        (:meth:`Emission.recentre`); the start and transition counts have no reference."""
+        emission = self.emission.recentre(stats.emission, like.emission)
+        return stats if emission is stats.emission else replace(stats, emission=emission)
+
+    def scale(self, stats: HMMStats, factor: float) -> HMMStats:
+        """``stats`` with ``n``, ``loglik``, the start and transition counts and the
+        emission's statistics (:meth:`Emission.scale`) times ``factor``."""
+        return replace(
+            stats,
+            n=stats.n * factor,
+            loglik=stats.loglik * factor,
+            start=stats.start * factor,
+            trans=stats.trans * factor,
+            emission=self.emission.scale(stats.emission, factor),
+        )
+
     def log_likelihood(self, stats: HMMStats) -> float:
         """Total log-likelihood of the sequences behind ``stats``."""
         return float(stats.loglik)
@@ -729,6 +757,14 @@ class GaussianEmission:
         """Sum the moments of two disjoint sets of rows."""
         return self._mixture(a.resp_sum.shape[0]).combine(a, b)
 
+    def recentre(self, stats: GaussianMixtureStats, like: GaussianMixtureStats) -> GaussianMixtureStats:
+        """Every state's moments around its mean in ``like`` (:meth:`GaussianMixtureModel.recentre`)."""
+        return self._mixture(stats.resp_sum.shape[0]).recentre(stats, like)
+
+    def scale(self, stats: GaussianMixtureStats, factor: float) -> GaussianMixtureStats:
+        """The moments times ``factor`` (:meth:`GaussianMixtureModel.scale`)."""
+        return self._mixture(stats.resp_sum.shape[0]).scale(stats, factor)
+
     def m_step(
         self, stats: GaussianMixtureStats, params: GaussianEmissionParams, update: str
     ) -> GaussianEmissionParams:
@@ -835,6 +871,14 @@ class CategoricalEmission:
     def combine(self, a: FloatArray, b: FloatArray) -> FloatArray:
         """Sum the counts of two disjoint sets of rows."""
         return a + b
+
+    def recentre(self, stats: FloatArray, like: FloatArray) -> FloatArray:
+        """``stats`` themselves: counts have no reference point."""
+        return stats
+
+    def scale(self, stats: FloatArray, factor: float) -> FloatArray:
+        """The counts times ``factor``."""
+        return stats * factor
 
     def m_step(self, stats: FloatArray, params: CategoricalEmissionParams, update: str) -> CategoricalEmissionParams:
         """hmmlearn's emission probabilities (``"e"`` in ``update``) under their Dirichlet prior."""

@@ -29,7 +29,7 @@ block they came from.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -193,6 +193,51 @@ class KMeansModel:
             far=_farthest(np.concatenate([a.far, b.far]), self.n_clusters),
         )
 
+    def recentre(self, stats: KMeansStats, like: KMeansStats) -> KMeansStats:
+        """``stats`` with every sum of ``x - shift`` taken around ``like.shift`` instead.
+
+        With ``delta = shift - shift'``: ``sums + weight delta``, ``feature_sum +
+        moment_rows delta``, ``feature_sq + 2 delta feature_sum + moment_rows delta^2``, and
+        the far rows' ``x - shift`` plus ``delta`` (their distances, labels and weights stay).
+        """
+        if stats.shift is like.shift or np.array_equal(stats.shift, like.shift):
+            return stats
+        delta = stats.shift - like.shift
+        rows = stats.moment_rows
+        far = stats.far.copy()
+        far[:, 3:] += delta
+        return replace(
+            stats,
+            shift=np.array(like.shift),
+            sums=stats.sums + stats.weight[:, None] * delta,
+            feature_sum=stats.feature_sum + rows * delta,
+            feature_sq=stats.feature_sq + 2.0 * delta * stats.feature_sum + rows * delta * delta,
+            far=far,
+        )
+
+    def scale(self, stats: KMeansStats, factor: float) -> KMeansStats:
+        """``stats`` with ``n``, ``loglik``, the weights and sums per cluster, the feature
+        moments (``moment_rows`` included) and the far rows' weights times ``factor``.
+
+        A far row carries its share of its cluster's weight, which the M-step's relocation
+        moves (``weight[label] -= w``, ``sums[label] -= w x``): it scales with the weights,
+        so the relocated centres do not change. Its distance, label and ``x - shift``
+        describe the row itself and stay.
+        """
+        far = stats.far.copy()
+        far[:, 2] *= factor
+        return replace(
+            stats,
+            n=stats.n * factor,
+            loglik=stats.loglik * factor,
+            moment_rows=stats.moment_rows * factor,
+            weight=stats.weight * factor,
+            sums=stats.sums * factor,
+            feature_sum=stats.feature_sum * factor,
+            feature_sq=stats.feature_sq * factor,
+            far=far,
+        )
+
     def log_likelihood(self, stats: KMeansStats) -> float:
         """Minus the inertia."""
         return float(stats.loglik)
@@ -312,6 +357,37 @@ class KMeansModel:
         """Index of the nearest centre of every row: shape (n,)."""
         out = [labels for _, _, labels, _ in self.assign_tiles(params, block)]
         return np.concatenate(out) if out else np.zeros(0, dtype=np.intp)
+
+    def labels_inertia(self, params: KMeansParams, block: NDArray[Any]) -> tuple[NDArray[np.intp], float]:
+        """The nearest centre of every row and the block's (weighted) inertia, in one read.
+
+        Dense blocks run the E-step's assignment (the compiled kernel, one BLAS product per
+        tile) without its sums; sparse ones :meth:`assign_tiles`.
+        """
+        if sparse.issparse(block):
+            parts = [
+                (labels, float((d if w is None else w * d).sum()))
+                for _, w, labels, d in self.assign_tiles(params, block)
+            ]
+            return np.concatenate([p[0] for p in parts]), sum(p[1] for p in parts)
+        from daskem.models.kmeans_kernels import label_tile
+
+        x_all, w_all = (block[:, :-1], block[:, -1]) if self.weighted else (block, None)
+        dtype = np.dtype(np.float32) if x_all.dtype == np.float32 else np.dtype(np.float64)
+        n, d = x_all.shape
+        t = max(1, min(TILE_ROWS, n))
+        centres = _Centres.of(params, dtype)
+        tile, scores = np.empty((t, d), dtype), np.empty((t, centres.minus_t.shape[1]), dtype)
+        labels = np.empty(n, dtype=np.intp)
+        inertia = 0.0
+        with np.errstate(invalid="ignore", over="ignore"):
+            for start in range(0, n, t):
+                stop = min(start + t, n)
+                xs = _centre_tile(x_all[start:stop], params.reference, tile)
+                w = _NO_WEIGHTS if w_all is None else np.asarray(w_all[start:stop], dtype=np.float64)
+                product = np.matmul(xs, centres.minus_t, out=scores[: stop - start])
+                inertia += label_tile(xs, product, centres.half_norms, w, labels[start:stop])
+        return labels, inertia
 
     def transform(self, params: KMeansParams, block: NDArray[Any]) -> FloatArray:
         """Euclidean distance of every row to every centre: shape (n, k)."""

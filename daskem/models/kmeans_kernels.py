@@ -11,6 +11,34 @@ from __future__ import annotations
 from numba import njit
 
 
+@njit(nogil=True, cache=True, inline="always")
+def nearest(xs, scores, half_norms, i):  # type: ignore[no-untyped-def]
+    """Row ``i``'s nearest centre (first on ties) and squared distance to it, clipped at 0."""
+    label = 0
+    best = scores[i, 0] + half_norms[0]
+    for c in range(1, scores.shape[1]):
+        v = scores[i, c] + half_norms[c]
+        if v < best:
+            best = v
+            label = c
+    x2 = 0.0
+    for j in range(xs.shape[1]):
+        x2 += xs[i, j] * xs[i, j]
+    dist = x2 + 2.0 * best
+    return label, (0.0 if dist < 0.0 else dist)  # NaN stays NaN (non-finite data are reported)
+
+
+@njit(nogil=True, cache=True)
+def label_tile(xs, scores, half_norms, w, labels):  # type: ignore[no-untyped-def]
+    """Each row's nearest centre into ``labels``; return the tile's (weighted) inertia."""
+    inertia = 0.0
+    for i in range(xs.shape[0]):
+        label, dist = nearest(xs, scores, half_norms, i)
+        labels[i] = label
+        inertia += (1.0 if w.shape[0] == 0 else w[i]) * dist
+    return inertia
+
+
 @njit(nogil=True, cache=True)
 def accumulate_tile(xs, scores, half_norms, w, weight, sums, far_dist, far_row, far_label, offset):  # type: ignore[no-untyped-def]
     """Assign the rows of a centred tile and add them to the statistics; return the inertia.
@@ -23,7 +51,6 @@ def accumulate_tile(xs, scores, half_norms, w, weight, sums, far_dist, far_row, 
     strictly larger; ``offset`` is added to the tile's row indices).
     """
     t, d = xs.shape
-    k = scores.shape[1]
     m = far_dist.shape[0]
     inertia = 0.0
     low = 0
@@ -31,19 +58,7 @@ def accumulate_tile(xs, scores, half_norms, w, weight, sums, far_dist, far_row, 
         if far_dist[c] < far_dist[low]:
             low = c
     for i in range(t):
-        label = 0
-        best = scores[i, 0] + half_norms[0]
-        for c in range(1, k):
-            v = scores[i, c] + half_norms[c]
-            if v < best:
-                best = v
-                label = c
-        x2 = 0.0
-        for j in range(d):
-            x2 += xs[i, j] * xs[i, j]
-        dist = x2 + 2.0 * best
-        if dist < 0.0:
-            dist = 0.0
+        label, dist = nearest(xs, scores, half_norms, i)
         wi = 1.0 if w.shape[0] == 0 else w[i]
         weight[label] += wi
         for j in range(d):

@@ -70,7 +70,7 @@ tiles of at most :func:`~daskem.models.gaussian.tile_rows` rows, so a worker hol
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -542,6 +542,39 @@ class _LinearGaussianModel:
             latent_second=a.latent_second + b.latent_second,
             square=a.square + b.square,
             n_incomplete=a.n_incomplete + b.n_incomplete,
+        )
+
+    def recentre(self, stats: LinearGaussianStats, like: LinearGaussianStats) -> LinearGaussianStats:
+        """``stats`` with every sum of ``y`` taken around ``like.shift`` instead.
+
+        With ``delta = m - m'`` and ``y' = y + delta`` (incomplete rows' expectations alike):
+        ``s + n delta``, ``T + (sum E[z]) delta^T`` and ``Q + 2 delta * s + n delta * delta``;
+        ``sum E[z]`` and ``S`` do not involve ``y``.
+        """
+        if stats.shift is like.shift or np.array_equal(stats.shift, like.shift):
+            return stats
+        delta = stats.shift - like.shift
+        n = stats.n
+        return replace(
+            stats,
+            shift=np.array(like.shift),
+            first=stats.first + n * delta,
+            cross=stats.cross + np.outer(stats.latent_sum, delta),
+            square=stats.square + 2.0 * delta * stats.first + n * delta * delta,
+        )
+
+    def scale(self, stats: LinearGaussianStats, factor: float) -> LinearGaussianStats:
+        """``stats`` with ``n``, ``n_incomplete``, ``loglik`` and every sum times ``factor`` (the same shift)."""
+        return replace(
+            stats,
+            n=stats.n * factor,
+            loglik=stats.loglik * factor,
+            first=stats.first * factor,
+            latent_sum=stats.latent_sum * factor,
+            cross=stats.cross * factor,
+            latent_second=stats.latent_second * factor,
+            square=stats.square * factor,
+            n_incomplete=stats.n_incomplete * factor,
         )
 
     def log_likelihood(self, stats: LinearGaussianStats) -> float:

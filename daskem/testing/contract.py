@@ -33,7 +33,10 @@ The suite checks the laws the EM engine relies on:
   round trip, ``BatchedEStep`` equal to each solo E-step bitwise, ``OwnConvergence``
   stops on unmoved parameters only, ``MessagePassing`` gives the unsplit statistics,
   ``RowScores`` split per row and sum to the statistics' log-likelihood,
-  ``RegularisedMStep``'s gap is >= 0 and bounds the decrease of an M-step.
+  ``RegularisedMStep``'s gap is >= 0 and bounds the decrease of an M-step,
+  ``StatsAlgebra``: recentring on the own reference is the identity, merging statistics
+  of one parameter set is ``combine`` bitwise, merging those of two parameter sets gives
+  the same M-step in either order, and scaled statistics give the same M-step.
 
 This module imports neither pytest nor hypothesis at import time (``daskem.testing`` is
 also imported by the CLI, where test dependencies need not be installed): the
@@ -62,9 +65,11 @@ from daskem.models.base import (
     OwnConvergence,
     RegularisedMStep,
     RowScores,
+    StatsAlgebra,
     VectorForm,
     block_stats,
     carries_messages,
+    merge_stats,
 )
 
 __all__ = ["ModelContract", "relative_difference"]
@@ -109,6 +114,24 @@ def _stats_fields(stats: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(stats):
         return {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)}
     return dict(vars(stats))
+
+
+def _leaves(stats: Any, prefix: str = "") -> dict[str, Any]:
+    """Every field of statistics, those of nested statistics (an HMM's emission) flattened in."""
+    if not dataclasses.is_dataclass(stats):
+        return {prefix: stats}
+    out: dict[str, Any] = {}
+    for name, value in _stats_fields(stats).items():
+        out.update(_leaves(value, f"{prefix}{name}."))
+    return out
+
+
+def _assert_stats_equal(a: Any, b: Any) -> None:
+    """Assert that two statistics are equal bitwise, field by field (nested ones included)."""
+    fa, fb = _leaves(a), _leaves(b)
+    assert fa.keys() == fb.keys()
+    for name in fa:
+        assert np.array_equal(fa[name], fb[name]), name
 
 
 def _row_chunks(name: str, n: int) -> tuple[int, ...]:
@@ -425,3 +448,33 @@ class ModelContract:
         np.testing.assert_array_equal(np.concatenate(pieces), scores)
         loglik = model.e_step(params, data).loglik
         assert relative_difference(scores.sum(), loglik) <= 1e-10, (float(scores.sum()), loglik)
+
+    def test_recentre_on_its_own_reference_is_identity(self, model: Any, params: Any, data: np.ndarray) -> None:
+        self._require(model, StatsAlgebra)
+        (stats,) = block_stats(model, params, [data])
+        assert model.recentre(stats, stats) is stats
+
+    def test_merge_under_one_parameter_set_is_combine(self, model: Any, params: Any, data: np.ndarray) -> None:
+        self._require(model, StatsAlgebra)
+        a, b = block_stats(model, params, self.pieces(data, [data.shape[0] // 3]))
+        _assert_stats_equal(merge_stats(model, a, b), model.combine(a, b))
+        _assert_stats_equal(merge_stats(model, b, a), model.combine(b, a))
+
+    def test_merge_under_two_parameter_sets_is_symmetric(self, model: Any, params: Any, data: np.ndarray) -> None:
+        self._require(model, StatsAlgebra)
+        moved = self._moved(model, params, data)
+        blocks = self.pieces(data, [data.shape[0] // 3])
+        a = block_stats(model, params, blocks)[0]
+        b = block_stats(model, moved, blocks)[1]
+        forward, backward = merge_stats(model, a, b), merge_stats(model, b, a)
+        assert forward.n == backward.n == data.shape[0]
+        self.assert_params_close(model.m_step(forward, moved), model.m_step(backward, moved), 1e-10)
+
+    def test_scaled_statistics_give_the_same_m_step(self, model: Any, params: Any, data: np.ndarray) -> None:
+        self._require(model, StatsAlgebra)
+        (stats,) = block_stats(model, params, [data])
+        scaled = model.scale(stats, 3.5)
+        assert scaled.n == stats.n * 3.5
+        assert model.log_likelihood(scaled) == model.log_likelihood(stats) * 3.5
+        assert scaled.n_nonfinite == stats.n_nonfinite
+        self.assert_params_close(model.m_step(scaled, params), model.m_step(stats, params), 1e-10)
