@@ -99,11 +99,11 @@ class LearningDecayType(click.ParamType):
         try:
             decay = float(value)
         except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number: give a decay in (0.5, 1], e.g. 0.6.", param, ctx)
+            self.fail(f"{value!r} is not a number: give a decay in (0.5, 1], e.g. 0.55.", param, ctx)
         if not 0.5 < decay <= 1.0:
             self.fail(
                 f"{value!r} is not in (0.5, 1]: the step sizes (t + offset)^-decay must sum to infinity and their "
-                "squares must not. Give a decay in (0.5, 1], e.g. 0.6.",
+                "squares must not. Give a decay in (0.5, 1], e.g. 0.55.",
                 param,
                 ctx,
             )

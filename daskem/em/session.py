@@ -25,6 +25,7 @@ give one block key two different tasks (distributed's "Detected different `run_s
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import dataclasses
 import functools
@@ -206,8 +207,19 @@ def single_threaded_blas() -> Iterator[None]:
     start-up that dominates them. Distributed workers already start with
     ``OPENBLAS_NUM_THREADS=1`` and friends.
     """
-    with blas_controller().limit(limits=1, user_api="blas"):
+    if _BLAS_PINNED.get():  # already pinned here (a pass inside a fit): nothing to change
         yield
+        return
+    token = _BLAS_PINNED.set(True)
+    try:
+        with blas_controller().limit(limits=1, user_api="blas"):
+            yield
+    finally:
+        _BLAS_PINNED.reset(token)
+
+
+#: Whether :func:`single_threaded_blas` holds the pinning in this context (it nests for free).
+_BLAS_PINNED: contextvars.ContextVar[bool] = contextvars.ContextVar("daskem_blas_pinned", default=False)
 
 
 #: Times a pass is attempted when its tasks are lost with their workers (KilledWorker).

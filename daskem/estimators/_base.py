@@ -10,6 +10,7 @@ in the same passes over the data, every read through one
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -62,6 +63,12 @@ def _entropy(random_state: Any) -> int:
     if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
         return int(random_state)
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+@functools.cache
+def _takes_schedule(name: str) -> bool:
+    """Whether the estimator class ``name`` has the schedule's constructor parameters (asked once)."""
+    return "schedule" in EMEstimator._REGISTRY[name]._get_param_names()
 
 
 def _jsonable(value: Any) -> Any:
@@ -120,7 +127,7 @@ class EMEstimator(BaseEstimator):
     # an estimator without them, LDA, fits in batch passes).
     schedule: str = "batch"
     step_blocks: int | None = None
-    learning_decay: float = 0.6
+    learning_decay: float = 0.55
     learning_offset: float = 0.0
     average: bool | int = False
     shuffle: bool = True
@@ -173,7 +180,7 @@ class EMEstimator(BaseEstimator):
         check_int(name, "keep_last", self.keep_last, 1)
         if self.accelerate is not None:
             check_option(name, "accelerate", self.accelerate, [a for a in ACCELERATIONS if a is not None])
-        if "schedule" in self._get_param_names():  # LDA's learning_decay is its own, not a schedule's
+        if _takes_schedule(type(self).__name__):  # LDA's learning_decay is its own, not a schedule's
             check_schedule_settings(name, self._schedule(0))
         if self.cache is not True and self.cache is not False and self.cache != "auto":
             raise ParameterError(

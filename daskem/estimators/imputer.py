@@ -177,7 +177,7 @@ class GaussianImputer(OneToOneFeatureMixin, TransformerMixin, GaussianMixture):
         cache: str | bool = "auto",
         schedule: str = "batch",
         step_blocks: int | None = None,
-        learning_decay: float = 0.6,
+        learning_decay: float = 0.55,
         learning_offset: float = 0.0,
         average: bool | int = False,
         shuffle: bool = True,

@@ -1,0 +1,89 @@
+"""What the benchmarks on a generated Gaussian-mixture store share: the store, the start,
+the scheduler, the log."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import zarr
+from dask.utils import format_bytes
+from sklearn.exceptions import ConvergenceWarning
+
+import daskem
+from daskem.io.sources import ChunkSizeWarning
+from daskem.testing import mixture_spec, write_mixture_zarr
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def ensure_store(path: str, n: int, d: int, k: int, chunk_rows: int, seed: int, separation: float) -> float | None:
+    """Write the mixture to ``path`` unless a complete store of that shape is there; seconds or None."""
+    if os.path.exists(path):
+        try:
+            arr = zarr.open_array(path, mode="r")
+            truth = arr.attrs.get("daskem_truth", {})  # written last: the store is complete
+            ok = (
+                arr.shape == (n, d)
+                and arr.chunks == (chunk_rows, d)
+                and arr.dtype == np.float64
+                and truth.get("seed") == seed
+                and np.allclose(truth.get("means", np.nan), mixture_spec(d, k, seed, separation).means)
+            )
+        except Exception:
+            ok = False
+        if ok:
+            log(f"reusing {path}")
+            return None
+        raise SystemExit(
+            f"{path} exists but is not a {n:,} x {d} store (k={k}, chunks of {chunk_rows:,} rows, seed {seed}, "
+            f"separation {separation}): remove it or pass another --store"
+        )
+    log(f"writing {path}: {n:,} x {d} float64 ({format_bytes(n * d * 8)}), chunks of {chunk_rows:,} rows")
+    start = time.perf_counter()
+    try:
+        write_mixture_zarr(path, n, d, k, seed=seed, chunk_rows=chunk_rows, separation=separation)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return time.perf_counter() - start
+
+
+def initial(sample: np.ndarray, k: int, method: str, seed: int) -> dict[str, np.ndarray]:
+    """The shared start: ``method`` (:func:`daskem.initial_params`) on an in-memory sample."""
+    model = daskem.GaussianMixtureModel(k, "full")
+    (p,) = daskem.initial_params(model, daskem.as_source(sample), method, [np.random.default_rng(seed)])
+    pc = p.precisions_cholesky
+    return {"weights_init": p.weights, "means_init": p.means, "precisions_init": pc @ pc.transpose(0, 2, 1)}
+
+
+@contextlib.contextmanager
+def scheduler(workers: int) -> Iterator[str]:
+    """Dask's threaded scheduler (``workers == 0``) or a LocalCluster of single-threaded processes."""
+    if workers == 0:
+        yield f"threaded scheduler ({os.cpu_count()} threads)"
+        return
+    from distributed import Client
+
+    from daskem.cli import local_cluster
+
+    with local_cluster(workers, 1) as cluster, Client(cluster, set_as_default=False) as client, client.as_current():
+        yield f"LocalCluster of {workers} processes x 1 thread"
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Without the warnings of a fit stopped at ``max_iter`` (the online epoch) or of a large graph."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", ChunkSizeWarning)
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        yield
