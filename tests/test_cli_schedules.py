@@ -128,8 +128,7 @@ def test_fit_equals_the_python_api_bitwise(fitted, oracles, name):
     else:
         unit = {"online": "epoch", "incremental": "sweep"}[name]
         # A line per M-step inside an iteration (4 blocks: fewer than ten), not the last block.
-        first = 1 if name == "online" else 2  # incremental: the first sweep reads every block at once
-        expected = [(unit, str(i), str(b), str(BLOCKS)) for i in range(first, 4) for b in range(1, BLOCKS)]
+        expected = [(unit, str(i), str(b), str(BLOCKS)) for i in range(1, 4) for b in range(1, BLOCKS)]
         assert steps == expected
     # inspect of the model file shows the schedule and its settings.
     shown = invoke_cli("inspect", model)
@@ -276,7 +275,7 @@ def _refused(*args, status=2):
     ("args", "words"),
     [
         (["--schedule", "minibatch"], ["'minibatch'", "batch", "incremental", "online", "stochastic"]),
-        (["--schedule", "online", "--learning-decay", "0.3"], ["'0.3'", "(0.5, 1]", "e.g. 0.6"]),
+        (["--schedule", "online", "--learning-decay", "0.3"], ["'0.3'", "(0.5, 1]", "e.g. 0.55"]),
         (["--schedule", "online", "--learning-decay", "fast"], ["'fast'", "(0.5, 1]"]),
         (["--schedule", "online", "--learning-offset", "-1"], ["-1", "--learning-offset"]),
         (["--schedule", "online", "--step-blocks", "0"], ["0", "--step-blocks"]),

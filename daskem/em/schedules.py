@@ -3,11 +3,12 @@
 * ``"batch"``: every iteration reads every block (:func:`daskem.em.driver.fit_em_restarts`).
 * ``"incremental"`` (Neal & Hinton 1998): each block's last statistics are kept; a step
   reads ``step_blocks`` blocks (cyclically, in order), replaces their statistics in the
-  total and runs the M-step. The first sweep reads every block (batch EM's first
-  iteration). An iteration is a sweep over all blocks; with every block in one step it
-  is batch EM bit for bit (the total is folded in the order of a pass's reduction tree,
-  :func:`daskem.em.graph.fold_tree`). The per-block statistics live on the driver and
-  in the checkpoint.
+  total and runs the M-step. The first sweep's M-steps use the blocks read so far (an
+  M-step per step from the start, as an online epoch; a full first pass would spend a
+  whole pass on the start). An iteration is a sweep over all blocks; with every block in
+  one step it is batch EM bit for bit (the total is folded in the order of a pass's
+  reduction tree, :func:`daskem.em.graph.fold_tree`). The per-block statistics live on
+  the driver and in the checkpoint.
 * ``"online"`` (Cappé & Moulines 2009): running statistics, per row,
   ``s <- s + gamma_t (sbar(step's blocks) - s)`` with ``gamma_t = (t + offset)^-decay``
   (the first step takes its blocks' statistics as they are), and an M-step after every
@@ -399,36 +400,40 @@ class _Walk:
 
 
 class _Incremental(_Walk):
-    """Neal & Hinton's incremental EM (see the module docstring)."""
+    """Neal & Hinton's incremental EM (see the module docstring).
+
+    ``blocks[i]`` holds block ``i``'s last statistics, None before the first sweep reads
+    it: the M-steps of the first sweep use the blocks read so far (the data seen, as an
+    online epoch would), those of later sweeps every block's last statistics.
+    """
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
-        self.blocks: list[Any] | None = None
+        self.blocks: list[Any] = [None] * self.n_blocks
         self.position = 0
         if _STATE in arrays:
             self.steps, self.position = (int(v) for v in arrays[_STATE])
             like = self.model.zero_stats(self.run.pending)
-            self.blocks = stats_from_arrays(arrays, _STATS, like)
+            read = stats_from_arrays(arrays, _STATS, like) if any(k.startswith(_STATS) for k in arrays) else []
+            self.blocks[: len(read)] = read
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         out = {_STATE: np.array([self.steps, self.position], dtype=np.float64)}
-        if self.blocks is not None:
-            out.update(stats_to_arrays(self.blocks, _STATS))
+        read = [b for b in self.blocks if b is not None]  # the first sweep reads the blocks in order
+        if read:
+            out.update(stats_to_arrays(read, _STATS))
         return out
 
     def fit(self) -> None:
         model, session, run = self.model, self.session, self.run
         while run.active:
             params = since = run.pending
-            if self.blocks is None:  # the first sweep: every block, batch EM's first iteration
-                self.blocks = session.block_stats(model, params)
-                self.position = self.n_blocks
             while self.position < self.n_blocks:
                 chosen = range(self.position, min(self.position + self.per_step, self.n_blocks))
                 for i, stats in zip(chosen, session.block_stats(model, params, chosen), strict=True):
                     self.blocks[i] = stats
                 self.position = chosen.stop
                 if self.position < self.n_blocks:  # an M-step inside the sweep: no record
-                    total = self.total(self.blocks)
+                    total = self.total([b for b in self.blocks if b is not None])
                     check_stats(total, self.n_samples, model=model)
                     params = run.pending = run.params = model.m_step(total, params)
                     self.steps += 1
