@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from daskem.errors import DaskemError, DataError, NotFittedError, NumericalError, ParameterError, StoreError
     from daskem.estimators import (
         PPCA,
+        BayesianGaussianMixture,
         CategoricalHMM,
         FactorAnalysis,
         GaussianHMM,
@@ -44,6 +45,7 @@ _LAZY: dict[str, str] = {
     "ParameterError": "daskem.errors",
     "StoreError": "daskem.errors",
     "PPCA": "daskem.estimators",
+    "BayesianGaussianMixture": "daskem.estimators",
     "CategoricalHMM": "daskem.estimators",
     "FactorAnalysis": "daskem.estimators",
     "GaussianHMM": "daskem.estimators",
@@ -86,6 +88,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BayesianGaussianMixture",
     "CategoricalHMM",
     "DaskemError",
     "DataError",

@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -48,12 +48,13 @@ from numpy.typing import ArrayLike
 from daskem.checkpoint.checkpoint import Checkpoint, CheckpointMismatchError, UnreadableCheckpointError, fit_metadata
 from daskem.em.checks import check_stats
 from daskem.em.driver import fit_em_restarts
-from daskem.em.init import INIT_SAMPLE_ROWS, sample_rows, weighted_kmeans
+from daskem.em.init import INIT_SAMPLE_ROWS, data_moments, sample_rows, weighted_kmeans
 from daskem.em.runs import BatchedModel, EMResult, RestartsResult
 from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import ParameterError
 from daskem.io.sources import DataSource, as_source
 from daskem.models.gaussian import COVARIANCE_TYPES, covariance_type
+from daskem.models.gaussian_prior import GaussianPrior, check_prior_spec, needs_data, resolve_prior
 from daskem.models.gmm import GaussianMixtureModel
 from daskem.models.kmeans import KMeansModel, KMeansParams, KMeansStats, shared_reference
 
@@ -261,17 +262,43 @@ class _MixtureGrid:
     n_components: tuple[int, ...]
     covariance_types: tuple[str, ...]
     reg_covar: float
+    prior: Any = None
+    #: Each candidate's resolved prior (:meth:`prepare`), in grid order.
+    priors: tuple[GaussianPrior | None, ...] | None = None
     name: ClassVar[str] = "gmm"
 
     @property
     def points(self) -> list[Point]:
         return [(k, ct) for ct in self.covariance_types for k in self.n_components]
 
+    def prepare(self, session: FitSession) -> tuple[_MixtureGrid, int]:
+        """The grid with every candidate's prior resolved, and the passes that took (the data's
+        mean and covariance, read once for every candidate, when the default needs them)."""
+        if self.prior is None:
+            return self, 0
+        moments = data_moments(session) if needs_data(self.prior) else None
+        d = session.source.n_features
+        priors = tuple(
+            resolve_prior(self.prior, str(ct), k, d, None if moments is None else (lambda: moments))
+            for k, ct in self.points
+        )
+        return replace(self, priors=priors), int(moments is not None)
+
     def models(self) -> list[Any]:
-        return [GaussianMixtureModel(k, str(ct), self.reg_covar) for k, ct in self.points]
+        priors = self.priors or (None,) * len(self.points)
+        return [
+            GaussianMixtureModel(k, str(ct), self.reg_covar, prior=prior)
+            for (k, ct), prior in zip(self.points, priors, strict=True)
+        ]
 
     def section(self) -> dict[str, Any]:
-        return {"covariance_types": list(self.covariance_types), "reg_covar": float(self.reg_covar)}
+        prior = self.prior if self.prior is None or isinstance(self.prior, str) else _json_prior(self.prior)
+        return {
+            "covariance_types": list(self.covariance_types),
+            "reg_covar": float(self.reg_covar),
+            # Only when set: the sections of selections without a prior stay as they were.
+            **({"prior": prior} if self.prior is not None else {}),
+        }
 
     def starts(self, sample: np.ndarray, centres: dict[int, KMeansParams]) -> list[Any]:
         # Each k's hard assignment, computed once for every covariance type.
@@ -279,13 +306,22 @@ class _MixtureGrid:
         return [model.params_from_responsibilities(sample, resp[model.n_components]) for model in self.models()]
 
     def log_likelihood(self, model: Any, stats: Any) -> float:
-        return float(model.log_likelihood(stats))
+        # The log-likelihood, also under a prior (mclust's BIC: at the MAP estimate).
+        return float(stats.loglik)
 
     def n_parameters(self, point: Point, n_features: int) -> int:
         return n_parameters(point[0], n_features, str(point[1]))
 
     def hyperparameters(self, point: Point) -> dict[str, Any]:
-        return {"n_components": point[0], "covariance_type": point[1], "reg_covar": self.reg_covar}
+        out: dict[str, Any] = {"n_components": point[0], "covariance_type": point[1], "reg_covar": self.reg_covar}
+        if self.priors is not None:
+            prior = self.priors[self.points.index(point)]
+            out["prior"] = None if prior is None else prior.to_dict()
+        return out
+
+
+def _json_prior(prior: Any) -> dict[str, Any]:
+    return {key: np.asarray(value).tolist() for key, value in dict(prior).items()}
 
 
 def kmeans_log_likelihood(counts: ArrayLike, inertia: float, n_features: int) -> float:
@@ -487,6 +523,7 @@ def select_mixture(
     max_iter: int = 100,
     tol: float = 1e-3,
     reg_covar: float = 1e-6,
+    prior: Any = None,
     random_state: int | None = 0,
     n_init: int = 3,
     split_every: int | None = None,
@@ -509,6 +546,12 @@ def select_mixture(
         Covariance types to try.
     max_iter, tol, reg_covar, split_every, cache
         As for :class:`daskem.GaussianMixture`.
+    prior : None, "default" or dict
+        MAP-EM under mclust's conjugate prior, as :class:`daskem.GaussianMixture`'s
+        ``prior``: each candidate gets its own (mclust's ``defaultPrior`` depends on the
+        number of components and the covariance type), all from the data's mean and
+        covariance, read in one more pass when the default needs them. The criteria score
+        the log-likelihood at the MAP estimates, as mclust's BIC does.
     random_state : int or None
         Seed of the sample and of the k-means starts (None: fresh entropy, which a
         checkpoint stores so that a resumed selection draws the same starts).
@@ -556,7 +599,8 @@ def select_mixture(
     for ct in covariance_types:
         if ct not in COVARIANCE_TYPES:
             raise ParameterError(f"Unknown covariance type {ct!r}; choose among {sorted(COVARIANCE_TYPES)}.")
-    grid = _MixtureGrid(tuple(int(k) for k in n_components), tuple(covariance_types), float(reg_covar))
+    check_prior_spec("select_mixture", prior)
+    grid = _MixtureGrid(tuple(int(k) for k in n_components), tuple(covariance_types), float(reg_covar), prior)
     return _select(
         source,
         grid,
@@ -665,6 +709,9 @@ def _select(
     """Fit and score ``grid``'s candidates in shared passes (the body of every selection)."""
     fan_in = resolve_split_every(split_every)
     session = FitSession(source, cache=cache, split_every=fan_in)  # every pass reads through it
+    prepare = getattr(grid, "prepare", None)
+    if prepare is not None:  # a mixture grid's priors (its pass counts as the session's)
+        grid, _ = prepare(session)
     points = grid.points
     models = grid.models()
     n, d = source.n_samples, source.n_features

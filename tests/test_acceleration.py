@@ -887,6 +887,9 @@ def digits10() -> np.ndarray:
 
 
 def digits_fit(X: np.ndarray, seed: int, accelerate: str | None, tol: float = 1e-7) -> Any:
+    # The rows as the dask array of their blocks: the per-block random draws these seeds were
+    # chosen with (on a NumPy array, init_params="random" draws scikit-learn's responsibilities).
+    X = as_source(X).array
     return GaussianMixture(
         10,
         covariance_type="full",

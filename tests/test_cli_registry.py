@@ -84,7 +84,8 @@ def test_entry_for_a_subclass_is_its_registered_base():
     assert registry.entry_for(MyMixture) is registry.get("gmm")
     with pytest.raises(ParameterError, match=re.escape("EMEstimator is not a model of the daskem command")):
         registry.entry_for(EMEstimator)
-    with pytest.raises(ParameterError, match=re.escape("Unknown model 'gmmm': choose among categorical-hmm, fa,")):
+    unknown = "Unknown model 'gmmm': choose among bgmm, categorical-hmm, fa,"
+    with pytest.raises(ParameterError, match=re.escape(unknown)):
         registry.get("gmmm")
 
 
@@ -201,8 +202,8 @@ def test_fit_help_names_every_model_and_its_defaults():
     [
         (
             ["--model", "kmeans", "--covariance-type", "diag"],
-            "--covariance-type does not apply to --model kmeans; it is an option of gaussian-hmm, gmm. The options "
-            "of kmeans: --n-components, --n-clusters, --init, --n-init.",
+            "--covariance-type does not apply to --model kmeans; it is an option of bgmm, gaussian-hmm, gmm. The "
+            "options of kmeans: --n-components, --n-clusters, --init, --n-init.",
         ),
         (["--model", "gmm", "--lengths", "x.txt"], "--lengths does not apply to --model gmm"),
         (["--model", "kmeans", "-k", "2", "--n-clusters", "3"], "--n-components and --n-clusters both set n_clusters"),

@@ -145,8 +145,13 @@ def _grid_keywords(entry: ModelEntry, given: Mapping[str, Any]) -> tuple[Selecta
                         f"{', '.join(option.choices)}."
                     )
             keywords[how.axes[name]] = values
+        elif value is None:
+            keywords[option.param] = entry.default(option)
         else:
-            keywords[option.param] = entry.default(option) if value is None else value
+            try:  # a setting read from text (--prior's JSON)
+                keywords[option.param] = option.convert(value) if option.convert is not None else value
+            except ValueError as err:
+                raise click.UsageError(str(err)) from None
     return how, keywords
 
 

@@ -17,6 +17,19 @@ responsibilities (``params_from_responsibilities`` / ``stats_from_responsibiliti
     (each block draws from its own ``SeedSequence`` child, so the result does not
     depend on scheduling).
 
+scikit-learn's draws (``"random"``, ``"random_from_data"``): given a legacy
+:class:`numpy.random.RandomState` (``random_state=`` of :func:`initial_params`; the
+estimators pass ``RandomState(seed)`` for data held in memory, :func:`sklearn_random_state`),
+the initialisations draw exactly what scikit-learn's ``BaseMixture._initialize_parameters``
+draws from ``check_random_state(seed)``, in order, one initialisation after the other
+(:func:`sklearn_responsibilities`): ``uniform(size=(n_samples, n_components))`` normalised
+by rows, or ``choice(n_samples, size=n_components, replace=False)`` as one-hot
+responsibilities. A fit on a NumPy array with an integer ``random_state`` then starts where
+scikit-learn's starts. For data not in memory the draws stay the ones above: scikit-learn's
+are one sequential Mersenne-Twister stream of ``n_samples x n_components`` uniforms (or a
+permutation of all ``n_samples`` rows) that no block can draw its own part of, so
+reproducing them would take driver memory and transfers proportional to the rows.
+
 Several initialisations (``n_init``) are computed together: every pass over the data
 serves all of them. Every read goes through the fit's
 :class:`daskem.em.session.FitSession` (its cached or streamed blocks, its pass count).
@@ -288,6 +301,204 @@ def kmeans_parallel(
     return [weighted_kmeans(c, w, n_clusters, rng) for c, w, rng in zip(candidates, counts, rngs, strict=True)]
 
 
+def sklearn_random_state(rngs: Sequence[np.random.Generator]) -> np.random.RandomState:
+    """The legacy generator scikit-learn would draw from, for the fit whose generators are ``rngs``.
+
+    The estimators' generators are ``default_rng(SeedSequence(seed).spawn(n_init)[i])``
+    (``seed`` is ``random_state`` itself when it is an int, the checkpoint's stored entropy
+    on a resume); this is ``RandomState(seed)``, which is
+    ``sklearn.utils.check_random_state(seed)`` for an int.
+    """
+    seed_seq = rngs[0].bit_generator.seed_seq
+    entropy = getattr(seed_seq, "entropy", None)
+    if not isinstance(entropy, int):
+        raise ValueError("The generators do not come from one integer seed.")
+    return np.random.RandomState(entropy % 2**32 if entropy >= 2**32 else entropy)
+
+
+def sklearn_draw(method: str, n_samples: int, n_components: int, random_state: np.random.RandomState) -> np.ndarray:
+    """One initialisation's draw, as scikit-learn's ``_initialize_parameters`` makes it.
+
+    Parameters
+    ----------
+    method : {"random", "random_from_data"}
+        ``init_params``.
+    n_samples, n_components : int
+        The rows and components.
+    random_state : numpy.random.RandomState
+        Advanced by the draw (initialisations draw one after the other from it).
+
+    Returns
+    -------
+    ndarray
+        ``"random"``: responsibilities (n_samples, n_components), float64; ``"random_from_data"``:
+        the ``n_components`` row indices, component ``j`` starting at row ``indices[j]``.
+    """
+    if method == "random":
+        resp = np.asarray(random_state.uniform(size=(n_samples, n_components)), dtype=np.float64)
+        resp /= resp.sum(axis=1)[:, np.newaxis]
+        return resp
+    if method == "random_from_data":
+        return np.asarray(random_state.choice(n_samples, size=n_components, replace=False))
+    raise ValueError(f"scikit-learn's draws are for 'random' and 'random_from_data'; got {method!r}.")
+
+
+def sklearn_responsibilities(
+    method: str,
+    n_samples: int,
+    n_components: int,
+    random_state: np.random.RandomState,
+    dtype: Any = np.float64,
+) -> np.ndarray:
+    """scikit-learn's initial responsibilities for ``init_params`` ``"random"`` or ``"random_from_data"``.
+
+    Call it once per initialisation, in order, on one ``RandomState`` (scikit-learn's
+    ``check_random_state(random_state)``, made once per fit) to get what scikit-learn's
+    ``GaussianMixture`` / ``BayesianGaussianMixture`` start from with ``n_init > 1``.
+
+    Parameters
+    ----------
+    method : {"random", "random_from_data"}
+        ``init_params``.
+    n_samples, n_components : int
+        The rows and components.
+    random_state : numpy.random.RandomState
+        The fit's generator (advanced by the draw).
+    dtype : numpy dtype, default=float64
+        The data's dtype (scikit-learn draws in float64 and casts, then normalises in it).
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_components)
+    """
+    if method == "random":
+        resp = np.asarray(random_state.uniform(size=(n_samples, n_components)), dtype=dtype)
+        resp /= resp.sum(axis=1)[:, np.newaxis]
+        return resp
+    indices = sklearn_draw(method, n_samples, n_components, random_state)
+    resp = np.zeros((n_samples, n_components), dtype=dtype)
+    resp[indices, np.arange(n_components)] = 1
+    return resp
+
+
+def _sklearn_initial_params(
+    model: Any, session: FitSession, method: str, n_init: int, random_state: np.random.RandomState
+) -> list[Any]:
+    """The initialisations scikit-learn's draws give (see the module), weights ``nk / n`` as its."""
+    n, k = session.source.n_samples, model.n_components
+    out = []
+    if method == "random":
+        rows = np.asarray(session.rows(np.arange(n)), dtype=np.float64)  # the data are in memory: one read
+        bad = count_nonfinite(rows)
+        if bad:
+            raise nonfinite_error(bad, n)
+        shift = rows[: min(1024, n)].mean(axis=0)
+        for _ in range(n_init):
+            resp = sklearn_draw(method, n, k, random_state)
+            stats = model.stats_from_responsibilities(rows, resp, shift)
+            check_stats(stats, n, model=model)
+            out.append(_sklearn_weights(model.m_step(stats, None), stats.resp_sum, n))
+        return out
+    gram = None
+    if getattr(model, "covariance_type", None) == "tied":
+        # scikit-learn's tied covariance is (X^T X - sum_k nk mu_k mu_k^T) / sum_k nk over every
+        # row, whatever its responsibilities: from one-hot rows, the other rows' scatter. Reproduced.
+        every = sample_rows_at(session, np.arange(n))
+        gram = every.T @ every
+    for _ in range(n_init):
+        indices = sklearn_draw(method, n, k, random_state)
+        order = np.argsort(indices)
+        picked = sample_rows_at(session, indices[order])
+        rows = np.empty_like(picked)
+        rows[order] = picked
+        params = model.params_from_responsibilities(rows, np.eye(k))
+        if gram is not None:
+            nk = np.ones(k) + 10.0 * np.finfo(np.float64).eps
+            covariance = gram - (nk[:, None] * params.means).T @ params.means
+            covariance = covariance / nk.sum()
+            covariance.flat[:: covariance.shape[0] + 1] += model.reg_covar
+            from dataclasses import replace
+
+            from daskem.models.gaussian import covariance_type
+
+            chol = covariance_type("tied").precision_cholesky(covariance, model.reg_covar)
+            params = replace(params, covariances=covariance, precisions_cholesky=chol)
+        out.append(_sklearn_weights(params, np.ones(k), n))
+    return out
+
+
+def _sklearn_weights(params: Any, resp_sum: np.ndarray, n_samples: int) -> Any:
+    """``params`` with scikit-learn's initial weights ``(r_k + 10 eps) / n_samples``."""
+    from dataclasses import replace
+
+    return replace(params, weights=(resp_sum + 10.0 * np.finfo(np.float64).eps) / n_samples)
+
+
+def sample_rows_at(session: FitSession, index: np.ndarray) -> np.ndarray:
+    """The rows at sorted ``index`` as float64 NumPy, refused if not finite (as :func:`sample_rows`)."""
+    rows = np.asarray(session.rows(index), dtype=np.float64)
+    bad = count_nonfinite(rows)
+    if bad:
+        raise nonfinite_error(bad, rows.shape[0], where=" of the initialisation sample")
+    return rows
+
+
+@dataclass(frozen=True)
+class _Moments:
+    """Reduction of the data's moments: per part ``(rows, mean, scatter around it, non-finite)``,
+    merged by Chan et al.'s pairwise rule (each part centred on its own mean: no cancellation)."""
+
+    def combine(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        (na, ma, sa, ba), (nb, mb, sb, bb) = a, b
+        if na == 0.0 or nb == 0.0:
+            return (na + nb, ma if nb == 0.0 else mb, sa if nb == 0.0 else sb, ba + bb)
+        n = na + nb
+        delta = mb - ma
+        return (n, ma + delta * (nb / n), sa + sb + np.outer(delta, delta) * (na * nb / n), ba + bb)
+
+
+def _moments_block(reducer: _Moments, params: Any, block: np.ndarray) -> tuple[Any, ...]:
+    d = block.shape[1]
+    out: tuple[Any, ...] = (0.0, np.zeros(d), np.zeros((d, d)), 0)
+    step = max(64, (1 << 19) // max(d, 1))
+    for start in range(0, block.shape[0], step):  # tiles bound the float64 copies
+        rows = np.asarray(dense_rows(block[start : start + step]), dtype=np.float64)
+        mean = rows.mean(axis=0)
+        centred = rows - mean
+        out = reducer.combine(out, (float(rows.shape[0]), mean, centred.T @ centred, count_nonfinite(rows)))
+    return out
+
+
+def data_moments(data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The data's mean and sample covariance (denominator ``n - 1``, R's ``var``): one counted pass.
+
+    Each tile's moments are taken around its own mean and merged pairwise (Chan, Golub &
+    LeVeque), so data far from the origin lose nothing to cancellation. For mclust's
+    default prior (:func:`daskem.models.gaussian_prior.default_prior`).
+
+    Parameters
+    ----------
+    data : FitSession, DataSource or array-like
+        The fit's session, or data to open one on.
+
+    Returns
+    -------
+    mean : ndarray of shape (d,)
+    covariance : ndarray of shape (d, d)
+
+    Raises
+    ------
+    DataError
+        The data hold NaN or infinite values.
+    """
+    session = as_session(data)
+    n, mean, scatter, bad = session.stats(_Moments(), None, block_fn=_moments_block)
+    if bad:
+        raise nonfinite_error(int(bad), session.source.n_samples)
+    covariance = scatter / max(n - 1.0, 1.0)
+    return np.asarray(mean), 0.5 * (covariance + covariance.T)
+
+
 def _random_block_stats(
     batched: BatchedModel, shift: np.ndarray, block: np.ndarray, seeds: tuple[np.random.SeedSequence, ...]
 ) -> tuple[Any, ...]:
@@ -363,6 +574,7 @@ def initial_params(
     split_every: int | None = None,
     sample_size: int = INIT_SAMPLE_ROWS,
     cache: Cache = "auto",
+    random_state: np.random.RandomState | None = None,
 ) -> list[Any]:
     """Initial parameters of ``model`` by one of :data:`INIT_METHODS`, one set per generator.
 
@@ -386,6 +598,9 @@ def initial_params(
         Row sample bound of ``"k-means++"``.
     cache : {"auto", True, False}
         Cache policy of a session opened here (see :func:`daskem.em.session.should_cache`).
+    random_state : numpy.random.RandomState, optional
+        For ``"random"`` and ``"random_from_data"``: draw scikit-learn's initialisations
+        from it (see the module; meant for data in memory) instead of from ``rngs``.
 
     Returns
     -------
@@ -396,6 +611,8 @@ def initial_params(
         raise ValueError(f"init_params must be one of {list(INIT_METHODS)}; got {method!r}.")
     session = as_session(data, cache=cache, split_every=split_every)
     k = model.n_components
+    if random_state is not None and method in ("random", "random_from_data"):
+        return _sklearn_initial_params(model, session, method, len(rngs), random_state)
     batched = BatchedModel(model)
     if method == "kmeans":
         centers = kmeans_centers(session, k, rngs)

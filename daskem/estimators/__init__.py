@@ -1,6 +1,7 @@
 """scikit-learn style estimators on top of the EM engine."""
 
 from daskem.estimators._base import EMEstimator, load, restore
+from daskem.estimators.bayesian_mixture import BayesianGaussianMixture
 from daskem.estimators.factor import PPCA, FactorAnalysis
 from daskem.estimators.gaussian_mixture import GaussianMixture
 from daskem.estimators.hmm import CategoricalHMM, GaussianHMM, lengths_from_ids
@@ -9,6 +10,7 @@ from daskem.estimators.kmeans import KMeans
 from daskem.estimators.lda import LatentDirichletAllocation
 
 __all__ = [
+    "BayesianGaussianMixture",
     "CategoricalHMM",
     "EMEstimator",
     "FactorAnalysis",

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from sklearn.utils import check_random_state
 
-from daskem.em.init import INIT_METHODS, initial_params, max_init_passes
+from daskem.em.init import INIT_METHODS, data_moments, initial_params, max_init_passes, sklearn_random_state
 from daskem.em.monitor import IterationRecord
 from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import DataError, ParameterError
-from daskem.estimators._base import DensityScores, EMEstimator
+from daskem.estimators._base import EMEstimator, _jsonable
+from daskem.estimators._mixture import MixturePredictions
 from daskem.estimators._validation import check_int, check_option, check_real
 from daskem.io.sources import DataSource, as_source
 from daskem.models.gaussian import COVARIANCE_TYPES, check_shape, covariance_type
+from daskem.models.gaussian_prior import GaussianPrior, check_prior_spec, needs_data, resolve_prior
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
 from daskem.models.missing import check_missing_policy
 from daskem.registry import (
@@ -36,6 +38,37 @@ from daskem.registry import (
 INIT_COMPLETE_ROWS = 10
 
 
+def parse_prior(text: str) -> Any:
+    """``--prior``'s value: ``default`` (mclust's defaultPrior) or a JSON object of some of
+    ``shrinkage``, ``mean``, ``dof``, ``scale`` (the others from the default)."""
+    text = text.strip()
+    if text == "default":
+        return "default"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise ParameterError(
+            f"--prior {text!r}: give 'default' or a JSON object such as "
+            '\'{"shrinkage": 0.01, "dof": 5}\' (keys shrinkage, mean, dof, scale).'
+        )
+    check_prior_spec("GaussianMixture", value)
+    return value
+
+
+#: ``--prior`` (``daskem fit --model gmm`` and ``daskem select``).
+PRIOR = Option(
+    ("--prior",),
+    "prior",
+    "MAP-EM under mclust's conjugate prior: 'default' (mclust's defaultPrior from the data: one more pass) "
+    "or a JSON object of some of shrinkage, mean, dof, scale.",
+    kind=str,
+    metavar="default|JSON",
+    convert=parse_prior,
+)
+
+
 @register(
     "gmm",
     description="Gaussian mixture (scikit-learn's GaussianMixture)",
@@ -52,6 +85,7 @@ INIT_COMPLETE_ROWS = 10
         ),
         N_INIT,
         MISSING,
+        PRIOR,
     ),
     summary=attribute_summary(
         "component", [("weight", "weights_"), ("mean (first features)", "means_")], title=("covariance_type",)
@@ -61,10 +95,10 @@ INIT_COMPLETE_ROWS = 10
         "mixture",
         "the mixture's log-likelihood, as scikit-learn's bic/aic",
         axes={"covariance_type": "covariance_types"},
-        settings=("reg_covar",),
+        settings=("reg_covar", "prior"),
     ),
 )
-class GaussianMixture(DensityScores, EMEstimator):
+class GaussianMixture(MixturePredictions, EMEstimator):
     """Gaussian mixture fitted by EM on data of any size (scikit-learn's API).
 
     A drop-in for :class:`sklearn.mixture.GaussianMixture`: the same parameters,
@@ -175,6 +209,30 @@ class GaussianMixture(DensityScores, EMEstimator):
     shuffle : bool, default=True
         Online ``fit``: a new seeded random order of the blocks every epoch (from
         ``random_state``); False visits them in order, as :meth:`partial_fit` calls do.
+    prior : None, "default" or dict, default=None
+        MAP-EM under mclust's conjugate prior (Fraley & Raftery 2007;
+        :mod:`daskem.models.gaussian_prior`): the M-step is the posterior mode, which
+        keeps covariances away from singularity (fits with ``reg_covar=0`` where maximum
+        likelihood collapses). The keys are mclust's ``priorControl`` names:
+
+        ============  =================  ==============================================
+        key           mclust             default (mclust's ``defaultPrior``)
+        ============  =================  ==============================================
+        shrinkage     ``shrinkage``      0.01 (the means' prior counts as 0.01 rows)
+        mean          ``mean``           the data's mean
+        dof           ``dof``            ``d + 2``
+        scale         ``scale``          full/tied: ``var(data) / G^(2/d)``; diag and
+                                         spherical: ``sum_j var_j / d / G^(2/d)``
+        ============  =================  ==============================================
+
+        ``"default"`` takes every default, a dict gives some values and takes the others
+        from the default (the data's mean and covariance cost one more pass over the data,
+        only when ``mean`` or ``scale`` is missing). No prior on the weights (as mclust).
+        ``lower_bound_`` is then the log posterior per row (log-likelihood plus the log
+        prior density, up to a constant), which never decreases; ``score``, ``bic`` and
+        ``aic`` stay the log-likelihood (at the MAP estimate, as mclust's BIC). The
+        resolved values are ``prior_``. ``reg_covar`` is still added (use 0 for mclust's
+        fit).
 
     Attributes
     ----------
@@ -200,6 +258,9 @@ class GaussianMixture(DensityScores, EMEstimator):
     pruned_restarts_ : list of int
         Initialisations stopped by ``prune_restarts``.
     n_features_in_ : int
+    prior_ : dict or None
+        The prior the fit used, every value resolved (``shrinkage``, ``mean``, ``dof``,
+        ``scale``); None without a prior.
 
     Examples
     --------
@@ -212,6 +273,8 @@ class GaussianMixture(DensityScores, EMEstimator):
     """
 
     _FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+    #: No prior for subclasses whose constructor does not take one (GaussianImputer).
+    prior: Any = None
 
     def __init__(
         self,
@@ -245,6 +308,7 @@ class GaussianMixture(DensityScores, EMEstimator):
         learning_offset: float = 0.0,
         average: bool | int = False,
         shuffle: bool = True,
+        prior: Any = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -275,6 +339,7 @@ class GaussianMixture(DensityScores, EMEstimator):
         self.learning_offset = learning_offset
         self.average = average
         self.shuffle = shuffle
+        self.prior = prior
 
     # -- validation ---------------------------------------------------------------------
 
@@ -286,10 +351,43 @@ class GaussianMixture(DensityScores, EMEstimator):
         check_int(name, "n_init", self.n_init, 1)
         check_option(name, "init_params", self.init_params, INIT_METHODS)
         check_missing_policy(self.missing, name)
+        check_prior_spec(name, self.prior)
         self._validate_engine_parameters()
 
     def _model(self) -> GaussianMixtureModel:
-        return GaussianMixtureModel(self.n_components, self.covariance_type, float(self.reg_covar), self.missing)
+        prior = getattr(self, "_resolved_prior", None) if self.prior is not None else None
+        return GaussianMixtureModel(self.n_components, self.covariance_type, float(self.reg_covar), self.missing, prior)
+
+    def _resolve_prior(self, session: FitSession) -> GaussianPrior | None:
+        """The prior of a fit on ``session``'s data (one pass when the default needs the data)."""
+        if self.prior is None:
+            self._resolved_prior = None
+        else:
+            if self.missing == "marginalize" and needs_data(self.prior):
+                raise ParameterError(
+                    "The default prior reads the data's mean and covariance, which NaN entries leave undefined: give "
+                    "the prior's mean and scale (prior={'mean': ..., 'scale': ...}) with missing='marginalize'."
+                )
+            self._resolved_prior = resolve_prior(
+                self.prior,
+                self.covariance_type,
+                self.n_components,
+                session.source.n_features,
+                lambda: data_moments(session),
+            )
+        self.prior_ = None if self._resolved_prior is None else self._resolved_prior.to_dict()
+        return self._resolved_prior
+
+    def _partial_model(self, session: FitSession) -> GaussianMixtureModel:
+        if self.prior is not None and getattr(self, "_resolved_prior", None) is None:
+            self._resolve_prior(session)  # the first batch's moments give the default
+        return self._model()
+
+    def _stored_params(self) -> dict[str, Any]:
+        params = super()._stored_params()
+        if isinstance(self.prior, Mapping):
+            params["prior"] = {key: _jsonable(np.asarray(value)) for key, value in self.prior.items()}
+        return params
 
     def _checked_inits(self, n_features: int) -> tuple[Any, Any, Any]:
         k, d = self.n_components, n_features
@@ -365,11 +463,16 @@ class GaussianMixture(DensityScores, EMEstimator):
         # The fitted attributes take the data's precision, as scikit-learn's do: float32 for
         # float32 data (computed in float64 all the same), float64 otherwise.
         self._attribute_dtype = np.dtype(np.float32 if source.array.dtype == np.float32 else np.float64)
-        model = self._model()
         data: Any = source
-        if model.missing == "marginalize":
+        if self.missing == "marginalize" or self.prior is not None:
             data = self._session(source)
+        if self.missing == "marginalize":
             data.missing_summary()  # a feature missing in every row is refused before anything else
+        if self.prior is not None:
+            self._resolve_prior(data)
+        else:
+            self._resolved_prior = self.prior_ = None
+        model = self._model()
         self._fit_restarts(model, data, 1 if warm else self.n_init, warm, callback)
         return self
 
@@ -407,25 +510,6 @@ class GaussianMixture(DensityScores, EMEstimator):
         self._attribute_dtype = np.dtype(np.float32 if source.array.dtype == np.float32 else np.float64)
         return source
 
-    def fit_predict(self, X: Any, y: Any = None) -> Any:
-        """Fit, then return the component label of every row.
-
-        Parameters
-        ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
-            The data.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        labels : ndarray or dask array of shape (n_samples,)
-        """
-        return self.fit(X).predict(X)
-
-    def _init_config(self) -> dict[str, Any]:
-        return {"init_params": self.init_params}
-
     def _max_init_passes(self, n_init: int) -> int | None:
         if all(given is not None for given in self._inits):
             return 0
@@ -443,7 +527,15 @@ class GaussianMixture(DensityScores, EMEstimator):
             # enough of them, else every row with its missing entries set to the feature's mean.
             enough = session.missing_summary().n_complete >= INIT_COMPLETE_ROWS * model.n_components
             session = session.complete_rows() if enough else session.mean_filled_rows()
-        bases = initial_params(model, session, self.init_params, rngs)
+        # scikit-learn's own draws for data in memory: a same-seed fit starts where scikit-learn's does.
+        legacy = (
+            sklearn_random_state(rngs)
+            if self.init_params in ("random", "random_from_data")
+            and session.source.kind == "numpy"
+            and model.missing == "error"
+            else None
+        )
+        bases = initial_params(model, session, self.init_params, rngs, random_state=legacy)
         return [model.with_given(base, weights, means, precisions) for base in bases]
 
     def _set_params_attributes(self, params: GaussianMixtureParams) -> None:
@@ -470,101 +562,16 @@ class GaussianMixture(DensityScores, EMEstimator):
             return kept[0]
         return GaussianMixtureParams(*(np.asarray(a, dtype=np.float64) for a in attributes))
 
-    def predict(self, X: Any) -> Any:
-        """Component label of every row.
-
-        Parameters
-        ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
-            The data.
-
-        Returns
-        -------
-        ndarray or dask array of shape (n_samples,)
-        """
-        return self._per_row(X, "predict", dtype=np.intp)
-
-    def predict_proba(self, X: Any) -> Any:
-        """Posterior probability of every component for every row.
-
-        Parameters
-        ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
-            The data.
-
-        Returns
-        -------
-        ndarray or dask array of shape (n_samples, n_components)
-            float32 when both ``X`` and the fitted attributes are float32 (scikit-learn's
-            dtype), else float64.
-        """
-        return self._in_dtype_of(X, self._per_row(X, "predict_proba", columns=self.n_components))
-
-    def score_samples(self, X: Any) -> Any:
-        """Log-likelihood of every row under the fitted model.
-
-        Parameters
-        ----------
-        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
-            The data.
-
-        Returns
-        -------
-        ndarray or dask array of shape (n_samples,)
-            NumPy for in-memory input, a lazy dask array for dask or Zarr input; float32
-            when both ``X`` and the fitted attributes are float32 (scikit-learn's dtype),
-            else float64 (computed in float64 either way).
-        """
-        return self._in_dtype_of(X, self._per_row(X, "score_samples"))
-
-    def _in_dtype_of(self, X: Any, values: Any) -> Any:
-        """``values`` (float64) as float32 when ``X`` and the fitted attributes are float32."""
-        if getattr(X, "dtype", None) == np.float32 and self.means_.dtype == np.float32:
-            return values.astype(np.float32)
-        return values
-
-    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Draw samples from the fitted mixture (scikit-learn's draw for the same seed).
-
-        Parameters
-        ----------
-        n_samples : int, default=1
-            Number of samples.
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-        y : ndarray of shape (n_samples,)
-            Component of each sample.
-        """
-        self._check_fitted()
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
-            raise ParameterError(
-                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample."
-            )
-        rng = check_random_state(self.random_state)
-        counts = rng.multinomial(n_samples, self.weights_)
-        k, d = self.means_.shape
-        ct = covariance_type(self.covariance_type)
-        if ct.matrices:
-            parts = [
-                rng.multivariate_normal(m, c, int(s))
-                for m, c, s in zip(self.means_, ct.to_full(self.covariances_, k, d), counts, strict=True)
-            ]
-        else:
-            parts = [
-                m + rng.standard_normal(size=(s, d)) * np.sqrt(c)
-                for m, c, s in zip(self.means_, self.covariances_, counts, strict=True)
-            ]
-        labels = np.concatenate([np.full(s, j, dtype=int) for j, s in enumerate(counts)])
-        return np.vstack(parts), labels
-
     def _n_parameters(self) -> int:
         k, d = self.means_.shape
         return int(covariance_type(self.covariance_type).n_cov_parameters(k, d) + k * d + k - 1)
 
     def bic(self, X: Any) -> float:
         """Bayesian information criterion of the fit on ``X`` (lower is better).
+
+        ``-2 log L + p log n`` with the log-likelihood ``L`` of the fitted parameters; with
+        a ``prior``, as mclust: the log-likelihood at the MAP estimate (not the posterior),
+        and the same parameter count ``p``.
 
         Parameters
         ----------
@@ -580,6 +587,8 @@ class GaussianMixture(DensityScores, EMEstimator):
 
     def aic(self, X: Any) -> float:
         """Akaike information criterion of the fit on ``X`` (lower is better).
+
+        With a ``prior``, the log-likelihood at the MAP estimate, as :meth:`bic`.
 
         Parameters
         ----------

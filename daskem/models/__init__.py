@@ -1,6 +1,11 @@
 """Pure NumPy models: no dask import here, so they run anywhere and test in isolation."""
 
 from daskem.models.base import Model, Params, Stats
+from daskem.models.bayesian_gmm import (
+    BayesianGaussianMixtureModel,
+    BayesianGaussianMixtureParams,
+    BayesianGaussianMixtureStats,
+)
 from daskem.models.gaussian import COVARIANCE_TYPES, covariance_type
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams, GaussianMixtureStats
 from daskem.models.hmm import (
@@ -25,6 +30,9 @@ from daskem.models.linear_gaussian import (
 )
 
 __all__ = [
+    "BayesianGaussianMixtureModel",
+    "BayesianGaussianMixtureParams",
+    "BayesianGaussianMixtureStats",
     "COVARIANCE_TYPES",
     "CategoricalEmission",
     "CategoricalEmissionParams",

@@ -32,6 +32,7 @@ from daskem.models.gaussian import (
     scratch,
     tile_rows,
 )
+from daskem.models.gaussian_prior import GaussianPrior, gap_counts, log_prior, map_means_covariances
 from daskem.models.missing import IntArray, MissingLayout, check_missing_policy, missing_layout
 
 _EPS10 = 10.0 * np.finfo(np.float64).eps
@@ -157,6 +158,11 @@ class GaussianMixtureStats:
     second : ndarray
         Weighted second moments of ``x - m_k``: (k, d, d) full, (d, d) tied (summed over
         components), (k, d) diag and spherical (per-feature squares).
+    log_prior : float
+        The log prior density (up to a constant) of the parameters the statistics were
+        computed under, for a model with a ``prior`` (0 without). Every block's statistics
+        under one parameter set carry the same value: :meth:`GaussianMixtureModel.combine`
+        keeps it, it is not summed.
     """
 
     n: float
@@ -166,6 +172,7 @@ class GaussianMixtureStats:
     resp_sum: FloatArray = field(repr=False)
     first: FloatArray = field(repr=False)
     second: FloatArray = field(repr=False)
+    log_prior: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,19 @@ def _pattern_sums(resp: FloatArray, inverse: IntArray, n_patterns: int) -> Float
     return np.stack([np.bincount(inverse, weights=r, minlength=n_patterns) for r in resp])
 
 
+def _with_reg(ct: Any, covariances: FloatArray, reg: float) -> FloatArray:
+    """``covariances`` plus ``reg`` on every diagonal (every variance for diag and spherical)."""
+    if reg == 0.0:
+        return covariances
+    out = np.array(covariances)
+    if ct.matrices:
+        d = out.shape[-1]
+        out[..., np.arange(d), np.arange(d)] += reg
+    else:
+        out += reg
+    return out
+
+
 @dataclass(frozen=True)
 class GaussianMixtureModel:
     """A Gaussian mixture of ``n_components`` components with a given covariance type.
@@ -224,12 +244,19 @@ class GaussianMixtureModel:
         and likelihood come from its observed coordinates, and the statistics take the
         missing coordinates' conditional expectations (:meth:`e_step`). ``"error"``: NaN
         are errors, as every non-finite value.
+    prior : GaussianPrior, optional
+        mclust's conjugate prior on the means and covariances
+        (:mod:`daskem.models.gaussian_prior`): the M-step is then the posterior mode
+        (MAP-EM) and :meth:`log_likelihood` the log posterior (the log-likelihood plus
+        the log prior density of the parameters, up to a constant), which EM never
+        decreases; the statistics' ``loglik`` stays the log-likelihood.
     """
 
     n_components: int
     covariance_type: str = "full"
     reg_covar: float = 1e-6
     missing: str = "error"
+    prior: GaussianPrior | None = None
 
     #: What to do when the statistics are not finite (see daskem.em.checks.check_stats).
     numerical_advice = (
@@ -251,12 +278,19 @@ class GaussianMixtureModel:
             "reg_covar": float(self.reg_covar),
             # Only when set: the specs of fits without missing values stay as they were.
             **({"missing": self.missing} if self.missing != "error" else {}),
+            **({"prior": self.prior.to_dict()} if self.prior is not None else {}),
         }
 
     def zero_stats(self, params: GaussianMixtureParams) -> GaussianMixtureStats:
         """Statistics of no rows, centred on the reference of ``params``."""
         k, d = params.means.shape
-        return self._zero(params.means, k, d)
+        return replace(self._zero(params.means, k, d), log_prior=self.log_prior(params))
+
+    def log_prior(self, params: GaussianMixtureParams) -> float:
+        """The log prior density of ``params`` up to a constant (0 without a prior)."""
+        if self.prior is None:
+            return 0.0
+        return log_prior(self.covariance_type, self.prior, params.means, params.precisions_cholesky)
 
     def _zero(self, shift: FloatArray, k: int, d: int) -> GaussianMixtureStats:
         shape = covariance_type(self.covariance_type).moment_shape(k, d)
@@ -280,6 +314,7 @@ class GaussianMixtureModel:
             resp_sum=a.resp_sum + b.resp_sum,
             first=a.first + b.first,
             second=a.second + b.second,
+            log_prior=a.log_prior,
         )
 
     def recentre(self, stats: GaussianMixtureStats, like: GaussianMixtureStats) -> GaussianMixtureStats:
@@ -302,7 +337,9 @@ class GaussianMixtureModel:
             second = stats.second + (extra.sum(axis=0) if ct.shared else extra)
         else:
             second = stats.second + 2.0 * delta * first + r[:, None] * delta * delta
-        return replace(stats, shift=np.array(like.shift), first=first + r[:, None] * delta, second=second)
+        return replace(
+            stats, shift=np.array(like.shift), first=first + r[:, None] * delta, second=second, log_prior=like.log_prior
+        )
 
     def scale(self, stats: GaussianMixtureStats, factor: float) -> GaussianMixtureStats:
         """``stats`` with ``n``, ``loglik`` and every moment times ``factor`` (the same centres)."""
@@ -316,8 +353,12 @@ class GaussianMixtureModel:
         )
 
     def log_likelihood(self, stats: GaussianMixtureStats) -> float:
-        """Total log-likelihood of the rows behind ``stats``."""
-        return float(stats.loglik)
+        """Total log-likelihood of the rows behind ``stats``: the objective EM monitors.
+
+        With a ``prior``, the log posterior: the log-likelihood plus the log prior density
+        of the parameters the statistics were computed under (up to a constant).
+        """
+        return float(stats.loglik) + (float(stats.log_prior) if self.prior is not None else 0.0)
 
     def params_from_arrays(self, arrays: dict[str, FloatArray]) -> GaussianMixtureParams:
         """Rebuild parameters from named arrays, checking their shapes."""
@@ -417,6 +458,7 @@ class GaussianMixtureModel:
             resp_sum=resp_sum,
             first=first,
             second=second,
+            log_prior=self.log_prior(params),
         )
 
     def m_step(self, stats: GaussianMixtureStats, params: GaussianMixtureParams | None) -> GaussianMixtureParams:
@@ -425,10 +467,22 @@ class GaussianMixtureModel:
         Components that received no responsibility at all keep their previous mean and
         covariance (the empty-component guard); their weight becomes ~0. ``params`` is
         ``None`` for an initial M-step, which has no previous parameters.
+
+        With a ``prior`` the means and covariances are the posterior mode
+        (:func:`daskem.models.gaussian_prior.map_means_covariances`, plus ``reg_covar`` on
+        the diagonal), an empty component's the prior's own mode; the weights are
+        ``r_k / n`` (no prior on them, as mclust).
         """
         ct = covariance_type(self.covariance_type)
         r = stats.resp_sum
         nk = r + _EPS10
+        if self.prior is not None:
+            means, covariances, _ = map_means_covariances(
+                self.covariance_type, self.prior, r, stats.shift, stats.first, stats.second
+            )
+            covariances = _with_reg(ct, covariances, self.reg_covar)
+            precisions_cholesky = ct.precision_cholesky(covariances, self.reg_covar)
+            return GaussianMixtureParams(nk / nk.sum(), means, covariances, precisions_cholesky)
         a = stats.first / nk[:, None]
         means = stats.shift + a
         covariances = ct.covariance(nk, r, stats.first, a, stats.second, self.reg_covar)
@@ -456,9 +510,17 @@ class GaussianMixtureModel:
         ct = covariance_type(self.covariance_type)
         r = stats.resp_sum
         nk = r + _EPS10
-        unregularised = ct.covariance(nk, r, stats.first, stats.first / nk[:, None], stats.second, 0.0)
-        values = ct.eigenvalues(unregularised, stats.first.shape[1])
-        counts = np.array([r.sum()]) if ct.shared else r
+        d = stats.first.shape[1]
+        if self.prior is not None:
+            # The same loss around the posterior mode, each eigenvalue weighted by its denominator.
+            _, unregularised, denominators = map_means_covariances(
+                self.covariance_type, self.prior, r, stats.shift, stats.first, stats.second
+            )
+            counts = gap_counts(self.covariance_type, denominators, d)
+        else:
+            unregularised = ct.covariance(nk, r, stats.first, stats.first / nk[:, None], stats.second, 0.0)
+            counts = np.array([r.sum()]) if ct.shared else r
+        values = ct.eigenvalues(unregularised, d)
         live = counts > _EPS10
         values = values[live]
         if np.any(values <= 0.0):
@@ -813,6 +875,7 @@ class GaussianMixtureModel:
             resp_sum=resp_sum,
             first=first,
             second=second,
+            log_prior=stats.log_prior,
         )
 
     def _add_conditional_covariances(

@@ -47,6 +47,10 @@ SUITES: dict[str, PeerSuite] = {
         "sklearn.mixture.tests.test_gaussian_mixture",
         {"from sklearn.mixture import GaussianMixture\n": "from daskem import GaussianMixture\n"},
     ),
+    "sklearn_bayesian_mixture": PeerSuite(
+        "sklearn.mixture.tests.test_bayesian_mixture",
+        {"from sklearn.mixture import BayesianGaussianMixture\n": "from daskem import BayesianGaussianMixture\n"},
+    ),
     "sklearn_k_means": PeerSuite(
         "sklearn.cluster.tests.test_k_means",
         {
@@ -89,6 +93,14 @@ PRIVATE: dict[str, dict[str, str]] = {
         "test_gaussian_mixture_precisions_init": "calls GaussianMixture._set_parameters and _initialize",
         "test_gaussian_mixture_all_init_does_not_estimate_gaussian_parameters": (
             "counts the calls of sklearn.mixture._gaussian_mixture._estimate_gaussian_parameters"
+        ),
+    },
+    "sklearn_bayesian_mixture": {
+        "test_log_dirichlet_norm": "checks sklearn.mixture._bayesian_mixture._log_dirichlet_norm, a private helper",
+        "test_log_wishart_norm": "checks sklearn.mixture._bayesian_mixture._log_wishart_norm, a private helper",
+        "test_compare_covar_type": (
+            "calls BayesianGaussianMixture._check_parameters and _initialize_parameters (the same relation of "
+            "the covariance types after one M-step is tested in tests/test_bayesian_mixture.py)"
         ),
     },
     "sklearn_k_means": {

@@ -1,0 +1,136 @@
+"""What the Gaussian mixture estimators share: predictions, sampling, ``fit_predict``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from daskem.errors import ParameterError
+from daskem.estimators._base import DensityScores
+from daskem.models.gaussian import covariance_type
+
+
+class MixturePredictions(DensityScores):
+    """Per-row predictions and sampling of a fitted Gaussian mixture (maximum-likelihood,
+    MAP or variational): ``weights_``, ``means_`` and ``covariances_`` of
+    ``covariance_type`` say everything needed."""
+
+    n_components: int
+    covariance_type: str
+    init_params: str
+    random_state: Any
+    weights_: np.ndarray
+    means_: np.ndarray
+    covariances_: np.ndarray
+    fit: Any  # the estimator's
+    _check_fitted: Any  # EMEstimator's
+
+    def fit_predict(self, X: Any, y: Any = None) -> Any:
+        """Fit, then return the component label of every row.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The data.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        labels : ndarray or dask array of shape (n_samples,)
+        """
+        return self.fit(X).predict(X)
+
+    def _init_config(self) -> dict[str, Any]:
+        return {"init_params": self.init_params}
+
+    def predict(self, X: Any) -> Any:
+        """Component label of every row.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The data.
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_samples,)
+        """
+        return self._per_row(X, "predict", dtype=np.intp)
+
+    def predict_proba(self, X: Any) -> Any:
+        """Posterior probability of every component for every row.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The data.
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_samples, n_components)
+            float32 when both ``X`` and the fitted attributes are float32 (scikit-learn's
+            dtype), else float64.
+        """
+        return self._in_dtype_of(X, self._per_row(X, "predict_proba", columns=self.n_components))
+
+    def score_samples(self, X: Any) -> Any:
+        """Log-likelihood of every row under the fitted model.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr.Array or str of shape (n_samples, n_features)
+            The data.
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_samples,)
+            NumPy for in-memory input, a lazy dask array for dask or Zarr input; float32
+            when both ``X`` and the fitted attributes are float32 (scikit-learn's dtype),
+            else float64 (computed in float64 either way).
+        """
+        return self._in_dtype_of(X, self._per_row(X, "score_samples"))
+
+    def _in_dtype_of(self, X: Any, values: Any) -> Any:
+        """``values`` (float64) as float32 when ``X`` and the fitted attributes are float32."""
+        if getattr(X, "dtype", None) == np.float32 and self.means_.dtype == np.float32:
+            return values.astype(np.float32)
+        return values
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw samples from the fitted mixture (scikit-learn's draw for the same seed).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            Component of each sample.
+        """
+        self._check_fitted()
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
+            raise ParameterError(
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample."
+            )
+        rng = check_random_state(self.random_state)
+        counts = rng.multinomial(n_samples, self.weights_)
+        k, d = self.means_.shape
+        ct = covariance_type(self.covariance_type)
+        if ct.matrices:
+            parts = [
+                rng.multivariate_normal(m, c, int(s))
+                for m, c, s in zip(self.means_, ct.to_full(self.covariances_, k, d), counts, strict=True)
+            ]
+        else:
+            parts = [
+                m + rng.standard_normal(size=(s, d)) * np.sqrt(c)
+                for m, c, s in zip(self.means_, self.covariances_, counts, strict=True)
+            ]
+        labels = np.concatenate([np.full(s, j, dtype=int) for j, s in enumerate(counts)])
+        return np.vstack(parts), labels
