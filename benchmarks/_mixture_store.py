@@ -3,10 +3,12 @@ the scheduler, the log."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -87,3 +89,21 @@ def quiet() -> Iterator[None]:
         warnings.simplefilter("ignore", ChunkSizeWarning)
         warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
         yield
+
+
+def store_and_start(
+    args: argparse.Namespace, folder: str
+) -> tuple[str, float | None, np.ndarray, dict[str, np.ndarray]]:
+    """The store ``args`` describe (written once, under ``$TMPDIR/folder`` unless ``--store``),
+    the seconds writing it took (None: reused), its first ``--init-rows`` rows and the shared
+    start computed on them."""
+    n, d, k = args.rows, args.features, args.components
+    name = f"X-{n}x{d}-k{k}-c{args.chunk_rows}-s{args.seed}-sep{args.separation:g}.zarr"
+    path = args.store or os.path.join(tempfile.gettempdir(), folder, name)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    written = ensure_store(path, n, d, k, args.chunk_rows, args.seed, args.separation)
+    sample = np.asarray(zarr.open_array(path, mode="r")[: min(args.init_rows, n)])
+    start = time.perf_counter()
+    inits = initial(sample, k, args.init, args.seed)
+    log(f"start: {args.init} on {len(sample):,} rows in {time.perf_counter() - start:.2f}s")
+    return path, written, sample, inits

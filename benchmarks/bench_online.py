@@ -46,14 +46,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from typing import Any
 
 import numpy as np
-import zarr
-from _mixture_store import ensure_store, initial, log, quiet, scheduler
+from _mixture_store import log, quiet, scheduler, store_and_start
 from dask.utils import format_bytes
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
@@ -127,16 +124,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     n, d, k = args.rows, args.features, args.components
-    name = f"X-{n}x{d}-k{k}-c{args.chunk_rows}-s{args.seed}-sep{args.separation:g}.zarr"
-    path = args.store or os.path.join(tempfile.gettempdir(), "daskem-bench-online", name)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    written = ensure_store(path, n, d, k, args.chunk_rows, args.seed, args.separation)
+    path, written, sample, inits = store_and_start(args, "daskem-bench-online")
     n_blocks = -(-n // args.chunk_rows)
-
-    sample = np.asarray(zarr.open_array(path, mode="r")[: min(args.init_rows, n)])
-    start = time.perf_counter()
-    inits = initial(sample, k, args.init, args.seed)
-    log(f"start: {args.init} on {len(sample):,} rows in {time.perf_counter() - start:.2f}s")
 
     online_settings = {
         "step_blocks": args.step_blocks,

@@ -7,9 +7,11 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_random_state
 
+from daskem.em.init import INIT_METHODS
 from daskem.errors import ParameterError
 from daskem.estimators._base import DensityScores
-from daskem.models.gaussian import covariance_type
+from daskem.estimators._validation import check_int, check_option, check_real
+from daskem.models.gaussian import COVARIANCE_TYPES, covariance_type
 
 
 class MixturePredictions(DensityScores):
@@ -26,6 +28,17 @@ class MixturePredictions(DensityScores):
     covariances_: np.ndarray
     fit: Any  # the estimator's
     _check_fitted: Any  # EMEstimator's
+    reg_covar: float
+    n_init: int
+
+    def _check_mixture_parameters(self) -> None:
+        """The checks of the parameters every Gaussian mixture estimator has (scikit-learn's wording)."""
+        name = type(self).__name__
+        check_int(name, "n_components", self.n_components, 1)
+        check_option(name, "covariance_type", self.covariance_type, COVARIANCE_TYPES)
+        check_real(name, "reg_covar", self.reg_covar, 0.0)
+        check_int(name, "n_init", self.n_init, 1)
+        check_option(name, "init_params", self.init_params, INIT_METHODS)
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
         """Fit, then return the component label of every row.

@@ -18,7 +18,7 @@ from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import EMEstimator
 from daskem.estimators._mixture import MixturePredictions
-from daskem.estimators._validation import check_int, check_option, check_real
+from daskem.estimators._validation import check_option, check_real
 from daskem.io.sources import as_source
 from daskem.models.bayesian_gmm import (
     WEIGHT_PRIOR_TYPES,
@@ -28,7 +28,7 @@ from daskem.models.bayesian_gmm import (
     DataMoments,
     weights_from_concentration,
 )
-from daskem.models.gaussian import COVARIANCE_TYPES, check_shape, covariance_type
+from daskem.models.gaussian import check_shape, covariance_type
 from daskem.registry import COVARIANCE_TYPE, N_COMPONENTS, N_INIT, Option, Summary, attribute_summary, register
 
 #: A component is counted as used (``daskem inspect``'s summary) when its weight exceeds this.
@@ -247,11 +247,7 @@ default="dirichlet_process"
 
     def _validate_hyperparameters(self) -> None:
         name = type(self).__name__
-        check_int(name, "n_components", self.n_components, 1)
-        check_option(name, "covariance_type", self.covariance_type, COVARIANCE_TYPES)
-        check_real(name, "reg_covar", self.reg_covar, 0.0)
-        check_int(name, "n_init", self.n_init, 1)
-        check_option(name, "init_params", self.init_params, INIT_METHODS)
+        self._check_mixture_parameters()
         check_option(name, "weight_concentration_prior_type", self.weight_concentration_prior_type, WEIGHT_PRIOR_TYPES)
         for prior in ("weight_concentration_prior", "mean_precision_prior", "degrees_of_freedom_prior"):
             value = getattr(self, prior)

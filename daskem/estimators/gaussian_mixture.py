@@ -16,9 +16,8 @@ from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import EMEstimator, _jsonable
 from daskem.estimators._mixture import MixturePredictions
-from daskem.estimators._validation import check_int, check_option, check_real
 from daskem.io.sources import DataSource, as_source
-from daskem.models.gaussian import COVARIANCE_TYPES, check_shape, covariance_type
+from daskem.models.gaussian import check_shape, covariance_type
 from daskem.models.gaussian_prior import GaussianPrior, check_prior_spec, needs_data, resolve_prior
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
 from daskem.models.missing import check_missing_policy
@@ -345,11 +344,7 @@ class GaussianMixture(MixturePredictions, EMEstimator):
 
     def _validate_hyperparameters(self) -> None:
         name = type(self).__name__
-        check_int(name, "n_components", self.n_components, 1)
-        check_option(name, "covariance_type", self.covariance_type, COVARIANCE_TYPES)
-        check_real(name, "reg_covar", self.reg_covar, 0.0)
-        check_int(name, "n_init", self.n_init, 1)
-        check_option(name, "init_params", self.init_params, INIT_METHODS)
+        self._check_mixture_parameters()
         check_missing_policy(self.missing, name)
         check_prior_spec(name, self.prior)
         self._validate_engine_parameters()
