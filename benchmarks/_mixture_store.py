@@ -107,3 +107,16 @@ def store_and_start(
     inits = initial(sample, k, args.init, args.seed)
     log(f"start: {args.init} on {len(sample):,} rows in {time.perf_counter() - start:.2f}s")
     return path, written, sample, inits
+
+
+def add_store_arguments(parser: argparse.ArgumentParser, *, rows: int, chunk_rows: int) -> None:
+    """The options describing the store, the scheduler and the start (:func:`store_and_start`)."""
+    parser.add_argument("--rows", type=int, default=rows)
+    parser.add_argument("--features", type=int, default=16)
+    parser.add_argument("--components", type=int, default=10)
+    parser.add_argument("--chunk-rows", type=int, default=chunk_rows, help="rows per Zarr chunk = per block")
+    parser.add_argument("--separation", type=float, default=4.0, help="spread of the true means (mixture_spec)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data, the start and any epoch order")
+    parser.add_argument("--store", default=None, help="Zarr store path (reused if it exists; default in $TMPDIR)")
+    parser.add_argument("--workers", type=int, default=0, help="0: threaded scheduler; N: LocalCluster N x 1")
+    parser.add_argument("--init-rows", type=int, default=100_000, help="first rows the start is computed on")

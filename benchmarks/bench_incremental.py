@@ -45,7 +45,7 @@ import time
 from typing import Any
 
 import numpy as np
-from _mixture_store import log, quiet, scheduler, store_and_start
+from _mixture_store import add_store_arguments, log, quiet, scheduler, store_and_start
 from dask.utils import format_bytes
 
 import daskem
@@ -74,15 +74,7 @@ def fit(est: Any, path: str) -> dict[str, Any]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--features", type=int, default=16)
-    parser.add_argument("--components", type=int, default=10)
-    parser.add_argument("--chunk-rows", type=int, default=50_000, help="rows per Zarr chunk = per block")
-    parser.add_argument("--separation", type=float, default=4.0, help="spread of the true means (mixture_spec)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the start")
-    parser.add_argument("--store", default=None, help="Zarr store path (reused if it exists; default in $TMPDIR)")
-    parser.add_argument("--workers", type=int, default=0, help="0: threaded scheduler; N: LocalCluster N x 1")
-    parser.add_argument("--init-rows", type=int, default=100_000, help="first rows the start is computed on")
+    add_store_arguments(parser, rows=2_000_000, chunk_rows=50_000)
     parser.add_argument("--init", choices=("kmeans", "k-means++"), default="kmeans", help="the start on those rows")
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--max-iter", type=int, default=2000)

@@ -50,7 +50,7 @@ import time
 from typing import Any
 
 import numpy as np
-from _mixture_store import log, quiet, scheduler, store_and_start
+from _mixture_store import add_store_arguments, log, quiet, scheduler, store_and_start
 from dask.utils import format_bytes
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
@@ -95,15 +95,7 @@ def parse_average(text: str) -> bool | int:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--features", type=int, default=16)
-    parser.add_argument("--components", type=int, default=10)
-    parser.add_argument("--chunk-rows", type=int, default=100_000, help="rows per Zarr chunk = per block")
-    parser.add_argument("--separation", type=float, default=4.0, help="spread of the true means (mixture_spec)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data, the start and the epoch order")
-    parser.add_argument("--store", default=None, help="Zarr store path (reused if it exists; default in $TMPDIR)")
-    parser.add_argument("--workers", type=int, default=0, help="0: threaded scheduler; N: LocalCluster N x 1")
-    parser.add_argument("--init-rows", type=int, default=100_000, help="first rows the start is computed on")
+    add_store_arguments(parser, rows=10_000_000, chunk_rows=100_000)
     parser.add_argument(
         "--init",
         choices=("random", "kmeans", "k-means++", "random_from_data"),

@@ -63,6 +63,7 @@ _STATE = "schedule_state"
 _AVERAGE = "schedule_average"
 _STATS = "schedule_stats"
 _CURRENT = "schedule_current"
+_EPOCH_START = "schedule_epoch_start"
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,16 @@ def stats_from_arrays(arrays: dict[str, np.ndarray], prefix: str, like: Any) -> 
     return [_rebuild(like, "", {p: v[i] for p, v in leaves.items()}) for i in range(counts.pop())]
 
 
+def params_to_arrays(params: Any, prefix: str) -> dict[str, np.ndarray]:
+    """Parameters' arrays (``Params.to_arrays()``) named ``prefix.NAME`` in a checkpoint."""
+    return {f"{prefix}.{k}": v for k, v in params.to_arrays().items()}
+
+
+def params_from_arrays(model: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
+    """The parameters :func:`params_to_arrays` stored under ``prefix``."""
+    return model.params_from_arrays({k[len(prefix) + 1 :]: v for k, v in arrays.items() if k.startswith(prefix + ".")})
+
+
 def _rebuild(like: Any, path: str, values: dict[str, Any]) -> Any:
     if dataclasses.is_dataclass(like) and not isinstance(like, type):
         changes = {
@@ -276,9 +287,19 @@ class OnlineState:
             return self.params
         return model.from_vector(self.average, self.params)
 
+    def moved(self, model: Any, params: Any, step: int, average_from: int | None, **changes: Any) -> OnlineState:
+        """The state after step ``step`` reached ``params`` (with the other ``changes``): the
+        vector-form average takes them once more than ``average_from`` steps were made."""
+        average, n_averaged = self.average, self.n_averaged
+        if average_from is not None and step > average_from:
+            vector = model.to_vector(params)
+            n_averaged += 1
+            average = vector if average is None else average + (vector - average) / n_averaged
+        return dataclasses.replace(self, params=params, steps=step, average=average, n_averaged=n_averaged, **changes)
+
     def to_arrays(self, model: Any) -> dict[str, np.ndarray]:
         """The state as checkpoint arrays (the reported parameters are stored beside them)."""
-        out = {f"{_CURRENT}.{k}": v for k, v in self.params.to_arrays().items()}
+        out = params_to_arrays(self.params, _CURRENT)
         if self.running is not None:
             out.update(stats_to_arrays([self.running], _STATS))
         if self.average is not None:
@@ -288,9 +309,7 @@ class OnlineState:
     @classmethod
     def from_arrays(cls, model: Any, arrays: dict[str, np.ndarray], counters: Sequence[float]) -> OnlineState:
         """The state :meth:`to_arrays` wrote, with its counters ``(steps, rows_seen, n_averaged)``."""
-        params = model.params_from_arrays(
-            {k[len(_CURRENT) + 1 :]: v for k, v in arrays.items() if k.startswith(_CURRENT + ".")}
-        )
+        params = params_from_arrays(model, arrays, _CURRENT)
         running = None
         if any(k.startswith(_STATS) for k in arrays):
             running = stats_from_arrays(arrays, _STATS, model.zero_stats(params))[0]
@@ -316,12 +335,7 @@ def online_step(
         running = merge_stats(model, model.scale(batch, gamma), model.scale(state.running, 1.0 - gamma))
     rows = state.rows_seen + stats.n
     params = model.m_step(model.scale(running, rows), state.params)
-    average, n_averaged = state.average, state.n_averaged
-    if average_from is not None and step > average_from:
-        vector = model.to_vector(params)
-        n_averaged += 1
-        average = vector if average is None else average + (vector - average) / n_averaged
-    return OnlineState(params, running, step, rows, average, n_averaged)
+    return state.moved(model, params, step, average_from, running=running, rows_seen=rows)
 
 
 def step_stats(model: Any, session: FitSession, params: Any, chosen: Sequence[int] | None) -> Any:
@@ -459,13 +473,7 @@ class _Online(_Walk):
             self.steps, self.position = int(values[0]), int(values[1])
             self.epoch_loglik, self.epoch_rows = float(values[2]), float(values[3])
             self.state = OnlineState.from_arrays(self.model, arrays, (values[4], values[5], values[6]))
-            self.epoch_start = self.model.params_from_arrays(
-                {
-                    k[len("schedule_epoch_start.") :]: v
-                    for k, v in arrays.items()
-                    if k.startswith("schedule_epoch_start.")
-                }
-            )
+            self.epoch_start = params_from_arrays(self.model, arrays, _EPOCH_START)
         else:
             self.state = OnlineState(self.run.pending)
 
@@ -473,7 +481,7 @@ class _Online(_Walk):
         s = self.state
         counters = [self.steps, self.position, self.epoch_loglik, self.epoch_rows, s.steps, s.rows_seen, s.n_averaged]
         out = {_STATE: np.array(counters, dtype=np.float64), **s.to_arrays(self.model)}
-        out.update({f"schedule_epoch_start.{k}": v for k, v in self.epoch_start.to_arrays().items()})
+        out.update(params_to_arrays(self.epoch_start, _EPOCH_START))
         return out
 
     def fit(self) -> None:
@@ -535,12 +543,7 @@ class _Stochastic(_Walk):
             stats = session.stats(model, params, sampled_e_step, args)
             check_stats(stats, self.n_samples, model=model)
             new = model.m_step(stats, params)
-            average, n_averaged = self.state.average, self.state.n_averaged
-            if average_from is not None and iteration > average_from:
-                n_averaged += 1
-                vector = model.to_vector(new)
-                average = vector if average is None else average + (vector - average) / n_averaged
-            self.state = OnlineState(new, None, iteration, 0.0, average, n_averaged)
+            self.state = self.state.moved(model, new, iteration, average_from)
             self.steps = iteration
             now = time.perf_counter()
             # A chain, not a convergent sequence: it runs max_iter iterations.

@@ -672,16 +672,11 @@ class FitSession:
         (:class:`daskem.models.base.MessagePassing`) first takes its messages in a pass of
         its own (:meth:`messages`): two passes.
         """
-        block = self.driver_block()
-        if block is not None and not carries_messages(model):
+        if self.driver_block() is not None and not carries_messages(model):
             # One in-memory block on local threads: its E-step runs here, as its one task
-            # would (BLAS pinned the same way: the same bits). Dask's graph machinery costs
+            # would (:meth:`block_stats`; the same bits). Dask's graph machinery costs
             # ~1.5 ms a pass, more than the E-step of a small block.
-            with single_threaded_blas():
-                fn = block_fn or block_e_step
-                stats = fn(model, params, block, *(block_args[0] if block_args else ()))
-            self._count()
-            return stats
+            return self.block_stats(model, params, None, block_fn, block_args)[0]
         blocks, groups = self.blocks(), self.leaf_groups()
         if block_fn is None and carries_messages(model):
             messages = self.messages(model, params)
@@ -709,7 +704,7 @@ class FitSession:
         fn = block_fn or block_e_step
         block = self.driver_block()
         if block is not None and not carries_messages(model):
-            with single_threaded_blas():  # as :meth:`stats`: the one task's bits, here
+            with single_threaded_blas():  # the one task's bits, here (BLAS pinned as in a task)
                 out = [fn(model, params, block, *(tuple(block_args[0]) if block_args else ()))]
             self._count()
             return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,22 @@ from daskem.errors import ParameterError
 from daskem.estimators._base import DensityScores
 from daskem.estimators._validation import check_int, check_option, check_real
 from daskem.models.gaussian import COVARIANCE_TYPES, covariance_type
+from daskem.registry import COVARIANCE_TYPE, N_COMPONENTS, N_INIT, Option
+
+#: The command line options of every Gaussian mixture's registry entry.
+MIXTURE_OPTIONS = (
+    replace(N_COMPONENTS, default=8),
+    COVARIANCE_TYPE,
+    Option(("--reg-covar",), "reg_covar", "Added to the covariance diagonals.", kind=float, minimum=0.0),
+    Option(
+        ("--init-params",),
+        "init_params",
+        "Initialisation (kmeans: k-means|| and Lloyd passes over all the data).",
+        kind=str,
+        choices=INIT_METHODS,
+    ),
+    N_INIT,
+)
 
 
 class MixturePredictions(DensityScores):

@@ -12,12 +12,12 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from daskem.em.checks import check_stats
-from daskem.em.init import INIT_METHODS, initial_params, max_init_passes
+from daskem.em.init import initial_params, max_init_passes
 from daskem.em.monitor import IterationRecord
 from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import EMEstimator
-from daskem.estimators._mixture import MixturePredictions
+from daskem.estimators._mixture import MIXTURE_OPTIONS, MixturePredictions
 from daskem.estimators._validation import check_option, check_real
 from daskem.io.sources import as_source
 from daskem.models.bayesian_gmm import (
@@ -29,7 +29,7 @@ from daskem.models.bayesian_gmm import (
     weights_from_concentration,
 )
 from daskem.models.gaussian import check_shape, covariance_type
-from daskem.registry import COVARIANCE_TYPE, N_COMPONENTS, N_INIT, Option, Summary, attribute_summary, register
+from daskem.registry import Option, Summary, attribute_summary, register
 
 #: A component is counted as used (``daskem inspect``'s summary) when its weight exceeds this.
 EFFECTIVE_WEIGHT = 1e-2
@@ -56,17 +56,7 @@ def _summary(est: Any) -> Summary:
     "bgmm",
     description="variational Bayesian Gaussian mixture (scikit-learn's BayesianGaussianMixture)",
     options=(
-        replace(N_COMPONENTS, default=8),
-        COVARIANCE_TYPE,
-        Option(("--reg-covar",), "reg_covar", "Added to the covariance diagonals.", kind=float, minimum=0.0),
-        Option(
-            ("--init-params",),
-            "init_params",
-            "Initialisation (kmeans: k-means|| and Lloyd passes over all the data).",
-            kind=str,
-            choices=INIT_METHODS,
-        ),
-        N_INIT,
+        *MIXTURE_OPTIONS,
         Option(
             ("--weight-concentration-prior-type",),
             "weight_concentration_prior_type",

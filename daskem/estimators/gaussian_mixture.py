@@ -5,27 +5,23 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from daskem.em.init import INIT_METHODS, data_moments, initial_params, max_init_passes, sklearn_random_state
+from daskem.em.init import data_moments, initial_params, max_init_passes, sklearn_random_state
 from daskem.em.monitor import IterationRecord
 from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import EMEstimator, _jsonable
-from daskem.estimators._mixture import MixturePredictions
+from daskem.estimators._mixture import MIXTURE_OPTIONS, MixturePredictions
 from daskem.io.sources import DataSource, as_source
 from daskem.models.gaussian import check_shape, covariance_type
 from daskem.models.gaussian_prior import GaussianPrior, check_prior_spec, needs_data, resolve_prior
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams
 from daskem.models.missing import check_missing_policy
 from daskem.registry import (
-    COVARIANCE_TYPE,
     MISSING,
-    N_COMPONENTS,
-    N_INIT,
     Option,
     Selectable,
     attribute_summary,
@@ -72,17 +68,7 @@ PRIOR = Option(
     "gmm",
     description="Gaussian mixture (scikit-learn's GaussianMixture)",
     options=(
-        replace(N_COMPONENTS, default=8),
-        COVARIANCE_TYPE,
-        Option(("--reg-covar",), "reg_covar", "Added to the covariance diagonals.", kind=float, minimum=0.0),
-        Option(
-            ("--init-params",),
-            "init_params",
-            "Initialisation (kmeans: k-means|| and Lloyd passes over all the data).",
-            kind=str,
-            choices=INIT_METHODS,
-        ),
-        N_INIT,
+        *MIXTURE_OPTIONS,
         MISSING,
         PRIOR,
     ),
