@@ -65,6 +65,23 @@ BLOBS_COMPONENTS = 3
 BLOBS_CHUNK_ROWS = 500
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the test files with the most ``slow`` tests first, each file's tests in their order.
+
+    pytest-xdist (``--dist loadfile``, ``--no-loadscope-reorder`` in pyproject.toml) hands
+    the files to its two processes in this order, as each finishes one: the long files
+    (clusters, subprocesses, kills) start at once and the many short ones fill in at the
+    end, so neither process is left alone with a long file while the other idles.
+    """
+    slow: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        path = item.nodeid.split("::", 1)[0]
+        first.setdefault(path, index)
+        slow[path] = slow.get(path, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: (-slow[path := item.nodeid.split("::", 1)[0]], first[path]))
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"daskem test seed: DASKEM_TEST_SEED={SEED}"
 
