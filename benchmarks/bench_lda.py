@@ -37,8 +37,9 @@ documents per second daskem / scikit-learn >= 2 at equal perplexity.
 
 ``--out-of-core`` writes a Zarr CSR corpus (``daskem.io.corpus.write_csr_zarr``, block by
 block from the generator: never held in memory) of ``--ratio`` (default 3) times the total
-memory limit of a LocalCluster of 2 single-threaded worker processes (768 MiB each: a
-worker holds about 400 MiB of libraries), counting its CSR arrays as read (float64
+memory limit of a LocalCluster of ``--workers`` (default 2) single-threaded worker
+processes (``--memory-limit`` each, default 768 MiB: a worker holds about 400 MiB of
+libraries), counting its CSR arrays as read (float64
 values, int32 columns, int64 row pointers), and fits it streamed (``cache=False``) for
 ``--ooc-iters`` batch iterations with ``--ooc-topics`` topics and at most
 ``--ooc-doc-iter`` updates per document (the memory a pass needs does not depend on
@@ -56,6 +57,7 @@ Usage::
     python benchmarks/bench_lda.py --docs 20000 --topics 20 --iters 5 --epochs 1
     python benchmarks/bench_lda.py --parts online --docs 20000 --topics 20 --no-gensim
     python benchmarks/bench_lda.py --out-of-core --ratio 3 --memory-limit 768MiB
+    python benchmarks/bench_lda.py --out-of-core --ratio 3 --workers 1 --memory-limit 1GiB
     python benchmarks/bench_lda.py --out-of-core --keep --no-pause
 """
 
@@ -340,14 +342,14 @@ def out_of_core(args: argparse.Namespace) -> None:
     from daskem.cli import local_cluster
 
     limit = parse_bytes(args.memory_limit)
-    target = int(args.ratio * 2 * limit)
+    target = int(args.ratio * args.workers * limit)
     path = os.path.join(args.workdir, "lda-corpus.zarr")
     written = write_corpus(args, path, target)
     disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
     print(
         f"corpus: {written['docs']:,} documents x {args.vocab:,} words, {written['nnz']:,} values "
-        f"({format_bytes(written['bytes'])} as CSR float64/int32, {written['bytes'] / (2 * limit):.2f}x the "
-        f"workers' total limit of {format_bytes(2 * limit)}; {format_bytes(disk)} on disk)",
+        f"({format_bytes(written['bytes'])} as CSR float64/int32, {written['bytes'] / (args.workers * limit):.2f}x the "
+        f"workers' total limit of {format_bytes(args.workers * limit)}; {format_bytes(disk)} on disk)",
         flush=True,
     )
 
@@ -364,7 +366,7 @@ def out_of_core(args: argparse.Namespace) -> None:
         "workers never pause: --no-pause" if args.no_pause else f"Dask pauses a worker at {0.8 * limit / MiB:.0f} MiB"
     )
     print(
-        f"fitting k={args.ooc_topics}, {args.ooc_iters} iterations, cache=False on 2 workers x "
+        f"fitting k={args.ooc_topics}, {args.ooc_iters} iterations, cache=False on {args.workers} workers x "
         f"{format_bytes(limit)} ({pause})",
         flush=True,
     )
@@ -381,7 +383,7 @@ def out_of_core(args: argparse.Namespace) -> None:
 
     with (
         dask.config.set(memory),
-        local_cluster(2, 1, args.memory_limit) as cluster,
+        local_cluster(args.workers, 1, args.memory_limit) as cluster,
         Client(cluster) as client,
         warnings.catch_warnings(),
     ):
@@ -442,6 +444,7 @@ def main() -> None:
     parser.add_argument("--out-of-core", action="store_true", help="only the out-of-core fit of a Zarr corpus")
     parser.add_argument("--ratio", type=float, default=3.0, help="corpus size / total worker memory limit")
     parser.add_argument("--memory-limit", default="768MiB", help="memory limit per worker")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of the out-of-core fit")
     parser.add_argument("--ooc-topics", type=int, default=5)
     parser.add_argument("--ooc-iters", type=int, default=2)
     parser.add_argument("--ooc-doc-iter", type=int, default=10, help="max_doc_update_iter of the out-of-core fit")

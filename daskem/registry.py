@@ -28,11 +28,13 @@ from daskem.models.gaussian import COVARIANCE_TYPES
 from daskem.models.missing import MISSING_POLICIES
 
 __all__ = [
+    "ALGORITHM_HELP",
     "COVARIANCE_TYPE",
     "LENGTHS",
     "MISSING",
     "N_COMPONENTS",
     "N_INIT",
+    "SAMPLE_WEIGHT",
     "SEQUENCE_IDS",
     "ModelEntry",
     "Option",
@@ -162,6 +164,12 @@ COVARIANCE_TYPE = Option(
 #: Initialisations fitted in shared passes, the best kept.
 N_INIT = Option(("--n-init",), "n_init", "Initialisations, fitted in shared passes; the best is kept.", minimum=1)
 
+#: The help of ``--algorithm``, which models declare with their own choices (an HMM's decoder, FastICA's search).
+ALGORITHM_HELP = (
+    "Algorithm: an HMM's decoder of predict (viterbi: the most probable path; map: the most probable state of each "
+    "row), or FastICA's search (parallel: every component at once; deflation: one after the other)."
+)
+
 #: What NaN entries of the data are: errors, or values missing at random that the fit marginalises.
 MISSING = Option(
     ("--missing",),
@@ -189,6 +197,17 @@ SEQUENCE_IDS = Option(
     "Column of sequence ids in Parquet/CSV data (a sequence wherever the id changes); not a feature.",
     kind=str,
     metavar="COLUMN",
+    target="data",
+)
+
+
+#: Row weights from a file (models whose fit takes ``sample_weight``).
+SAMPLE_WEIGHT = Option(
+    ("--sample-weight",),
+    "sample_weight",
+    "Weight of every row of DATA: a .npy file or a 1-D Zarr array of non-negative numbers, one per row.",
+    kind=str,
+    metavar="PATH",
     target="data",
 )
 

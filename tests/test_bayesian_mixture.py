@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import re
 import warnings
 
 import dask.array as da
@@ -10,9 +12,11 @@ import pytest
 from sklearn.mixture import BayesianGaussianMixture as SklearnBGM
 
 from daskem import BayesianGaussianMixture, load
-from daskem.checkpoint.checkpoint import Checkpoint
+from daskem.checkpoint.checkpoint import Checkpoint, CheckpointMismatchError
 from daskem.em.progress import reporting_progress
-from daskem.errors import ParameterError
+from daskem.em.session import weighted_rows
+from daskem.errors import DataError
+from daskem.io.sources import as_source
 from daskem.models.bayesian_gmm import BayesianGaussianMixtureModel, BayesianPriors
 from daskem.testing import ModelContract, make_mixture_array
 
@@ -241,16 +245,139 @@ def test_sample_and_fit_predict():
     assert components.shape == (50,)
 
 
-def test_sample_weight_and_bad_priors_are_refused():
+def test_bad_priors_are_refused():
     X = _data(100, seed=9)
-    with pytest.raises(ParameterError, match="sample_weight"):
-        BayesianGaussianMixture(n_components=2).fit(X, sample_weight=np.ones(100))
     with pytest.raises(ValueError, match="degrees_of_freedom_prior' should be greater than 2"):
         BayesianGaussianMixture(n_components=2, degrees_of_freedom_prior=1.5).fit(X)
     with pytest.raises(ValueError, match="symmetric, positive-definite"):
         BayesianGaussianMixture(n_components=2, covariance_prior=-np.eye(3)).fit(X)
     with pytest.raises(ValueError, match="mean_precision_prior"):
         BayesianGaussianMixture(n_components=2, mean_precision_prior=0.0).fit(X)
+
+
+# -- sample weights ---------------------------------------------------------------------------------
+
+
+def _weights(n: int, seed: int = 0) -> np.ndarray:
+    """Integer weights 0..3 (every fourth row, on average, weighs nothing)."""
+    return np.random.RandomState(seed).randint(0, 4, size=n).astype(np.float64)
+
+
+def _same_fit(a, b) -> bool:  # type: ignore[no-untyped-def]
+    """Every fitted parameter and the history bitwise equal."""
+    names = (*PARAMETERS, "weight_concentration_")
+    same = all(np.array_equal(np.asarray(getattr(a, n)), np.asarray(getattr(b, n))) for n in names)
+    return same and a.lower_bounds_ == b.lower_bounds_ and a.n_iter_ == b.n_iter_
+
+
+@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_integer_weights_fit_as_the_rows_repeated(covariance_type, prior_type):
+    """From the same start, weights w give the fit (priors, iterations, lower bounds) of each row repeated w times."""
+    X = _data(240, seed=10)
+    w = _weights(X.shape[0])
+    settings = {"n_components": 4, "covariance_type": covariance_type, "weight_concentration_prior_type": prior_type}
+    continued = {"warm_start": True, "max_iter": 4, "tol": 0.0}
+    with warnings.catch_warnings():
+        # max_iter=1 does not converge; the warm starts' first bounds are of other data than the start's.
+        warnings.simplefilter("ignore")
+        start = BayesianGaussianMixture(init_params="random", random_state=0, max_iter=1, **settings).fit(X)
+        weighted = copy.deepcopy(start).set_params(**continued).fit(X, sample_weight=w)
+        repeated = copy.deepcopy(start).set_params(**continued).fit(np.repeat(X, w.astype(int), axis=0))
+    for name in (*PARAMETERS, "weight_concentration_"):
+        np.testing.assert_allclose(
+            np.asarray(getattr(weighted, name)), np.asarray(getattr(repeated, name)), rtol=1e-10, err_msg=name
+        )
+    np.testing.assert_allclose(weighted.lower_bounds_, repeated.lower_bounds_, rtol=1e-10)
+    assert weighted.n_features_in_ == 3
+    np.testing.assert_array_equal(weighted.predict(X), repeated.predict(X))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random"])
+def test_unit_weights_are_no_weights_bitwise(init_params):
+    """``random_from_data`` is left out: with weights it draws its rows in proportion to them."""
+    data = da.from_array(_data(400, seed=11), chunks=150)
+    settings = {"n_components": 3, "init_params": init_params, "random_state": 0, "max_iter": 5, "tol": 0.0}
+    plain = BayesianGaussianMixture(**settings).fit(data)
+    ones = BayesianGaussianMixture(**settings).fit(data, sample_weight=np.ones(400))
+    assert _same_fit(ones, plain)
+    assert ones.n_passes_ == plain.n_passes_
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
+def test_the_initialisations_never_take_the_weights_as_a_feature(init_params):
+    """Rows of weight 0 far away draw no component; a weighted fit has the data's features."""
+    X = _data(300, seed=12)
+    far = np.vstack([X, np.full((30, 3), 1e3)])
+    w = np.concatenate([np.ones(300), np.zeros(30)])
+    fitted = BayesianGaussianMixture(n_components=3, init_params=init_params, random_state=1, max_iter=3, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted.fit(far, sample_weight=w)
+    assert fitted.means_.shape == (3, 3)
+    assert np.abs(fitted.means_).max() < 20.0
+    np.testing.assert_allclose(fitted.mean_prior_, X.mean(axis=0), rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_weighted_fits_do_not_depend_on_chunking():
+    X = _data(500, seed=13)
+    w = _weights(500, seed=1) + 0.5
+    settings = {"n_components": 3, "covariance_type": "full", "init_params": "k-means++", "random_state": 0}
+    fits = [
+        BayesianGaussianMixture(split_every=split_every, max_iter=8, tol=0.0, **settings).fit(
+            da.from_array(X, chunks=(chunks, 3)), sample_weight=da.from_array(w, chunks=97)
+        )
+        for chunks, split_every in [(500, None), (64, 2), ((1, 0, 13, 200, 286), 3)]
+    ]
+    for other in fits[1:]:
+        for name in PARAMETERS:
+            np.testing.assert_allclose(getattr(other, name), getattr(fits[0], name), rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(other.lower_bounds_, fits[0].lower_bounds_, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        (np.r_[-1.5, np.ones(99)], r"sample_weight must be finite and non-negative; got minimum \S*-1\.5"),
+        (np.r_[np.nan, np.ones(99)], r"non-negative; got minimum \S*nan\S* and NaN or infinite values"),
+        (np.ones(99), re.escape("sample_weight.shape == (99,), expected (100,)")),
+        (np.zeros(100), "sample_weight must have a positive sum; got all zeros"),
+    ],
+)
+def test_bad_sample_weights_are_refused(weights, message):
+    with pytest.raises(DataError, match=message):
+        BayesianGaussianMixture(n_components=2).fit(_data(100, seed=9), sample_weight=weights)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_an_interrupted_weighted_fit_resumes_bitwise(tmp_path):
+    data = da.from_array(_data(600, seed=14), chunks=150)
+    w = _weights(600, seed=2)
+    settings = {"n_components": 3, "init_params": "k-means++", "random_state": 0, "max_iter": 5, "tol": 0.0}
+    expected = BayesianGaussianMixture(**settings).fit(data, sample_weight=w)
+    ckpt = str(tmp_path / "run.zarr")
+    seen = {"n": 0}
+
+    def listener(event):  # type: ignore[no-untyped-def]
+        if event.phase == "fitting" and event.passes:
+            seen["n"] += 1
+            if seen["n"] == 3:
+                raise _Stop
+
+    with pytest.raises(_Stop), reporting_progress(listener):
+        BayesianGaussianMixture(checkpoint=ckpt, **settings).fit(data, sample_weight=w)
+    state = Checkpoint(ckpt).run(0).latest()
+    assert state is not None
+    assert 0 < state.iteration < 5
+    resumed = BayesianGaussianMixture(checkpoint=ckpt, **settings).fit(data, sample_weight=w)
+    assert _same_fit(resumed, expected)
+    # The weights are part of the data the checkpoint describes (their fingerprint): others are not resumed.
+    digests = {weighted_rows(as_source(data, sample_weight=v)).fingerprint()["digest"] for v in (w, w + 1.0)}
+    assert len(digests) == 2
+    with pytest.raises(CheckpointMismatchError, match="was written for"):
+        BayesianGaussianMixture(checkpoint=ckpt, **settings).fit(data, sample_weight=w + 1.0)
 
 
 # -- the model contract ---------------------------------------------------------------------------

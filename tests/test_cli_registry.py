@@ -26,7 +26,7 @@ import daskem
 from daskem import registry
 from daskem.checkpoint.store import read_arrays_group
 from daskem.errors import DataError, ParameterError
-from daskem.estimators import EMEstimator, GaussianHMM, GaussianMixture, KMeans
+from daskem.estimators import BayesianGaussianMixture, EMEstimator, GaussianHMM, GaussianMixture, KMeans
 from daskem.plot import FIGURES
 from daskem.select import select_mixture
 from daskem.testing import write_mixture_zarr
@@ -113,6 +113,7 @@ def test_arguments_apply_defaults_aliases_and_conversions(tmp_path):
     assert gmm.arguments({}) == ({"n_components": 8}, {})  # the command's default, not the estimator's 1
     assert kmeans.arguments({"n_components": 3}) == ({"n_clusters": 3}, {})
     assert kmeans.arguments({"n_clusters": 4, "init": "random"}) == ({"n_clusters": 4, "init": "random"}, {})
+    assert kmeans.arguments({"sample_weight": "w.npy"}) == ({}, {"sample_weight": "w.npy"})  # as_source's keyword
     with pytest.raises(ParameterError, match=re.escape("--n-components and --n-clusters both set n_clusters")):
         kmeans.arguments({"n_components": 3, "n_clusters": 4})
     (tmp_path / "lengths.txt").write_text("3\n\n4\n")
@@ -194,7 +195,8 @@ def test_fit_help_names_every_model_and_its_defaults():
     assert "gaussian-hmm='diag',gmm='full'" in packed
     assert "--lengthsFILE" in packed
     assert "--sequence-idsCOLUMN" in packed
-    assert "gaussian-hmm=10,gmm=100,kmeans=300" in packed
+    assert "gaussian-hmm=10,gmm=100," in packed
+    assert ",kmeans=300," in packed
 
 
 @pytest.mark.parametrize(
@@ -203,7 +205,7 @@ def test_fit_help_names_every_model_and_its_defaults():
         (
             ["--model", "kmeans", "--covariance-type", "diag"],
             "--covariance-type does not apply to --model kmeans; it is an option of bgmm, gaussian-hmm, gmm. The "
-            "options of kmeans: --n-components, --n-clusters, --init, --n-init.",
+            "options of kmeans: --n-components, --n-clusters, --init, --n-init, --sample-weight.",
         ),
         (["--model", "gmm", "--lengths", "x.txt"], "--lengths does not apply to --model gmm"),
         (["--model", "kmeans", "-k", "2", "--n-clusters", "3"], "--n-components and --n-clusters both set n_clusters"),
@@ -227,6 +229,42 @@ def test_kmeans_n_clusters_equals_the_python_fit(store, tmp_path):
     text = _words(result.stdout)
     assert f"KMeans on {store}" in text
     assert "minus the mean squared distance to the nearest centre" in text
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_bgmm_sample_weight_file_equals_the_python_fit_and_resumes(store, X, tmp_path):
+    w = np.random.RandomState(0).randint(0, 4, size=X.shape[0]).astype(np.float64)
+    np.save(tmp_path / "w.npy", w)
+    args = ["--model", "bgmm", "-k", "3", "--max-iter", "3", "--tol", "0", "--sample-weight", tmp_path / "w.npy", *FIT]
+    result = daskem_cli("fit", store, *args, "--checkpoint", tmp_path / "run.zarr", "-o", tmp_path / "m.zarr")
+    assert result.returncode == 0, result.stderr
+    BayesianGaussianMixture(3, max_iter=3, tol=0.0, random_state=0).fit(str(store), sample_weight=w).save(
+        tmp_path / "py.zarr"
+    )
+    assert _same_arrays(tmp_path / "m.zarr", tmp_path / "py.zarr")
+    # The checkpoint keeps the weights' location with the data's: resume reads them again.
+    resumed = daskem_cli(
+        "resume", tmp_path / "run.zarr", "--max-iter", "4", "--workers", "0", "-q", "-o", tmp_path / "r.zarr"
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    again = BayesianGaussianMixture(3, max_iter=4, tol=0.0, random_state=0).fit(str(store), sample_weight=w)
+    loaded = daskem.load(tmp_path / "r.zarr")
+    assert loaded.means_.tobytes() == again.means_.tobytes()
+    assert loaded.lower_bounds_ == again.lower_bounds_
+
+
+def test_kmeans_sample_weight_zarr_equals_the_python_fit(store, X, tmp_path):
+    w = np.random.RandomState(1).uniform(0.0, 2.0, size=X.shape[0])
+    zarr.open_array(str(tmp_path / "w.zarr"), mode="w", shape=w.shape, dtype=w.dtype, chunks=(700,))[:] = w
+    args = ["--model", "kmeans", "-k", "3", "--init", "k-means++", "--sample-weight", tmp_path / "w.zarr", *FIT]
+    result = daskem_cli("fit", store, *args, "-o", tmp_path / "m.zarr")
+    assert result.returncode == 0, result.stderr
+    KMeans(3, init="k-means++", random_state=0).fit(str(store), sample_weight=str(tmp_path / "w.zarr")).save(
+        tmp_path / "py.zarr"
+    )
+    assert _same_arrays(tmp_path / "m.zarr", tmp_path / "py.zarr")
+    unweighted = KMeans(3, init="k-means++", random_state=0).fit(str(store))
+    assert daskem.load(tmp_path / "m.zarr").cluster_centers_.tobytes() != unweighted.cluster_centers_.tobytes()
 
 
 def test_hmm_sequence_ids_of_a_table_equal_the_python_fit(X, tmp_path):

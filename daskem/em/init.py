@@ -38,7 +38,7 @@ serves all of them. Every read goes through the fit's
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ from daskem.em.checks import check_stats, nonfinite_error
 from daskem.em.driver import fit_em_restarts
 from daskem.em.runs import BatchedModel
 from daskem.em.session import Cache, FitSession, as_session
-from daskem.errors import NumericalError
+from daskem.errors import DataError, NumericalError
 from daskem.models.base import count_infinite, count_nonfinite, dense_rows
 from daskem.models.kmeans import KMeansModel, KMeansParams, rounding_bound, shared_reference
 
@@ -463,9 +463,10 @@ def _moments_block(reducer: _Moments, params: Any, block: np.ndarray) -> tuple[A
     step = max(64, (1 << 19) // max(d, 1))
     for start in range(0, block.shape[0], step):  # tiles bound the float64 copies
         rows = np.asarray(dense_rows(block[start : start + step]), dtype=np.float64)
-        mean = rows.mean(axis=0)
-        centred = rows - mean
-        out = reducer.combine(out, (float(rows.shape[0]), mean, centred.T @ centred, count_nonfinite(rows)))
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are counted, and refused by the caller
+            mean = rows.mean(axis=0)
+            centred = rows - mean
+            out = reducer.combine(out, (float(rows.shape[0]), mean, centred.T @ centred, count_nonfinite(rows)))
     return out
 
 
@@ -510,15 +511,35 @@ def _random_block_stats(
     return tuple(out)
 
 
-def _hard_block_stats(batched: BatchedModel, centers: tuple[np.ndarray, ...], block: np.ndarray) -> tuple[Any, ...]:
+def _hard_block_stats(
+    batched: BatchedModel, centers: tuple[np.ndarray, ...], block: np.ndarray, weighted: bool
+) -> tuple[Any, ...]:
     model = batched.model
     out = []
     for c in centers:
-        labels = KMeansModel(c.shape[0]).predict(KMeansParams.from_centers(c), block)
+        labels = KMeansModel(c.shape[0], weighted=weighted).predict(KMeansParams.from_centers(c), block)
         resp = np.zeros((block.shape[0], c.shape[0]))
         resp[np.arange(block.shape[0]), labels] = 1.0
         out.append(model.stats_from_responsibilities(block, resp, c.mean(axis=0)))
     return tuple(out)
+
+
+def _weighted_seeds(model: Any, session: FitSession, method: str, sample_size: int, rng: np.random.Generator) -> Any:
+    """``"k-means++"`` or ``"random_from_data"`` parameters from rows of a sample drawn by their weights
+    (the sample's last column; see :func:`initial_params`)."""
+    k = model.n_components
+    sample = sample_rows(session, sample_size, rng)
+    x, w = sample[:, :-1], sample[:, -1]
+    if np.count_nonzero(w) < k:
+        raise DataError(
+            f"init_params={method!r} draws {k} rows of positive weight but its sample of {w.size} rows holds "
+            f"{np.count_nonzero(w)}. Give more rows positive weight, or use init_params='kmeans'."
+        )
+    if method == "k-means++":
+        picks = kmeans_plusplus(x, k, rng, w)
+    else:
+        picks = rng.choice(w.size, size=k, replace=False, p=w / w.sum())
+    return replace(model, weighted=False).params_from_responsibilities(x[picks], np.eye(k))
 
 
 def _checked(stats: Sequence[Any], session: FitSession, model: Any) -> Sequence[Any]:
@@ -534,16 +555,18 @@ def kmeans_centers(
     *,
     max_iter: int = KMEANS_INIT_ITER,
     split_every: int | None = None,
+    weighted: bool = False,
 ) -> list[np.ndarray]:
     """k-means centres for each generator: k-means|| then up to ``max_iter`` Lloyd passes.
 
     Never loads the data: every step is a pass over the blocks shared by all runs.
     ``data`` is the fit's :class:`daskem.em.session.FitSession`, or data to open one on
-    (with ``split_every``).
+    (with ``split_every``). ``weighted``: the data's last column holds the sample weights.
     """
     session = as_session(data, split_every=split_every)
-    starts = kmeans_parallel(session, n_clusters, rngs)
-    outcome = fit_em_restarts(KMeansModel(n_clusters), session, shared_reference(starts), max_iter=max_iter, tol=1e-4)
+    starts = kmeans_parallel(session, n_clusters, rngs, weighted=weighted)
+    lloyd = KMeansModel(n_clusters, weighted=weighted)
+    outcome = fit_em_restarts(lloyd, session, shared_reference(starts), max_iter=max_iter, tol=1e-4)
     return [r.params.centers for r in outcome.results]
 
 
@@ -575,6 +598,7 @@ def initial_params(
     sample_size: int = INIT_SAMPLE_ROWS,
     cache: Cache = "auto",
     random_state: np.random.RandomState | None = None,
+    weighted: bool = False,
 ) -> list[Any]:
     """Initial parameters of ``model`` by one of :data:`INIT_METHODS`, one set per generator.
 
@@ -601,6 +625,14 @@ def initial_params(
     random_state : numpy.random.RandomState, optional
         For ``"random"`` and ``"random_from_data"``: draw scikit-learn's initialisations
         from it (see the module; meant for data in memory) instead of from ``rngs``.
+    weighted : bool
+        The data's last column holds the sample weights (``model`` reads them too); it is
+        never a feature. They enter where scikit-learn's KMeans takes them: ``"kmeans"`` is
+        a weighted k-means|| with weighted Lloyd passes, the components starting from the
+        weighted statistics of the hard assignment; ``"k-means++"`` seeds by weighted D^2
+        sampling on the row sample; ``"random_from_data"`` draws its ``n_components`` rows
+        from such a sample with probability proportional to their weights (KMeans'
+        ``init="random"``); ``"random"`` weights every row's random responsibilities.
 
     Returns
     -------
@@ -611,13 +643,17 @@ def initial_params(
         raise ValueError(f"init_params must be one of {list(INIT_METHODS)}; got {method!r}.")
     session = as_session(data, cache=cache, split_every=split_every)
     k = model.n_components
-    if random_state is not None and method in ("random", "random_from_data"):
+    d = session.source.n_features - int(weighted)
+    if random_state is not None and method in ("random", "random_from_data") and not weighted:
         return _sklearn_initial_params(model, session, method, len(rngs), random_state)
     batched = BatchedModel(model)
     if method == "kmeans":
-        centers = kmeans_centers(session, k, rngs)
-        stats = session.stats(batched, tuple(centers), block_fn=_hard_block_stats)
+        centers = kmeans_centers(session, k, rngs, weighted=weighted)
+        flags = [(weighted,)] * len(session.blocks())
+        stats = session.stats(batched, tuple(centers), block_fn=_hard_block_stats, block_args=flags)
         return [model.m_step(s, None) for s in _checked(stats, session, model)]
+    if weighted and method in ("k-means++", "random_from_data"):
+        return [_weighted_seeds(model, session, method, sample_size, rng) for rng in rngs]
     if method == "k-means++":
         out = []
         for rng in rngs:
@@ -629,7 +665,7 @@ def initial_params(
     n_blocks = len(session.blocks())
     seeds = [np.random.SeedSequence(int(rng.integers(2**63))).spawn(n_blocks) for rng in rngs]
     first = np.arange(min(1024, session.source.n_samples))
-    shift = np.asarray(session.rows(first, reduce=lambda rows: rows.mean(axis=0)), dtype=np.float64)
+    shift = np.asarray(session.rows(first, reduce=lambda rows: rows[:, :d].mean(axis=0)), dtype=np.float64)
     per_block = [(tuple(s[i] for s in seeds),) for i in range(n_blocks)]
     stats = session.stats(batched, shift, block_fn=_random_block_stats, block_args=per_block)
     return [model.m_step(s, None) for s in _checked(stats, session, model)]

@@ -14,7 +14,7 @@ from sklearn.utils import check_random_state
 from daskem.em.checks import check_stats
 from daskem.em.init import initial_params, max_init_passes
 from daskem.em.monitor import IterationRecord
-from daskem.em.session import FitSession, resolve_split_every
+from daskem.em.session import FitSession, resolve_split_every, weighted_rows
 from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import EMEstimator
 from daskem.estimators._mixture import MIXTURE_OPTIONS, MixturePredictions
@@ -29,7 +29,7 @@ from daskem.models.bayesian_gmm import (
     weights_from_concentration,
 )
 from daskem.models.gaussian import check_shape, covariance_type
-from daskem.registry import Option, Summary, attribute_summary, register
+from daskem.registry import SAMPLE_WEIGHT, Option, Summary, attribute_summary, register
 
 #: A component is counted as used (``daskem inspect``'s summary) when its weight exceeds this.
 EFFECTIVE_WEIGHT = 1e-2
@@ -71,6 +71,7 @@ def _summary(est: Any) -> Summary:
             kind=float,
             minimum=0.0,
         ),
+        SAMPLE_WEIGHT,
     ),
     summary=_summary,
     figures=("components",),
@@ -256,14 +257,15 @@ default="dirichlet_process"
             int(self.n_components), self.covariance_type, float(self.reg_covar), self.weight_concentration_prior_type
         )
 
-    def _priors(self, session: FitSession) -> BayesianPriors:
+    def _priors(self, session: FitSession, weighted: bool) -> BayesianPriors:
         """scikit-learn's ``_check_parameters``: the priors, the data's mean and covariance for
-        those not given (one counted pass over the data, shared by both)."""
-        d = session.source.n_features
+        those not given (one counted pass over the data, shared by both; weighted when the
+        session's last column holds the sample weights)."""
+        d = session.source.n_features - int(weighted)
         ct = self.covariance_type
         mean = cov = None
         if self.mean_prior is None or self.covariance_prior is None:
-            moments = DataMoments(full=ct in ("full", "tied"))
+            moments = DataMoments(full=ct in ("full", "tied"), weighted=weighted)
             stats = session.stats(moments, d)
             check_stats(stats, session.source.n_samples, model=moments)
             mean, cov = DataMoments.mean_and_covariance(stats)
@@ -330,9 +332,15 @@ default="dirichlet_process"
             The data; a string is the path or URL of a Zarr array.
         y : None
             Ignored; present for API consistency.
-        sample_weight : None
-            Not supported (scikit-learn's BayesianGaussianMixture has none either): an
-            error unless None.
+        sample_weight : array-like, dask array, zarr.Array or str of shape (n_samples,), default=None
+            Non-negative weight of every row (all 1 when None; a string is the path or URL
+            of a Zarr array). Each row's contribution to the variational statistics and to
+            the lower bound, and to the data's mean and covariance that default priors take,
+            is multiplied by its weight: integer weights fit as the rows repeated. The
+            ``"kmeans"`` and ``"k-means++"`` initialisations seed with the weights (as
+            scikit-learn's KMeans), ``"random_from_data"`` draws rows in proportion to
+            them and ``"random"`` weights its random responsibilities. scikit-learn's
+            BayesianGaussianMixture has no ``sample_weight``.
         callback : callable, optional
             Called as ``callback(record, params)`` after every iteration.
 
@@ -341,14 +349,10 @@ default="dirichlet_process"
         self : BayesianGaussianMixture
             The fitted estimator.
         """
-        if sample_weight is not None:
-            raise ParameterError(
-                "BayesianGaussianMixture.fit does not take sample_weight (scikit-learn's does not either). "
-                "Repeat rows, or fit daskem.GaussianMixture or daskem.KMeans, which take weights."
-            )
         self._validate_hyperparameters()
         resolve_split_every(self.split_every)
-        source = as_source(X)
+        source = as_source(X, sample_weight=sample_weight)
+        weighted = source.weights is not None
         if source.n_samples < max(2, self.n_components):
             raise DataError(
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
@@ -361,19 +365,24 @@ default="dirichlet_process"
                 f"features. Pass data with {fitted_features} features or set warm_start=False."
             )
         warm = self.warm_start and hasattr(self, "converged_")
-        # scikit-learn's own draws need the rows in memory (they are: NumPy input).
-        self._memory_rows = (
-            np.asarray(X, dtype=np.float64) if source.kind == "numpy" and isinstance(X, np.ndarray | list) else None
-        )
-        session = self._session(source)
-        priors = self._priors(session)
+        # scikit-learn's own draws need the rows in memory (they are: NumPy input); it has no weights.
+        in_memory = source.kind == "numpy" and isinstance(X, np.ndarray | list) and not weighted
+        self._memory_rows = np.asarray(X, dtype=np.float64) if in_memory else None
+        session = self._session(weighted_rows(source))
+        priors = self._priors(session, weighted)
         model = BayesianGaussianMixtureModel.with_priors(
-            self.n_components, self.covariance_type, self.reg_covar, self.weight_concentration_prior_type, priors
+            self.n_components,
+            self.covariance_type,
+            self.reg_covar,
+            self.weight_concentration_prior_type,
+            priors,
+            weighted,
         )
         try:
             self._fit_restarts(model, session, 1 if warm else self.n_init, warm, callback)
         finally:
             self._memory_rows = None
+        self.n_features_in_ = source.n_features  # the weights' column is not a feature
         return self
 
     def _sklearn_draws(self) -> bool:
@@ -391,8 +400,8 @@ default="dirichlet_process"
     def _initial_params(
         self, model: BayesianGaussianMixtureModel, session: FitSession, rngs: list[np.random.Generator]
     ) -> list[BayesianGaussianMixtureParams]:
-        if not self._sklearn_draws():
-            return list(initial_params(model, session, self.init_params, rngs))
+        if not self._sklearn_draws():  # never for a weighted fit: its rows are not kept in memory
+            return list(initial_params(model, session, self.init_params, rngs, weighted=model.weighted))
         # scikit-learn's _initialize_parameters, one draw after the other from one RandomState.
         X = self._memory_rows
         assert X is not None

@@ -23,7 +23,7 @@ from daskem.estimators._base import EMEstimator
 from daskem.estimators._validation import check_int, check_option
 from daskem.io.sources import DataSource, as_source
 from daskem.models.kmeans import KMeansModel, KMeansParams, shared_reference
-from daskem.registry import N_COMPONENTS, N_INIT, Option, Selectable, attribute_summary, register
+from daskem.registry import N_COMPONENTS, N_INIT, SAMPLE_WEIGHT, Option, Selectable, attribute_summary, register
 
 KMEANS_INITS = ("k-means||", "k-means++", "random")
 
@@ -49,6 +49,7 @@ DEFAULT_N_INIT = 10
             choices=KMEANS_INITS,
         ),
         N_INIT,
+        SAMPLE_WEIGHT,
     ),
     summary=attribute_summary("cluster", [("centre (first features)", "cluster_centers_")]),
     figures=("components",),

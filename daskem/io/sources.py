@@ -485,14 +485,30 @@ def _with_lengths(source: DataSource, lengths: Any, ids: da.Array | None) -> Dat
     return replace(source, options=options, lengths=values)
 
 
+def _read_npy(location: str, storage_options: dict[str, Any] | None) -> np.ndarray:
+    """The array of a ``.npy`` file by path or URL (read whole; no pickled objects)."""
+    import fsspec
+
+    try:
+        with fsspec.open(location, "rb", **(storage_options or {})) as file:
+            return np.asarray(np.load(file, allow_pickle=False))
+    except FileNotFoundError:
+        raise StoreError(f"No file found at {location!r}: pass the path of an existing .npy file.") from None
+    except ValueError as err:
+        raise DataError(f"{location!r} is not a .npy file of numbers ({err}).") from None
+
+
 def _with_weights(source: DataSource, sample_weight: Any, storage_options: dict[str, Any] | None) -> DataSource:
     """``source`` with one weight per row, chunked as its rows (values checked when read)."""
     options = dict(source.options)
     weights: da.Array | np.ndarray
     if isinstance(sample_weight, str | os.PathLike):
         location = _local(os.fspath(sample_weight))
-        node = open_zarr_array(location, storage_options)
-        weights = zarr_dask(node)
+        weights = (
+            _read_npy(location, storage_options)
+            if location.endswith(".npy")
+            else zarr_dask(open_zarr_array(location, storage_options))
+        )
         if source.location is not None:
             options["sample_weight"] = location
     elif isinstance(sample_weight, zarr.Array):
@@ -560,9 +576,9 @@ def as_source(
         For Parquet/CSV data or a dask DataFrame: a column of sequence ids (a new sequence
         wherever the id changes), read instead of ``lengths`` and left out of the data.
     sample_weight : array-like, dask array, zarr.Array, str or os.PathLike, optional
-        One weight per row (estimators that take ``sample_weight``). A location (a 1-D
-        Zarr array by path or URL) is kept in the reading options, so the same weights
-        are read again on resume.
+        One weight per row (estimators that take ``sample_weight``). A location (a
+        ``.npy`` file or a 1-D Zarr array, by path or URL) is kept in the reading options,
+        so the same weights are read again on resume.
     name : str
         The name used for the data in error messages.
     accept_sparse : bool or None

@@ -20,6 +20,11 @@ moments:
 
 with ``c_k`` the per-component term, ``S_k`` the second moment around the mean and
 ``log p_i`` the per-row log-normaliser (the statistics' ``loglik``).
+
+A model with ``weighted=True`` reads each block's last column as the sample weights: each
+row's responsibilities are multiplied by its weight before the moments, and its
+log-normaliser and ``r log r`` by the weight, so the identity above holds for the weighted
+sums and integer weights give the statistics (hence the fit) of the rows repeated.
 """
 
 from __future__ import annotations
@@ -207,6 +212,9 @@ class BayesianGaussianMixtureModel:
     covariance_prior : tuple or float, optional
         The prior of the covariances: (d, d) nested tuples for full and tied, d values for
         diag, a float for spherical.
+    weighted : bool
+        Whether each block's last column holds the sample weights (the fit's statistics
+        only: predictions read rows of features alone).
 
     Notes
     -----
@@ -224,6 +232,7 @@ class BayesianGaussianMixtureModel:
     mean_prior: Any = None
     degrees_of_freedom_prior: float | None = None
     covariance_prior: Any = None
+    weighted: bool = False
 
     #: Missing values are not supported: NaN are errors.
     missing = "error"
@@ -246,8 +255,9 @@ class BayesianGaussianMixtureModel:
         reg_covar: float,
         weight_concentration_prior_type: str,
         priors: BayesianPriors,
+        weighted: bool = False,
     ) -> BayesianGaussianMixtureModel:
-        """The model with the given (resolved) priors."""
+        """The model with the given (resolved) priors (``weighted``: see the class)."""
         return cls(
             int(n_components),
             covariance_type,
@@ -258,6 +268,7 @@ class BayesianGaussianMixtureModel:
             _as_tuple(priors.mean),
             float(priors.degrees_of_freedom),
             _as_tuple(priors.covariance),
+            bool(weighted),
         )
 
     @property
@@ -303,6 +314,8 @@ class BayesianGaussianMixtureModel:
             "mean_prior": None if self.mean_prior is None else np.asarray(self.mean_prior).tolist(),
             "degrees_of_freedom_prior": self.degrees_of_freedom_prior,
             "covariance_prior": None if self.covariance_prior is None else np.asarray(self.covariance_prior).tolist(),
+            # Only when set: the specs of unweighted fits stay as they were.
+            **({"weighted": True} if self.weighted else {}),
         }
 
     def zero_stats(self, params: BayesianGaussianMixtureParams) -> BayesianGaussianMixtureStats:
@@ -380,10 +393,15 @@ class BayesianGaussianMixtureModel:
             weights / weights.sum(), params.means, params.covariances, params.precisions_cholesky, terms
         )
 
+    def split(self, block: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any] | None]:
+        """A block's features and its sample weights (None for an unweighted model)."""
+        return (block[:, :-1], block[:, -1]) if self.weighted else (block, None)
+
     def e_step(self, params: BayesianGaussianMixtureParams, block: NDArray[Any]) -> BayesianGaussianMixtureStats:
         """Statistics of one block under ``params`` (one read of the block)."""
         gp = self.gaussian_params(params)
-        stats = self._gaussian().moments(gp, block)
+        x, weights = self.split(block)
+        stats = self._gaussian().moments(gp, x, weights=weights)
         return BayesianGaussianMixtureStats.of(stats, self._resp_log_resp(gp, stats))
 
     def _resp_log_resp(self, gp: _LogWeightedParams, stats: GaussianMixtureStats) -> float:
@@ -495,15 +513,24 @@ class BayesianGaussianMixtureModel:
     def stats_from_responsibilities(
         self, X: NDArray[Any], resp: FloatArray, shift: FloatArray
     ) -> BayesianGaussianMixtureStats:
-        """Statistics of rows under given responsibilities (scikit-learn's ``_initialize``)."""
-        stats = self._gaussian().stats_from_responsibilities(X, resp, shift)
+        """Statistics of rows under given responsibilities (scikit-learn's ``_initialize``).
+
+        A weighted model's ``X`` has the weights as last column; ``shift`` has the features' length.
+        """
+        x, weights = self.split(X)
         with np.errstate(divide="ignore", invalid="ignore"):
-            entropy = float(np.sum(np.where(resp > 0.0, resp * np.log(resp), 0.0)))
-        return BayesianGaussianMixtureStats.of(stats, entropy)
+            entropy = np.where(resp > 0.0, resp * np.log(resp), 0.0)
+        if weights is None:
+            return BayesianGaussianMixtureStats.of(
+                self._gaussian().stats_from_responsibilities(x, resp, shift), float(np.sum(entropy))
+            )
+        w = np.asarray(weights, dtype=np.float64)[:, None]
+        stats = self._gaussian().stats_from_responsibilities(x, resp * w, shift)
+        return BayesianGaussianMixtureStats.of(replace(stats, n=float(w.sum())), float(np.sum(entropy * w)))
 
     def params_from_responsibilities(self, X: NDArray[Any], resp: FloatArray) -> BayesianGaussianMixtureParams:
         """The M-step of rows under given responsibilities (scikit-learn's ``_initialize``)."""
-        shift = np.asarray(X, dtype=np.float64).mean(axis=0)
+        shift = np.asarray(self.split(X)[0], dtype=np.float64).mean(axis=0)
         return self.m_step(self.stats_from_responsibilities(X, resp, shift), None)
 
     # -- prediction per block --------------------------------------------------------------
@@ -543,6 +570,7 @@ class MomentStats:
     Attributes
     ----------
     n : float
+        Rows (their total weight, for weighted rows).
     loglik : float
         0 (no likelihood is measured).
     n_nonfinite : int
@@ -570,9 +598,13 @@ class DataMoments:
     ----------
     full : bool
         The whole scatter matrix (full and tied priors) or its diagonal (diag and spherical).
+    weighted : bool
+        Whether each block's last column holds the sample weights: ``n`` is then their sum
+        and the mean and scatter are weighted (integer weights: those of the rows repeated).
     """
 
     full: bool = True
+    weighted: bool = False
 
     numerical_advice = GaussianMixtureModel.numerical_advice
 
@@ -586,14 +618,17 @@ class DataMoments:
     def e_step(self, params: Any, block: NDArray[Any]) -> MomentStats:
         """The block's rows, mean and scatter (``params``: the number of features)."""
         x = np.asarray(block, dtype=np.float64)
+        x, w = (x[:, :-1], x[:, -1]) if self.weighted else (x, None)
         n_nonfinite = int(x.size - np.count_nonzero(np.isfinite(x)))
-        if x.shape[0] == 0:
+        n = float(x.shape[0]) if w is None else float(w.sum())
+        if n == 0.0:
             return replace(self._zero(x.shape[1]), n_nonfinite=n_nonfinite)
         with np.errstate(invalid="ignore", over="ignore"):
-            mean = x.mean(axis=0)
+            mean = x.mean(axis=0) if w is None else (w @ x) / n
             centred = x - mean
-            scatter = centred.T @ centred if self.full else np.einsum("ij,ij->j", centred, centred)
-        return MomentStats(float(x.shape[0]), 0.0, n_nonfinite, mean, scatter)
+            scaled = centred if w is None else centred * w[:, None]
+            scatter = scaled.T @ centred if self.full else np.einsum("ij,ij->j", scaled, centred)
+        return MomentStats(n, 0.0, n_nonfinite, mean, scatter)
 
     def combine(self, a: MomentStats, b: MomentStats) -> MomentStats:
         """Merge the moments of two disjoint sets of rows."""

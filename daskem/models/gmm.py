@@ -143,7 +143,7 @@ class GaussianMixtureStats:
     Attributes
     ----------
     n : float
-        Rows seen.
+        Rows seen (their total weight, for statistics of weighted rows).
     loglik : float
         Summed log-likelihood of the rows under the parameters used.
     n_nonfinite : int
@@ -395,7 +395,11 @@ class GaussianMixtureModel:
         return self._incomplete_moments(params, block, layout, self.moments(params, block[layout.complete]))
 
     def moments(
-        self, params: GaussianMixtureParams, block: NDArray[Any], resp: NDArray[Any] | None = None
+        self,
+        params: GaussianMixtureParams,
+        block: NDArray[Any],
+        resp: NDArray[Any] | None = None,
+        weights: NDArray[Any] | None = None,
     ) -> GaussianMixtureStats:
         """:meth:`e_step`, or the same moments under given responsibilities.
 
@@ -408,6 +412,10 @@ class GaussianMixtureModel:
         resp : ndarray of shape (n, k), optional
             Responsibilities to use instead of the mixture's own posteriors (a hidden
             Markov model's state posteriors); the statistics' ``loglik`` is then 0.
+        weights : ndarray of shape (n,), optional
+            Sample weights: each row's responsibilities, hence its moments, and its
+            log-likelihood count that many times, and ``n`` is their sum (integer weights
+            give the statistics of the rows repeated).
         """
         k, d = params.means.shape
         shift = params.reference
@@ -428,12 +436,16 @@ class GaussianMixtureModel:
             for xt, log_prob, tile_resp, work in tiles:
                 # Counted per tile: a whole-block mask would be one large allocation per block.
                 n_nonfinite += xt.size - int(np.count_nonzero(np.isfinite(xt)))
+                rows = slice(start, start + xt.shape[1])
+                start += xt.shape[1]
                 if resp is None:
+                    log_norm = log_normalize(log_prob, tile_resp)
                     # Sums across tiles are float64 whatever the tile precision.
-                    loglik += float(log_normalize(log_prob, tile_resp).sum(dtype=np.float64))
+                    loglik += float((log_norm if weights is None else log_norm * weights[rows]).sum(dtype=np.float64))
                 else:
-                    tile_resp[...] = resp[start : start + xt.shape[1]].T
-                    start += xt.shape[1]
+                    tile_resp[...] = resp[rows].T
+                if weights is not None:
+                    tile_resp *= weights[rows]
                 resp_sum += tile_resp.sum(axis=1, dtype=np.float64)
                 if ct.moment_from_residuals:
                     first += tile_resp @ xt.T
@@ -451,7 +463,7 @@ class GaussianMixtureModel:
             # non-finite log-likelihood then reports the overflow).
             n_nonfinite = int(block.size - np.count_nonzero(np.isfinite(block)))
         return GaussianMixtureStats(
-            n=float(block.shape[0]),
+            n=float(block.shape[0]) if weights is None else float(np.sum(weights, dtype=np.float64)),
             loglik=loglik,
             n_nonfinite=n_nonfinite,
             shift=np.array(params.means, dtype=np.float64),
