@@ -3,7 +3,9 @@
 :data:`FIGURES` names the figures a model's registry entry can ask ``daskem plot`` for:
 ``components`` (mixtures, k-means: the data and the components), ``loadings`` and
 ``latent`` (PPCA, factor analysis), ``transitions`` and ``states`` (hidden Markov
-models). Every model also gets :func:`plot_history`.
+models), ``sources`` (independent factor analysis: the learned source densities). Every
+model also gets :func:`plot_history`. ``unmixing`` (FastICA) draws the recovered sources
+each against each.
 
 matplotlib is imported only here and only when a picture is drawn (``pip install
 daskem[plot]``); the figures are written with the non-interactive Agg backend unless a
@@ -430,6 +432,110 @@ def plot_states(est: Any, rows: Rows, path: str, *, show: bool = False) -> str:
     return _finish(plt, fig, path, show)
 
 
+def plot_sources(est: Any, sample: np.ndarray, path: str, *, show: bool = False) -> str:
+    """Plot the learned density of every source of independent factor analysis.
+
+    One panel per source: its mixture of Gaussians (the components dashed, their sum
+    solid) over a histogram of the sampled rows' posterior source means (``transform``),
+    which are shrunk towards the modes by the noise.
+
+    Parameters
+    ----------
+    est : IndependentFactorAnalysis
+        Fitted.
+    sample : ndarray of shape (n_rows, n_features)
+        The data rows whose sources are drawn.
+    path : str
+        File to write; its extension picks the format (PNG, SVG, ...).
+    show : bool, default False
+        Also open the figure in a window.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    plt = _pyplot(show)
+    latent = np.asarray(est.transform(sample), dtype=np.float64)
+    weights, means, variances = (
+        np.asarray(v, dtype=np.float64) for v in (est.source_weights_, est.source_means_, est.source_variances_)
+    )
+    q = weights.shape[0]
+    columns = min(q, 4)
+    rows = -(-q // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.0 * rows), squeeze=False)
+    spread = 4.0 * np.sqrt(np.nanmax(variances + means**2))
+    grid = np.linspace(-spread, spread, 400)
+    for i, ax in enumerate(axes.ravel()):
+        if i >= q:
+            ax.set_visible(False)
+            continue
+        ax.hist(latent[:, i], bins=50, density=True, color="0.75", gid="posterior-means")
+        keep = ~np.isnan(weights[i])
+        parts = (
+            weights[i, keep, None]
+            * np.exp(-0.5 * (grid - means[i, keep, None]) ** 2 / variances[i, keep, None])
+            / np.sqrt(2.0 * np.pi * variances[i, keep, None])
+        )
+        for part in parts:
+            ax.plot(grid, part, linestyle="--", linewidth=0.8)
+        ax.plot(grid, parts.sum(axis=0), color="black", linewidth=1.5, gid="density")
+        ax.set_title(f"source {i}", fontsize="medium")
+        ax.set_xlabel("value")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"{type(est).__name__}: source densities over {sample.shape[0]:,} rows' posterior means")
+    return _finish(plt, fig, path, show)
+
+
+def plot_unmixing(est: Any, sample: np.ndarray, path: str, *, show: bool = False) -> str:
+    """Plot the sources FastICA recovers from a data sample, each against each.
+
+    A scatter matrix of the first (at most 4) sources of the sampled rows (``transform``):
+    a histogram of each source on the diagonal, every pair below it. Independent sources
+    fill axis-aligned shapes (a square for uniform sources, a cross for heavy-tailed ones);
+    a rotated or elliptic cloud is a mixture left unmixed.
+
+    Parameters
+    ----------
+    est : FastICA
+        Fitted.
+    sample : ndarray of shape (n_rows, n_features)
+        The data rows whose sources are drawn.
+    path : str
+        File to write; its extension picks the format (PNG, SVG, ...).
+    show : bool, default False
+        Also open the figure in a window.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    plt = _pyplot(show)
+    sources = np.asarray(est.transform(sample), dtype=np.float64)
+    q = min(sources.shape[1], 4)
+    fig, axes = plt.subplots(q, q, figsize=(2.6 * q + 1.0, 2.6 * q + 0.6), squeeze=False)
+    for i in range(q):
+        for j in range(q):
+            ax = axes[i, j]
+            if i == j:
+                ax.hist(sources[:, i], bins=40, color="C0", gid=f"source-{i}")
+            elif i > j:
+                ax.scatter(sources[:, j], sources[:, i], s=3, alpha=0.3, linewidths=0, color="C0")
+            else:
+                ax.axis("off")
+            if i == q - 1:
+                ax.set_xlabel(f"source {j}")
+            if j == 0 and i > 0:
+                ax.set_ylabel(f"source {i}")
+    fig.suptitle(
+        f"{type(est).__name__}: {min(q, sources.shape[1])} of {sources.shape[1]} source(s) of "
+        f"{sample.shape[0]:,} sampled rows",
+        fontsize="medium",
+    )
+    return _finish(plt, fig, path, show)
+
+
 @dataclass(frozen=True)
 class Rows:
     """Data rows a figure draws.
@@ -470,6 +576,8 @@ FIGURES: dict[str, Figure] = {
     "latent": Figure("sample", lambda est, rows, path, show: plot_latent(est, rows.values, path, show=show)),
     "transitions": Figure(None, lambda est, rows, path, show: plot_transitions(est, path, show=show)),
     "states": Figure("head", lambda est, rows, path, show: plot_states(est, rows, path, show=show)),
+    "unmixing": Figure("sample", lambda est, rows, path, show: plot_unmixing(est, rows.values, path, show=show)),
+    "sources": Figure("sample", lambda est, rows, path, show: plot_sources(est, rows.values, path, show=show)),
 }
 
 

@@ -162,6 +162,10 @@ class EMEstimator(BaseEstimator):
         """The engine's tolerance on the change of the per-sample log-likelihood."""
         return float(self.tol)
 
+    def _engine_max_iter(self) -> int:
+        """The engine's cap on iterations (FastICA's deflation: ``max_iter`` per component)."""
+        return int(self.max_iter)
+
     def _model_for_arrays(self, arrays: dict[str, np.ndarray]) -> Any:
         """The model that reads stored parameter arrays back (:meth:`_restore`)."""
         return self._model()
@@ -262,7 +266,7 @@ class EMEstimator(BaseEstimator):
                 session,
                 lambda: starts()[0],
                 schedule,
-                max_iter=self.max_iter,
+                max_iter=self._engine_max_iter(),
                 tol=self._engine_tol(source),
                 callback=lambda record, params: iteration(0, record, params),
                 checkpoint=None if checkpoint is None else checkpoint.run(0),
@@ -278,7 +282,7 @@ class EMEstimator(BaseEstimator):
             model,
             session,
             starts,
-            max_iter=self.max_iter,
+            max_iter=self._engine_max_iter(),
             tol=self._engine_tol(source),
             accelerate=self.accelerate,
             prune=self.prune_restarts,

@@ -41,13 +41,22 @@ from daskem.models.hmm import (
     HMMParams,
     check_probabilities,
 )
-from daskem.registry import COVARIANCE_TYPE, LENGTHS, N_COMPONENTS, SEQUENCE_IDS, Option, attribute_summary, register
+from daskem.registry import (
+    ALGORITHM_HELP,
+    COVARIANCE_TYPE,
+    LENGTHS,
+    N_COMPONENTS,
+    SEQUENCE_IDS,
+    Option,
+    attribute_summary,
+    register,
+)
 
 #: The command-line option of the decoder, the same for every HMM.
 _ALGORITHM = Option(
     ("--algorithm",),
     "algorithm",
-    "Decoder of predict: viterbi (the most probable path) or map (the most probable state of each row).",
+    ALGORITHM_HELP,
     kind=str,
     choices=("viterbi", "map"),
 )

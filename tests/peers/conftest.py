@@ -74,6 +74,14 @@ SUITES: dict[str, PeerSuite] = {
             "@pytest.mark.thread_unsafe": "# pytest.mark.thread_unsafe",
         },
     ),
+    "sklearn_fastica": PeerSuite(
+        "sklearn.decomposition.tests.test_fastica",
+        {
+            "from sklearn.decomposition import PCA, FastICA, fastica\n": (
+                "from sklearn.decomposition import PCA\nfrom daskem import FastICA, fastica\n"
+            )
+        },
+    ),
     "hmmlearn_gaussian_hmm": PeerSuite(
         "hmmlearn.tests.test_gaussian_hmm",
         {"from .. import hmm\n": "import daskem as hmm\n", "from . import ": "from hmmlearn.tests import "},
@@ -117,6 +125,10 @@ PRIVATE: dict[str, dict[str, str]] = {
             "checks sklearn.decomposition._online_lda_fast's Cython helpers, not the estimator (daskem's kernels "
             "use the same digamma approximation: tests/test_lda.py)"
         ),
+    },
+    "sklearn_fastica": {
+        "test_gs": "checks sklearn.decomposition._fastica._gs_decorrelation, a private helper (daskem's is "
+        "daskem.models.ica.gs_decorrelation, exercised by tests/test_fastica.py's deflation oracles)",
     },
     "hmmlearn_gaussian_hmm": {},
     "hmmlearn_categorical_hmm": {
