@@ -68,7 +68,6 @@ import os
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -77,7 +76,7 @@ from typing import Any
 import dask
 import numpy as np
 import zarr
-from bench_out_of_core import MiB, peak_rss, reset_peak
+from _memory import MiB, fit_with_peaks, pause_note, peak_rss, summary
 from dask.utils import format_bytes, parse_bytes
 from scipy import sparse
 from sklearn.decomposition import LatentDirichletAllocation as SklearnLDA
@@ -316,31 +315,7 @@ def write_corpus(args: argparse.Namespace, path: str, target: int) -> dict[str, 
     return written
 
 
-def watch_pauses(client: Any, timeout: float, stop: threading.Event, said: list[str]) -> None:
-    """Close ``client`` (failing the fit) when a worker has stayed paused for ``timeout`` seconds.
-
-    A paused worker keeps the tasks already queued on it: the fit waits on them for good.
-    """
-    since = None
-    while not stop.wait(5.0):
-        try:
-            status = [w.get("status") for w in client.scheduler_info()["workers"].values()]
-        except Exception:
-            return
-        paused = status.count("paused")
-        since = (since or time.perf_counter()) if paused else None
-        if since is not None and time.perf_counter() - since > timeout:
-            said.append(f"{paused} of {len(status)} workers paused (Dask's pause threshold) for over {timeout:.0f}s")
-            print(f"  {said[-1]}: fit aborted", flush=True)
-            client.close()
-            return
-
-
 def out_of_core(args: argparse.Namespace) -> None:
-    from distributed import Client
-
-    from daskem.cli import local_cluster
-
     limit = parse_bytes(args.memory_limit)
     target = int(args.ratio * args.workers * limit)
     path = os.path.join(args.workdir, "lda-corpus.zarr")
@@ -361,68 +336,26 @@ def out_of_core(args: argparse.Namespace) -> None:
         cache=False,
         random_state=args.seed,
     )
-    memory = {"distributed.worker.memory.pause": False} if args.no_pause else {}
-    pause = (
-        "workers never pause: --no-pause" if args.no_pause else f"Dask pauses a worker at {0.8 * limit / MiB:.0f} MiB"
-    )
     print(
         f"fitting k={args.ooc_topics}, {args.ooc_iters} iterations, cache=False on {args.workers} workers x "
-        f"{format_bytes(limit)} ({pause})",
+        f"{format_bytes(limit)} ({pause_note(limit, args.no_pause)})",
         flush=True,
     )
-    rows: list[tuple[str, dict[str, int]]] = []
-    said: list[str] = []
-    stop = threading.Event()
-
-    def record(label: str, client: Any, seconds: float) -> None:
-        peaks = client.run(peak_rss)
-        client.run(reset_peak)
-        rows.append((label, peaks))
-        per_worker = "/".join(f"{v / MiB:.0f}" for v in peaks.values())
-        print(f"  {label:<22} {seconds:6.1f}s  peak worker memory {per_worker} MiB", flush=True)
-
-    with (
-        dask.config.set(memory),
-        local_cluster(args.workers, 1, args.memory_limit) as cluster,
-        Client(cluster) as client,
-        warnings.catch_warnings(),
-    ):
-        warnings.simplefilter("ignore")
-        client.run(reset_peak)
-        watchdog = threading.Thread(target=watch_pauses, args=(client, args.pause_timeout, stop, said), daemon=True)
-        watchdog.start()
-        mark = [time.perf_counter()]
-
-        def callback(rec: Any, _: Any) -> None:
-            record(f"iteration {rec.iteration}", client, time.perf_counter() - mark[0])
-            mark[0] = time.perf_counter()
-
-        try:
-            est.fit(path, callback=callback)
-            record("final perplexity pass", client, time.perf_counter() - mark[0])
-        except Exception as err:
-            if not said:
-                raise
-            print(f"  fit failed after the pause: {type(err).__name__}")
-        finally:
-            stop.set()
-            watchdog.join()
+    rows, said = fit_with_peaks(
+        lambda callback: est.fit(path, callback=callback),
+        args.workers,
+        args.memory_limit,
+        no_pause=args.no_pause,
+        pause_timeout=args.pause_timeout,
+        after="final perplexity pass",
+    )
     if not args.keep:
         shutil.rmtree(path, ignore_errors=True)
 
     if not rows:
         print("no iteration finished")
         return
-    worst = max(max(peaks.values()) for _, peaks in rows)
-    iterations = [max(peaks.values()) for label, peaks in rows if label.startswith("iteration")]
-    first, last = iterations[0], iterations[-1]
-    print(
-        f"limit {format_bytes(limit)} a worker: the largest peak {worst / MiB:.0f} MiB is "
-        f"{'under' if worst < limit else 'OVER'} it ({worst / limit:.0%}); from the first iteration to the last the "
-        f"largest peak went {first / MiB:.0f} -> {last / MiB:.0f} MiB "
-        f"({'flat' if last <= 1.1 * first else 'GROWING'}, {last / first - 1:+.1%})"
-        + ("" if said else f"; training perplexity {est.bound_:.1f}")
-    )
+    print(summary(rows, limit) + ("" if said else f"; training perplexity {est.bound_:.1f}"))
 
 
 # --- main ---------------------------------------------------------------------------------
