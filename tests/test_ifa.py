@@ -92,6 +92,13 @@ def test_one_gaussian_per_source_is_factor_analysis(fa_X: np.ndarray) -> None:
     # log-likelihood stops rising: they are ~5e-8 from the maximum (as daskem's FactorAnalysis
     # finds, tests/test_ppca_fa.py), where the likelihood is flat to 1e-14.
     assert_rel(ifa.get_covariance(), sk.get_covariance(), 1e-6, "covariance")
+    # So the fixed point itself: scikit-learn's iteration started from IFA's noise stays there.
+    for max_iter in (1, 3):
+        at = SklearnFactorAnalysis(
+            2, tol=0.0, max_iter=max_iter, svd_method="lapack", noise_variance_init=ifa.noise_variance_
+        ).fit(fa_X)
+        assert_rel(ifa.get_covariance(), at.get_covariance(), 1e-10, "covariance at scikit-learn's fixed point")
+        assert_rel(ifa.noise_variance_, at.noise_variance_, 1e-10, "noise at scikit-learn's fixed point")
 
 
 # -- (2) E-step and M-step against brute force -------------------------------------------------------
