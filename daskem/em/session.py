@@ -245,7 +245,7 @@ def weighted_rows(source: DataSource) -> DataSource:
     finite, low, total = da.compute(da.isfinite(weights).all(), weights.min(), weights.sum())
     if not finite or low < 0.0:
         raise DataError(
-            f"sample_weight must be finite and non-negative; got minimum {low!r}"
+            f"sample_weight must be finite and non-negative; got minimum {float(low)!r}"
             f"{'' if finite else ' and NaN or infinite values'}. Fix or drop those weights."
         )
     if total <= 0.0:

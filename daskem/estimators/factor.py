@@ -66,7 +66,7 @@ _SUMMARY = attribute_summary(
 )
 
 
-def _first_rows(session: FitSession, allow_nan: bool = False) -> np.ndarray:
+def first_rows(session: FitSession, allow_nan: bool = False) -> np.ndarray:
     """The first :data:`INIT_ROWS` rows as float64, refusing non-finite values (with ``allow_nan``: infinite ones)."""
     rows = np.asarray(session.rows(np.arange(min(INIT_ROWS, session.source.n_samples))), dtype=np.float64)
     if allow_nan:
@@ -273,7 +273,7 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     def _initial_params(
         self, model: PPCAModel | FactorAnalysisModel, session: FitSession, rngs: list[np.random.Generator]
     ) -> list[LinearGaussianParams]:
-        rows = _first_rows(session, allow_nan=self.missing == "marginalize")
+        rows = first_rows(session, allow_nan=self.missing == "marginalize")
         return [model.init_params(rows, rng) for rng in rngs]
 
     def _params(self) -> LinearGaussianParams:
@@ -660,7 +660,7 @@ class FactorAnalysis(_LinearGaussianEstimator):
     ) -> list[LinearGaussianParams]:
         # The first start is scikit-learn's SVD step on the first rows; further restarts
         # draw random loadings (an SVD start is the same for every seed).
-        rows = _first_rows(session, allow_nan=self.missing == "marginalize")
+        rows = first_rows(session, allow_nan=self.missing == "marginalize")
         noise = self._noise_init()
         starts = []
         for index, rng in enumerate(rngs):

@@ -35,7 +35,7 @@ from daskem.em.session import FitSession, resolve_split_every
 from daskem.errors import DataError
 from daskem.estimators._base import DensityScores, EMEstimator
 from daskem.estimators._validation import check_int
-from daskem.estimators.factor import _first_rows
+from daskem.estimators.factor import first_rows
 from daskem.io.sources import as_source
 from daskem.models.ifa import IFAModel, IFAParams
 from daskem.models.linear_gaussian import check_latent_dimension
@@ -256,7 +256,7 @@ class IndependentFactorAnalysis(ClassNamePrefixFeaturesOutMixin, TransformerMixi
     def _initial_params(self, model: IFAModel, session: FitSession, rngs: list[np.random.Generator]) -> list[IFAParams]:
         # scikit-learn's FastICA on the first rows; the loadings of its sources regressed on
         # those rows, the noise their residual variance. Further runs rotate its sources.
-        rows = _first_rows(session)
+        rows = first_rows(session)
         mean = rows.mean(axis=0)
         centred = rows - mean
         variance = centred.var(axis=0)

@@ -78,7 +78,7 @@ from scipy import linalg
 
 from daskem.errors import ParameterError
 from daskem.models.gaussian import LOG_2PI, FloatArray, check_shape, log_normalize, scratch, tile_rows
-from daskem.models.linear_gaussian import NOISE_FLOOR, _check_width, check_latent_dimension
+from daskem.models.linear_gaussian import NOISE_FLOOR, check_latent_dimension, check_width
 
 #: The most joint source states (the product of the Gaussians per source) an E-step sums over.
 MAX_JOINT_STATES = 4096
@@ -385,7 +385,7 @@ class IFAModel:
         ``Sigma_q``, ``b^T Sigma_q V_q^-1 mu_q`` is ``b`` times ``offset``.
         """
         d, q = params.mixing.shape
-        _check_width(block, d)
+        check_width(block, d)
         s, n = st.index.shape[0], block.shape[0]
         t = max(1, min(tile_rows(s, 1), n))
         y_buf, outer_buf, log_buf, resp_buf = np.empty(t * d), np.empty(t * q * q), np.empty(s * t), np.empty(s * t)

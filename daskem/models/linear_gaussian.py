@@ -454,7 +454,14 @@ def _nan_moments(rows: FloatArray) -> tuple[FloatArray, FloatArray]:
     return np.where(observed > 0, mean, 0.0), np.where(observed > 1, variance, 0.0)
 
 
-def _check_width(block: NDArray[Any], d: int) -> None:
+def check_width(block: NDArray[Any], d: int) -> None:
+    """Refuse a block that is not 2-D with ``d`` features (the parameters' width).
+
+    Raises
+    ------
+    DataError
+        The block's shape, the width expected and the fix.
+    """
     if block.ndim != 2 or block.shape[1] != d:
         raise DataError(
             f"X has shape {block.shape}, but the parameters describe {d} features. Pass rows of {d} features."
@@ -594,7 +601,7 @@ class _LinearGaussianModel:
 
     def _layout(self, params: LinearGaussianParams, block: NDArray[Any]) -> MissingLayout | None:
         """The block's missing values when this model marginalises them (None: none, or refused)."""
-        _check_width(block, params.components.shape[1])
+        check_width(block, params.components.shape[1])
         return missing_layout(block) if self.missing == "marginalize" else None
 
     def e_step(self, params: LinearGaussianParams, block: NDArray[Any]) -> LinearGaussianStats:
@@ -652,7 +659,7 @@ class _LinearGaussianModel:
     def _complete_stats(self, params: LinearGaussianParams, block: NDArray[Any]) -> LinearGaussianStats:
         """Statistics of rows without missing values (the complete-data E-step)."""
         q, d = params.components.shape
-        _check_width(block, d)
+        check_width(block, d)
         post = _posterior(params)
         first, latent_sum, square = np.zeros(d), np.zeros(q), np.zeros(d)
         cross, outer = np.zeros((q, d)), np.zeros((q, q))
@@ -869,7 +876,7 @@ class _LinearGaussianModel:
         return out
 
     def _complete_transform(self, params: LinearGaussianParams, block: NDArray[Any]) -> FloatArray:
-        _check_width(block, params.components.shape[1])
+        check_width(block, params.components.shape[1])
         out = np.empty((block.shape[0], params.components.shape[0]))
         start = 0
         for _, ez in _tiles(_posterior(params), block):
@@ -913,7 +920,7 @@ class _LinearGaussianModel:
         ndarray of shape (n, d)
             float64.
         """
-        _check_width(block, params.components.shape[1])
+        check_width(block, params.components.shape[1])
         out = np.array(block, dtype=np.float64)
         layout = missing_layout(block)
         if layout is None:
@@ -927,7 +934,7 @@ class _LinearGaussianModel:
         return out
 
     def _complete_score_samples(self, params: LinearGaussianParams, block: NDArray[Any]) -> FloatArray:
-        _check_width(block, params.components.shape[1])
+        check_width(block, params.components.shape[1])
         post = _posterior(params)
         out = np.empty(block.shape[0])
         start = 0
