@@ -326,6 +326,7 @@ def test_inspect_json_reads_the_model_file(case):
     expected = entry.summary(oracle)
     assert (summary["fitted"]["name"], summary["fitted"]["title"]) == (entry.name, expected.title)
     assert summary["fitted"]["values"] == json.loads(json.dumps(expected.values))
+    assert summary["fitted"]["objective"] == entry.objective  # what lower_bound_ is, printed with it
 
 
 def test_plot_writes_a_non_blank_png_per_figure(case):

@@ -266,7 +266,7 @@ def _print_model_file(out: Console, path: str, summary: dict[str, Any]) -> None:
     )
     out.print(
         f"fit        {fit['n_iter']} iterations, {state}, {fit['n_passes']} passes over the data, "
-        f"mean log-likelihood {fit['lower_bound']}",
+        f"{summary['fitted']['objective']} {fit['lower_bound']}",
         highlight=False,
     )
     if summary["schedule"] is not None:
@@ -291,6 +291,7 @@ def _registry_summary(est: Any, run: int | None, iteration: int | None) -> dict[
     summary = entry.summary(est)
     return {
         "name": entry.name,
+        "objective": entry.objective,
         "run": run,
         "iteration": iteration,
         "title": summary.title,
