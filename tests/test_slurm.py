@@ -41,6 +41,7 @@ import daskem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slurm as slurm_helper  # tests/slurm.py
+from waiting import wait_until  # tests/waiting.py
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -185,14 +186,7 @@ class Run:
         return [int(n) for n in re.findall(r"^iteration +(\d+) ", self.log(job_id), re.MULTILINE)]
 
     def wait(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.report()}")
-            time.sleep(0.2)
+        return wait_until(predicate, timeout, what, interval=0.2, detail=self.report)
 
     def wait_all_ended(self, timeout: float) -> dict[int, tuple[str, str]]:
         self.wait(
