@@ -1,11 +1,12 @@
-"""scikit-learn's shared estimator checks on daskem.GaussianMixture, daskem.FastICA and
+"""scikit-learn's shared estimator checks on daskem.GaussianMixture,
+daskem.BayesianGaussianMixture (its ``sample_weight`` included), daskem.FastICA and
 daskem.IndependentFactorAnalysis."""
 
 from __future__ import annotations
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from daskem import FastICA, GaussianMixture, IndependentFactorAnalysis
+from daskem import BayesianGaussianMixture, FastICA, GaussianMixture, IndependentFactorAnalysis
 
 #: Checks that cannot pass, with the reason.
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}
@@ -14,6 +15,7 @@ EXPECTED_FAILED_CHECKS: dict[str, str] = {}
 @parametrize_with_checks(
     [
         GaussianMixture(random_state=0),
+        BayesianGaussianMixture(random_state=0),
         FastICA(random_state=0),
         IndependentFactorAnalysis(n_components=1, n_source_components=2, max_iter=20, tol=1e-3),
     ],
