@@ -10,13 +10,36 @@ from collections.abc import Callable
 from typing import Any
 
 import dask
-from bench_out_of_core import MiB, peak_rss, reset_peak
+import psutil
 from dask.utils import format_bytes
 
-__all__ = ["MiB", "Peaks", "fit_with_peaks", "pause_note", "peak_rss", "reset_peak", "summary", "watch_pauses"]
+__all__ = ["MiB", "PeakRows", "fit_with_peaks", "pause_note", "peak_rss", "reset_peak", "summary", "watch_pauses"]
+
+MiB = 2**20
 
 #: (label, peak resident memory of every worker) of each iteration, then of what follows the fit.
-Peaks = list[tuple[str, dict[str, int]]]
+PeakRows = list[tuple[str, dict[str, int]]]
+
+
+def reset_peak() -> None:
+    """Reset this process's resident-memory high-water mark (Linux; a no-op elsewhere)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory since the last :func:`reset_peak` (``VmHWM``)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(psutil.Process().memory_info().rss)  # not Linux: the current RSS only
 
 
 def watch_pauses(client: Any, timeout: float, stop: threading.Event, said: list[str]) -> None:
@@ -52,7 +75,7 @@ def fit_with_peaks(
     no_pause: bool = False,
     pause_timeout: float = 120.0,
     after: str | None = None,
-) -> tuple[Peaks, list[str]]:
+) -> tuple[PeakRows, list[str]]:
     """Run ``fit(callback)`` on a LocalCluster of ``workers`` single-threaded processes of
     ``memory_limit`` each (the default client), printing every worker's peak resident
     memory (``VmHWM``, reset after each) and the seconds of every iteration, then, when
@@ -66,7 +89,7 @@ def fit_with_peaks(
     from daskem.cli import local_cluster
 
     memory = {"distributed.worker.memory.pause": False} if no_pause else {}
-    rows: Peaks = []
+    rows: PeakRows = []
     said: list[str] = []
     stop = threading.Event()
 
@@ -107,7 +130,7 @@ def fit_with_peaks(
     return rows, said
 
 
-def summary(rows: Peaks, limit: int) -> str:
+def summary(rows: PeakRows, limit: int) -> str:
     """The largest peak against the limit, and the iterations' first peak against their last."""
     worst = max(max(peaks.values()) for _, peaks in rows)
     iterations = [max(peaks.values()) for label, peaks in rows if label.startswith("iteration")]

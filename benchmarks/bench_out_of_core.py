@@ -50,6 +50,7 @@ import dask.array as da
 import numpy as np
 import psutil
 import zarr
+from _memory import MiB, peak_rss, reset_peak
 from dask.utils import format_bytes, parse_bytes
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
@@ -61,7 +62,6 @@ from daskem.testing import make_mixture_array, write_mixture_zarr
 
 D, K = 16, 8
 ROW_BYTES = 8 * D
-MiB = 2**20
 
 #: Dask's default memory thresholds, set explicitly.
 MEMORY_CONFIG = {
@@ -80,27 +80,6 @@ def log(message: str) -> None:
 
 
 # --- peak resident memory -------------------------------------------------------------------
-
-
-def reset_peak() -> None:
-    """Reset this process's resident-memory high-water mark (Linux; a no-op elsewhere)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_rss() -> int:
-    """This process's peak resident memory since the last :func:`reset_peak` (``VmHWM``)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(psutil.Process().memory_info().rss)  # not Linux: the current RSS only
 
 
 class Peaks:

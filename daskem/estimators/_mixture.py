@@ -9,9 +9,10 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from daskem.em.init import INIT_METHODS
-from daskem.errors import ParameterError
+from daskem.errors import DataError, ParameterError
 from daskem.estimators._base import DensityScores
 from daskem.estimators._validation import check_int, check_option, check_real
+from daskem.io.sources import DataSource
 from daskem.models.gaussian import COVARIANCE_TYPES, covariance_type
 from daskem.registry import COVARIANCE_TYPE, N_COMPONENTS, N_INIT, Option
 
@@ -47,6 +48,7 @@ class MixturePredictions(DensityScores):
     _check_fitted: Any  # EMEstimator's
     reg_covar: float
     n_init: int
+    warm_start: bool
 
     def _check_mixture_parameters(self) -> None:
         """The checks of the parameters every Gaussian mixture estimator has (scikit-learn's wording)."""
@@ -56,6 +58,22 @@ class MixturePredictions(DensityScores):
         check_real(name, "reg_covar", self.reg_covar, 0.0)
         check_int(name, "n_init", self.n_init, 1)
         check_option(name, "init_params", self.init_params, INIT_METHODS)
+
+    def _check_fit_data(self, source: DataSource, minimum: int, fix: str) -> bool:
+        """Refuse data with fewer than ``minimum`` rows (``fix`` says what to do) or, for a warm
+        start, with other features than the fit it continues; return whether it is a warm start."""
+        if source.n_samples < minimum:
+            raise DataError(
+                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                f"n_samples = {source.n_samples}. {fix}"
+            )
+        fitted_features: int | None = getattr(self, "n_features_in_", None)
+        if self.warm_start and fitted_features is not None and source.n_features != fitted_features:
+            raise DataError(
+                f"X has {source.n_features} features, but the warm start is from a fit on {fitted_features} "
+                f"features. Pass data with {fitted_features} features or set warm_start=False."
+            )
+        return bool(self.warm_start and hasattr(self, "converged_"))
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
         """Fit, then return the component label of every row.

@@ -15,7 +15,7 @@ from daskem.em.checks import check_stats
 from daskem.em.init import initial_params, max_init_passes
 from daskem.em.monitor import IterationRecord
 from daskem.em.session import FitSession, resolve_split_every, weighted_rows
-from daskem.errors import DataError, ParameterError
+from daskem.errors import ParameterError
 from daskem.estimators._base import EMEstimator
 from daskem.estimators._mixture import MIXTURE_OPTIONS, MixturePredictions
 from daskem.estimators._validation import check_option, check_real
@@ -353,18 +353,9 @@ default="dirichlet_process"
         resolve_split_every(self.split_every)
         source = as_source(X, sample_weight=sample_weight)
         weighted = source.weights is not None
-        if source.n_samples < max(2, self.n_components):
-            raise DataError(
-                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
-                f"n_samples = {source.n_samples}. Reduce n_components or pass more rows (at least 2)."
-            )
-        fitted_features: int | None = getattr(self, "n_features_in_", None)
-        if self.warm_start and fitted_features is not None and source.n_features != fitted_features:
-            raise DataError(
-                f"X has {source.n_features} features, but the warm start is from a fit on {fitted_features} "
-                f"features. Pass data with {fitted_features} features or set warm_start=False."
-            )
-        warm = self.warm_start and hasattr(self, "converged_")
+        warm = self._check_fit_data(
+            source, max(2, self.n_components), "Reduce n_components or pass more rows (at least 2)."
+        )
         # scikit-learn's own draws need the rows in memory (they are: NumPy input); it has no weights.
         in_memory = source.kind == "numpy" and isinstance(X, np.ndarray | list) and not weighted
         self._memory_rows = np.asarray(X, dtype=np.float64) if in_memory else None

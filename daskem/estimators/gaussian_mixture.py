@@ -12,7 +12,7 @@ import numpy as np
 from daskem.em.init import data_moments, initial_params, max_init_passes, sklearn_random_state
 from daskem.em.monitor import IterationRecord
 from daskem.em.session import FitSession, resolve_split_every
-from daskem.errors import DataError, ParameterError
+from daskem.errors import ParameterError
 from daskem.estimators._base import EMEstimator, _jsonable
 from daskem.estimators._mixture import MIXTURE_OPTIONS, MixturePredictions
 from daskem.io.sources import DataSource, as_source
@@ -428,18 +428,7 @@ class GaussianMixture(MixturePredictions, EMEstimator):
         self._validate_hyperparameters()
         resolve_split_every(self.split_every)
         source = as_source(X)
-        if source.n_samples < self.n_components:
-            raise DataError(
-                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
-                f"n_samples = {source.n_samples}. Reduce n_components or pass more rows."
-            )
-        fitted_features: int | None = getattr(self, "n_features_in_", None)
-        if self.warm_start and fitted_features is not None and source.n_features != fitted_features:
-            raise DataError(
-                f"X has {source.n_features} features, but the warm start is from a fit on {fitted_features} "
-                f"features. Pass data with {fitted_features} features or set warm_start=False."
-            )
-        warm = self.warm_start and hasattr(self, "converged_")
+        warm = self._check_fit_data(source, self.n_components, "Reduce n_components or pass more rows.")
         self._inits = self._checked_inits(source.n_features)
         # The fitted attributes take the data's precision, as scikit-learn's do: float32 for
         # float32 data (computed in float64 all the same), float64 otherwise.
