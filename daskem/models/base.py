@@ -15,6 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
+from daskem.errors import DataError
+
 FloatArray = NDArray[np.float64]
 
 P = TypeVar("P", bound="Params")
@@ -316,3 +318,17 @@ def count_infinite(x: Any) -> int:
 def dense_rows(x: Any) -> NDArray[Any]:
     """Rows as a dense array (a sparse block densified: callers take a few rows only)."""
     return x.toarray() if sparse.issparse(x) else np.asarray(x)
+
+
+def check_width(block: NDArray[Any], d: int) -> None:
+    """Refuse a block that is not 2-D with ``d`` features (the parameters' width).
+
+    Raises
+    ------
+    DataError
+        The block's shape, the width expected and the fix.
+    """
+    if block.ndim != 2 or block.shape[1] != d:
+        raise DataError(
+            f"X has shape {block.shape}, but the parameters describe {d} features. Pass rows of {d} features."
+        )

@@ -55,7 +55,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import linalg
 
-from daskem.errors import DataError, ParameterError
+from daskem.errors import ParameterError
+from daskem.models.base import check_width
 from daskem.models.gaussian import FloatArray, check_shape, scratch
 
 #: The named contrast functions (scikit-learn's).
@@ -373,9 +374,8 @@ class FastICAModel:
 
     def e_step(self, params: FastICAParams, block: NDArray[Any]) -> FastICAStats:
         """The block's ``sum g(y) z^T`` and ``sum g'(y)`` under ``params`` (whitened on the fly)."""
+        check_width(block, params.mean.shape[0])
         n, d = block.shape
-        if d != params.mean.shape[0]:
-            raise DataError(f"X has {d} features, but the parameters describe {params.mean.shape[0]}.")
         active, component = self._active(params)
         r = active.shape[0]
         # y = scale W K (x - m): one (r, d) matrix for the block.

@@ -77,8 +77,9 @@ from numpy.typing import NDArray
 from scipy import linalg
 
 from daskem.errors import ParameterError
+from daskem.models.base import check_width
 from daskem.models.gaussian import LOG_2PI, FloatArray, check_shape, log_normalize, scratch, tile_rows
-from daskem.models.linear_gaussian import NOISE_FLOOR, check_latent_dimension, check_width
+from daskem.models.linear_gaussian import NOISE_FLOOR, check_latent_dimension
 
 #: The most joint source states (the product of the Gaussians per source) an E-step sums over.
 MAX_JOINT_STATES = 4096

@@ -77,7 +77,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import linalg
 
-from daskem.errors import DataError, ParameterError
+from daskem.errors import ParameterError
+from daskem.models.base import check_width
 from daskem.models.gaussian import LOG_2PI, FloatArray, check_shape, scratch, tile_rows
 from daskem.models.missing import IntArray, MissingLayout, check_missing_policy, missing_layout
 
@@ -452,20 +453,6 @@ def _nan_moments(rows: FloatArray) -> tuple[FloatArray, FloatArray]:
         mean = np.nanmean(rows, axis=0) if rows.shape[0] else np.full(rows.shape[1], np.nan)
         variance = np.nanvar(rows, axis=0) if rows.shape[0] else np.full(rows.shape[1], np.nan)
     return np.where(observed > 0, mean, 0.0), np.where(observed > 1, variance, 0.0)
-
-
-def check_width(block: NDArray[Any], d: int) -> None:
-    """Refuse a block that is not 2-D with ``d`` features (the parameters' width).
-
-    Raises
-    ------
-    DataError
-        The block's shape, the width expected and the fix.
-    """
-    if block.ndim != 2 or block.shape[1] != d:
-        raise DataError(
-            f"X has shape {block.shape}, but the parameters describe {d} features. Pass rows of {d} features."
-        )
 
 
 @dataclass(frozen=True)
