@@ -404,6 +404,38 @@ def test_ctrl_c_prints_one_line_closes_the_cluster_and_exits_130(data, tmp_path)
     assert not alive
 
 
+def test_ctrl_c_landing_in_a_finaliser_still_stops_the_fit(data, tmp_path, monkeypatch):
+    """Python drops an exception raised in a ``__del__`` ("Exception ignored in ..."): a
+    Ctrl-C landing in one (distributed finalises its futures in the driver thread) once let
+    the fit run on. The command delivers it again: it stops with the one-line message."""
+    import daskem.cli.display as display_module
+
+    class Finalised:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # the KeyboardInterrupt is raised in here
+
+    shown = display_module.IterationDisplay.__call__
+
+    def call(self, record, params):
+        shown(self, record, params)
+        if self.records == 3:
+            Finalised()  # dropped at once: its __del__ runs, the exception is dropped too
+
+    monkeypatch.setattr(display_module.IterationDisplay, "__call__", call)
+    run = tmp_path / "run.zarr"
+    result = daskem_cli(
+        "fit", data, *FIT[:-1], "--tol", "0", "--max-iter", "200", "--checkpoint", run, "--progress", "lines"
+    )
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "Exception ignored" not in result.stderr, result.stderr
+    committed = Checkpoint(run).run(0).latest().iteration
+    assert 3 <= committed < 200
+    assert f"Interrupted. The checkpoint {run} is intact; the last committed iteration is {committed}." in _words(
+        result.stderr
+    )
+
+
 def test_resume_command_takes_a_new_tol(data, tmp_path):
     run, model, reference = tmp_path / "run.zarr", tmp_path / "m.zarr", tmp_path / "reference.zarr"
     _ok(daskem_cli("fit", data, *FIT, "--tol", "1e-7", "-o", reference))

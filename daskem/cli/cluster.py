@@ -350,3 +350,33 @@ def quiet_cluster_logs(debug: bool) -> Iterator[None]:
             os.environ.pop(_WORKER_LOG_LEVEL, None)
         else:
             os.environ[_WORKER_LOG_LEVEL] = before
+
+
+@contextlib.contextmanager
+def ctrl_c_delivered() -> Iterator[None]:
+    """Make a Ctrl-C that lands in a finaliser stop the command all the same.
+
+    Python reports an exception raised inside a ``__del__`` method or a weakref callback
+    ("Exception ignored in ...") and drops it. The driver thread finalises distributed's
+    futures after every pass, so a Ctrl-C whose KeyboardInterrupt is raised there was lost
+    and the fit went on. While the block runs, such a KeyboardInterrupt is not reported
+    but delivered again: SIGINT to this process from a short-lived thread, which lands
+    once the finaliser has returned (and is delivered again if it lands in another one).
+    """
+    import signal
+    import sys
+    import threading
+
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous

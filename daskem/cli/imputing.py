@@ -17,7 +17,14 @@ from typing import Any
 import click
 from rich.console import Console
 
-from daskem.cli.cluster import ClusterChoice, cluster_client, cluster_options, lost_scheduler, quiet_cluster_logs
+from daskem.cli.cluster import (
+    ClusterChoice,
+    cluster_client,
+    cluster_options,
+    ctrl_c_delivered,
+    lost_scheduler,
+    quiet_cluster_logs,
+)
 from daskem.cli.display import IterationDisplay
 from daskem.cli.fitting import check_output
 from daskem.cli.options import CACHE_CHOICES, source_kwargs, source_options
@@ -158,6 +165,7 @@ def impute(
         check_destination(output, data, model_path)
         checked = True
         with (
+            ctrl_c_delivered(),
             quiet_cluster_logs(debug),
             cluster_client(choice, console) as client,
             warnings.catch_warnings(),
