@@ -344,6 +344,18 @@ def test_resume_continues_under_a_new_stopping_rule(data, tmp_path, first, secon
 # -- Ctrl-C ---------------------------------------------------------------------------------
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt in this process for the test, however pytest was started."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_prints_one_line_closes_the_cluster_and_exits_130(data, tmp_path):
     run = tmp_path / "run.zarr"
     proc = subprocess.Popen(
@@ -373,6 +385,9 @@ def test_ctrl_c_prints_one_line_closes_the_cluster_and_exits_130(data, tmp_path)
         text=True,
         start_new_session=True,
         env={**os.environ, "COLUMNS": "400"},
+        # Ctrl-C at its default, as in a terminal's foreground job: a shell starting pytest in
+        # the background without job control leaves SIGINT ignored, and children inherit that.
+        preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -404,7 +419,7 @@ def test_ctrl_c_prints_one_line_closes_the_cluster_and_exits_130(data, tmp_path)
     assert not alive
 
 
-def test_ctrl_c_landing_in_a_finaliser_still_stops_the_fit(data, tmp_path, monkeypatch):
+def test_ctrl_c_landing_in_a_finaliser_still_stops_the_fit(data, tmp_path, monkeypatch, ctrl_c_raises):
     """Python drops an exception raised in a ``__del__`` ("Exception ignored in ..."): a
     Ctrl-C landing in one (distributed finalises its futures in the driver thread) once let
     the fit run on. The command delivers it again: it stops with the one-line message."""
