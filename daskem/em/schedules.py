@@ -3,12 +3,14 @@
 * ``"batch"``: every iteration reads every block (:func:`daskem.em.driver.fit_em_restarts`).
 * ``"incremental"`` (Neal & Hinton 1998): each block's last statistics are kept; a step
   reads ``step_blocks`` blocks (cyclically, in order), replaces their statistics in the
-  total and runs the M-step. The first sweep's M-steps use the blocks read so far (an
-  M-step per step from the start, as an online epoch; a full first pass would spend a
-  whole pass on the start). An iteration is a sweep over all blocks; with every block in
-  one step it is batch EM bit for bit (the total is folded in the order of a pass's
-  reduction tree, :func:`daskem.em.graph.fold_tree`). The per-block statistics live on
-  the driver and in the checkpoint.
+  total and runs the M-step. The first iteration is a full E-step at the start (every
+  block's statistics, one pass) and its M-step, as Neal & Hinton start: every M-step then
+  sees statistics of all the data, each step raises their free energy ``F(q, theta)``,
+  a lower bound of the log-likelihood tight at the blocks just read. An iteration after
+  the first is a sweep over all blocks; with every block in one step it is batch EM bit
+  for bit (the total is folded in the order of a pass's reduction tree,
+  :func:`daskem.em.graph.fold_tree`). The per-block statistics live on the driver and in
+  the checkpoint.
 * ``"online"`` (Cappé & Moulines 2009): running statistics, per row,
   ``s <- s + gamma_t (sbar(step's blocks) - s)`` with ``gamma_t = (t + offset)^-decay``
   (the first step takes its blocks' statistics as they are), and an M-step after every
@@ -416,9 +418,8 @@ class _Walk:
 class _Incremental(_Walk):
     """Neal & Hinton's incremental EM (see the module docstring).
 
-    ``blocks[i]`` holds block ``i``'s last statistics, None before the first sweep reads
-    it: the M-steps of the first sweep use the blocks read so far (the data seen, as an
-    online epoch would), those of later sweeps every block's last statistics.
+    ``blocks[i]`` holds block ``i``'s last statistics (None before the first iteration's
+    full E-step reads them all): every M-step sees statistics of every block.
     """
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
@@ -432,22 +433,24 @@ class _Incremental(_Walk):
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         out = {_STATE: np.array([self.steps, self.position], dtype=np.float64)}
-        read = [b for b in self.blocks if b is not None]  # the first sweep reads the blocks in order
-        if read:
-            out.update(stats_to_arrays(read, _STATS))
+        if self.blocks[-1] is not None:  # every block's, once the first iteration has read them
+            out.update(stats_to_arrays(self.blocks, _STATS))
         return out
 
     def fit(self) -> None:
         model, session, run = self.model, self.session, self.run
         while run.active:
             params = since = run.pending
+            if self.blocks[-1] is None:  # the start: every block's statistics under it, one pass
+                self.blocks = session.block_stats(model, params)
+                self.position = self.n_blocks
             while self.position < self.n_blocks:
                 chosen = range(self.position, min(self.position + self.per_step, self.n_blocks))
                 for i, stats in zip(chosen, session.block_stats(model, params, chosen), strict=True):
                     self.blocks[i] = stats
                 self.position = chosen.stop
                 if self.position < self.n_blocks:  # an M-step inside the sweep: no record
-                    total = self.total([b for b in self.blocks if b is not None])
+                    total = self.total(self.blocks)
                     check_stats(total, self.n_samples, model=model)
                     params = run.pending = run.params = model.m_step(total, params)
                     self.steps += 1
