@@ -32,6 +32,17 @@ after which its parameters score at least each incremental fit's final ``lower_b
 
 Target: passes(incremental) / passes(batch) <= 0.5.
 
+Last, the floor the passes ratio tends to once both are near the fixed point. There batch
+EM contracts the distance by ``r`` per pass (estimated from the tol=0 run: the median
+ratio of successive changes of the log-likelihood after batch's own stop). Blocks of
+i.i.d. rows each carry an equal share ``r / m`` of that contraction for ``m`` M-steps a
+sweep, and a step replaces its share by the current one: a Gauss-Seidel sweep of
+``e = r P e`` (``P`` averaging), whose rate per sweep ``rho`` (:func:`sweep_rate`) is at
+best ``r**2`` (``m`` unbounded, ``rho -> exp(-2 (1 - r))`` as ``r -> 1``). So each pass of
+incremental EM does at most what two passes of batch EM do there, and the asymptotic ratio
+``ln r / ln rho`` stays above 0.5: only the first passes, far from the fixed point, can take
+the whole ratio below it.
+
 Usage::
 
     python benchmarks/bench_incremental.py                         # 2,000,000 x 16, k = 10, 40 blocks
@@ -41,6 +52,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import time
 from typing import Any
 
@@ -70,6 +83,32 @@ def fit(est: Any, path: str) -> dict[str, Any]:
         "score": score,
         "converged": bool(est.converged_),
     }
+
+
+def sweep_rate(r: float, steps: int, sweeps: int = 200) -> float:
+    """The contraction per sweep of ``steps`` incremental M-steps where batch EM contracts by ``r`` per pass.
+
+    The linear model of the module docstring: ``steps`` equal shares ``e[g]``, each step
+    sets its share to ``r / steps`` times the current total; the rate of the total per
+    sweep, once the shares have settled (normalised every sweep).
+    """
+    shares = np.full(steps, 1.0 / steps)
+    rate = r
+    for _ in range(sweeps):
+        before = shares.sum()
+        for g in range(steps):
+            shares[g] = r * shares.sum() / steps
+        rate = shares.sum() / before
+        shares /= shares.sum()
+    return float(rate)
+
+
+def batch_rate(trace: list[float], start: int) -> float | None:
+    """Batch EM's contraction per pass near the fixed point: the median ratio of successive
+    log-likelihood changes of the tol=0 run from pass ``start`` on (None if too few)."""
+    changes = np.diff(np.asarray(trace[start:]))
+    ratios = [b / a for a, b in itertools.pairwise(changes) if a > 1e-12 and b > 1e-12]
+    return float(np.median(ratios)) if len(ratios) >= 3 else None
 
 
 def parse_args() -> argparse.Namespace:
@@ -174,6 +213,21 @@ def main() -> None:
             f"{name:>9} lower_bound_ {r['lower_bound']:.10f}: batch "
             + (f"{reached} passes, ratio {r['passes'] / reached:.3f}" if reached else f"not within {len(trace)} passes")
         )
+    r_batch = batch_rate(trace, batch["passes"])
+    if r_batch is not None and 0.0 < r_batch < 1.0:
+        print()
+        print(
+            f"batch EM's rate near the fixed point (tol=0 run, passes {batch['passes']}-{len(trace)}): r = "
+            f"{r_batch:.4f} per pass; the asymptotic floor of the passes ratio, ln r / ln rho (linear model):"
+        )
+        for blocks in args.step_blocks:
+            steps = -(-n_blocks // blocks)
+            rho, limit = sweep_rate(r_batch, steps), sweep_rate(r_batch, 4096)
+            floor, least = math.log(r_batch) / math.log(rho), math.log(r_batch) / math.log(limit)
+            print(
+                f"{'incr ' + str(blocks):>9} {steps:4d} M-steps a sweep: rho = {rho:.4f} per sweep, floor "
+                f"{floor:.3f} (4096 M-steps a sweep: {least:.3f})"
+            )
     print()
     for name, r in runs[1:]:
         ratio = r["passes"] / batch["passes"]
