@@ -1,9 +1,10 @@
 """A one-node SLURM on this machine for the tests: ``munged``, ``slurmctld`` and ``slurmd``.
 
-:func:`start_slurm` writes a ``slurm.conf`` (the node: this host, its CPUs and memory; one
-partition), a munge key, and puts every state, spool, log and pid file under one directory;
-it starts the three daemons in the foreground as children of the test process and waits
-until ``sinfo`` shows the node idle. :meth:`Slurm.stop` stops them by the PIDs it started.
+:func:`start_slurm` writes a ``slurm.conf`` (the node: this host, its memory and at least
+four CPUs, so that two scenarios' jobs run at once; one partition), a munge key, and puts
+every state, spool, log and pid file under one directory; it starts the three daemons in
+the foreground as children of the test process and waits until ``sinfo`` shows the node
+idle. :meth:`Slurm.stop` stops them by the PIDs it started.
 The SLURM commands (``sbatch``, ``squeue``, ``scancel``, ...) reach this SLURM through
 ``SLURM_CONF``, set in :attr:`Slurm.env`.
 
@@ -87,13 +88,15 @@ class Slurm:
             raise RuntimeError(f"sbatch {' '.join(args)}: status {done.returncode}\n{done.stdout}{done.stderr}")
         return int(done.stdout.strip().split(";")[0])
 
-    def jobs(self) -> dict[int, tuple[str, str]]:
-        """Jobs SLURM still knows of, pending, running or recently ended: id -> (name, state)."""
-        out = self.run("squeue", "--noheader", "--states=all", "--format=%i|%j|%T")
+    def jobs(self, workdir: Path | None = None) -> dict[int, tuple[str, str]]:
+        """Jobs SLURM still knows of, pending, running or recently ended: id -> (name, state);
+        only those submitted from ``workdir`` if given."""
+        out = self.run("squeue", "--noheader", "--states=all", "--format=%i|%j|%T|%Z")
         jobs = {}
         for line in out.splitlines():
-            job_id, name, state = line.strip().split("|")
-            jobs[int(job_id)] = (name, state)
+            job_id, name, state, where = line.strip().split("|")
+            if workdir is None or Path(where) == Path(workdir):
+                jobs[int(job_id)] = (name, state)
         return jobs
 
     def job_state(self, job_id: int) -> str:
@@ -208,6 +211,9 @@ JobCompType=jobcomp/filetxt
 JobCompLoc={slurm_dir}/log/jobcomp.txt
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
+# Two scenarios' jobs at once (tests/test_slurm.py): the node offers more CPUs than the host
+# has (config_overrides: slurmd reports these, not the hardware's); the OS shares them.
+SlurmdParameters=config_overrides
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
@@ -220,7 +226,7 @@ def start_slurm(root: Path, timeout: float = 60) -> Slurm:
         (root / sub).mkdir(parents=True, exist_ok=True)
     (root / "munge").chmod(0o700)
     node = socket.gethostname().split(".")[0]
-    cpus = os.cpu_count() or 1
+    cpus = max(4, os.cpu_count() or 1)  # at least two jobs of one CPU each, twice (see _conf)
     memory_mb = max(1024, int(_memory_mb() * 0.9))
     key = root / "munge" / "munge.key"
     key.write_bytes(secrets.token_bytes(1024))

@@ -12,7 +12,8 @@ and seed on local threads:
 - the plain run;
 - the time limit: the first job, submitted with ``--time=1 --signal=B:USR1@10``, gets USR1
   mid-fit, resubmits itself (with the script's own ``#SBATCH`` lines: a longer time) and
-  stops; the next job resumes from the checkpoint;
+  stops; the next job resumes from the checkpoint (submitted as the module starts, from a
+  site of its own, so its minute runs beside the other scenarios; checked last);
 - a worker job cancelled mid-fit (``scancel``): the adaptive cluster submits another;
 - the driver job cancelled: no resubmission, the checkpoint intact, ``daskem resume``
   completes the fit;
@@ -56,6 +57,9 @@ pytestmark = [
 N_SAMPLES, N_FEATURES, N_COMPONENTS, CHUNK_ROWS = 20_000, 4, 3, 1000
 FIT_ARGS = f"-k {N_COMPONENTS} --tol 0 --seed 0 --progress lines"
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED")
+# The time-limit scenario's fit: ~0.2 s an iteration, still running when the signal comes
+# 20-50 s after the job starts.
+TIME_LIMIT_ITER = 400
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +75,11 @@ def slurm(tmp_path_factory) -> Iterator[slurm_helper.Slurm]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """The deploy/ tree copied to a site and edited for it; returns its deploy/slurm."""
-    root = tmp_path_factory.mktemp("site")
+    return make_site(tmp_path_factory.mktemp("site"))
+
+
+def make_site(root: Path) -> Path:
+    """Copy the deploy/ tree under ``root`` and edit it for this SLURM; its deploy/slurm."""
     deploy = root / "deploy"
     (deploy / "slurm").mkdir(parents=True)
     shutil.copy(ROOT / "deploy" / "jobqueue_driver.py", deploy)
@@ -167,7 +175,7 @@ class Run:
             # distributed.deploy.lost-worker-timeout (15 s by default): 2 s here, for speed.
             "DASK_DISTRIBUTED__DEPLOY__LOST_WORKER_TIMEOUT": "2s",
         }
-        self.known = set(slurm.jobs())
+        self.known = set(slurm.jobs(site))  # jobs run from this site only: scenarios overlap
         self.first = 0
 
     def submit(self, *sbatch_args: str) -> int:
@@ -180,7 +188,7 @@ class Run:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def new_jobs(self) -> dict[int, tuple[str, str]]:
-        return {j: v for j, v in self.slurm.jobs().items() if j not in self.known}
+        return {j: v for j, v in self.slurm.jobs(self.site).items() if j not in self.known}
 
     def iterations(self, job_id: int) -> list[int]:
         return [int(n) for n in re.findall(r"^iteration +(\d+) ", self.log(job_id), re.MULTILINE)]
@@ -195,6 +203,12 @@ class Run:
             "every job to end",
         )
         return self.new_jobs()
+
+    def cancel(self) -> None:
+        """Cancel this run's jobs still pending or running (a failed test leaves none behind)."""
+        active = [str(j) for j, (_, state) in self.new_jobs().items() if state in ACTIVE]
+        if active:
+            self.slurm.run("scancel", *active, check=False)
 
     def report(self) -> str:
         parts = [f"jobs: {self.new_jobs()}"]
@@ -217,9 +231,25 @@ def run(slurm, site, data, tmp_path) -> Iterator[Callable[[int], Run]]:
 
     yield make
     for r in runs:  # a failed test leaves no job behind for the next one
-        active = [str(j) for j, (_, state) in r.new_jobs().items() if state in ACTIVE]
-        if active:
-            slurm.run("scancel", *active, check=False)
+        r.cancel()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def time_limited(slurm, data, tmp_path_factory) -> Iterator[Run]:
+    """The time-limit scenario's chain, submitted as the module starts: its first job runs
+    into its one-minute limit while the other scenarios run (from their own site, on CPUs
+    the node has for both: tests/slurm.py); the last test checks what it did.
+
+    The first job only: ``--time=1`` and USR1 10 s before it. slurmctld checks the limits
+    every 30 s and sends the signal at the first check within 10 + 30 s of the limit:
+    20-50 s after the start, mid-fit. The resubmission runs with the script's own #SBATCH
+    lines (--time=00:10:00).
+    """
+    site = make_site(tmp_path_factory.mktemp("site-time-limit"))
+    r = Run(slurm, site, data, tmp_path_factory.mktemp("time-limit") / "shared", TIME_LIMIT_ITER, "gmm")
+    r.submit("--time=1", "--signal=B:USR1@10")
+    yield r
+    r.cancel()
 
 
 def test_sbatch_fit_as_the_readme_says(run, reference):
@@ -253,49 +283,6 @@ def test_another_model_runs_the_same_way(run, reference):
     assert type(expected).__name__ != "GaussianMixture"
     assert_bitwise_equal(daskem.load(r.shared / "model.zarr"), expected)
     print(f"ppca: {time.monotonic() - started:.1f}s")
-
-
-def test_time_limit_signal_resubmits_and_the_next_job_resumes(run, reference):
-    started = time.monotonic()
-    max_iter = 400
-    r = run(max_iter)
-    # The first job only: --time=1 and USR1 10 s before it. slurmctld checks the limits every
-    # 30 s and sends the signal at the first check within 10 + 30 s of the limit: 20-50 s
-    # after the start, mid-fit. The resubmission runs with the script's own #SBATCH lines
-    # (--time=00:10:00).
-    first = r.submit("--time=1", "--signal=B:USR1@10")
-    r.wait(lambda: "Time limit near" in r.log(first), 120, "the time-limit signal")
-    signalled = time.monotonic()
-    assert r.iterations(first), f"the signal came before the fit started\n{r.report()}"
-    second = int(r.wait(lambda: re.search(r"Submitted batch job (\d+)", r.log(first)), 30, "resubmission")[1])
-    r.wait(lambda: len(r.iterations(second)) > 0, 120, "the resumed job's first iteration")
-    lost = time.monotonic() - signalled
-    jobs = r.wait_all_ended(240)
-    first_log, second_log = r.log(first), r.log(second)
-    # The chain: job 1 stopped for the time limit, job 2 (resubmission 1) finished the fit.
-    assert jobs[first] == ("daskem-fit", "COMPLETED"), r.report()
-    assert "Stopped for the time limit (driver status" in first_log
-    assert jobs[second] == ("daskem-fit", "COMPLETED"), r.report()
-    assert f"daskem-fit job {second} (resubmission 1)" in second_log
-    assert "Driver finished with status 0" in second_log
-    assert "Submitted batch job" not in second_log
-    assert sorted(j for j, (name, _) in jobs.items() if name == "daskem-fit") == [first, second]
-    # SLURM's own record of the chain (jobcomp/filetxt): both driver jobs completed.
-    record = r.slurm.jobcomp()
-    assert (record[first]["JobState"], record[second]["JobState"]) == ("COMPLETED", "COMPLETED")
-    assert record[first]["TimeLimit"] == "1"
-    assert record[second]["TimeLimit"] == "10"
-    done_first, done_second = r.iterations(first), r.iterations(second)
-    # The second job resumed from the checkpoint: no iteration from the start again.
-    assert done_second[0] > 1, (done_first[-3:], done_second[:3])
-    resumed = re.search(r"^Resuming the fit checkpointed in .* after iteration (\d+)$", second_log, re.MULTILINE)
-    assert resumed, second_log
-    assert done_second[0] == int(resumed[1]) + 1
-    assert done_second[-1] == max_iter
-    # ... and lost at most the iteration in progress (whose line job 1 may not have printed).
-    assert done_second[0] <= done_first[-1] + 2, (done_first[-3:], done_second[:3])
-    assert_bitwise_equal(daskem.load(r.shared / "model.zarr"), reference(max_iter))
-    print(f"time limit: {time.monotonic() - started:.1f}s; signal to resumed iteration {lost:.1f}s")
 
 
 def test_cancelled_worker_job_is_replaced(run, reference, slurm):
@@ -349,3 +336,41 @@ def test_cancelled_driver_job_ends_the_chain_and_resume_completes(run, reference
     )
     assert_bitwise_equal(daskem.load(r.shared / "model.zarr"), reference(max_iter))
     print(f"driver cancelled: {time.monotonic() - started:.1f}s (checkpoint at iteration {committed})")
+
+
+def test_time_limit_signal_resubmits_and_the_next_job_resumes(time_limited, reference):
+    """Last: the chain submitted as the module started (``time_limited``) has run beside the
+    other scenarios."""
+    r, max_iter = time_limited, TIME_LIMIT_ITER
+    first = r.first
+    r.wait(lambda: "Time limit near" in r.log(first), 120, "the time-limit signal")
+    assert r.iterations(first), f"the signal came before the fit started\n{r.report()}"
+    second = int(r.wait(lambda: re.search(r"Submitted batch job (\d+)", r.log(first)), 30, "resubmission")[1])
+    jobs = r.wait_all_ended(240)
+    first_log, second_log = r.log(first), r.log(second)
+    # The chain: job 1 stopped for the time limit, job 2 (resubmission 1) finished the fit.
+    assert jobs[first] == ("daskem-fit", "COMPLETED"), r.report()
+    assert "Stopped for the time limit (driver status" in first_log
+    assert jobs[second] == ("daskem-fit", "COMPLETED"), r.report()
+    assert f"daskem-fit job {second} (resubmission 1)" in second_log
+    assert "Driver finished with status 0" in second_log
+    assert "Submitted batch job" not in second_log
+    assert sorted(j for j, (name, _) in jobs.items() if name == "daskem-fit") == [first, second]
+    # SLURM's own record of the chain (jobcomp/filetxt): both driver jobs completed.
+    record = r.slurm.jobcomp()
+    assert (record[first]["JobState"], record[second]["JobState"]) == ("COMPLETED", "COMPLETED")
+    assert record[first]["TimeLimit"] == "1"
+    assert record[second]["TimeLimit"] == "10"
+    done_first, done_second = r.iterations(first), r.iterations(second)
+    # The second job resumed from the checkpoint: no iteration from the start again.
+    assert done_second[0] > 1, (done_first[-3:], done_second[:3])
+    resumed = re.search(r"^Resuming the fit checkpointed in .* after iteration (\d+)$", second_log, re.MULTILINE)
+    assert resumed, second_log
+    assert done_second[0] == int(resumed[1]) + 1
+    assert done_second[-1] == max_iter
+    # ... and lost at most the iteration in progress (whose line job 1 may not have printed).
+    assert done_second[0] <= done_first[-1] + 2, (done_first[-3:], done_second[:3])
+    assert_bitwise_equal(daskem.load(r.shared / "model.zarr"), reference(max_iter))
+    print(
+        f"time limit: job {first} ended {record[first]['EndTime']}, job {second} started {record[second]['StartTime']}"
+    )
