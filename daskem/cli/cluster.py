@@ -380,3 +380,12 @@ def ctrl_c_delivered() -> Iterator[None]:
         yield
     finally:
         sys.unraisablehook = previous
+
+
+@contextlib.contextmanager
+def command_cluster(choice: ClusterChoice, console: Console, debug: bool) -> Iterator[Any]:
+    """Where a command's fit runs (:func:`cluster_client`), with a Ctrl-C that stops it
+    wherever it lands (:func:`ctrl_c_delivered`) and distributed's logs off the terminal
+    unless ``debug`` (:func:`quiet_cluster_logs`)."""
+    with ctrl_c_delivered(), quiet_cluster_logs(debug), cluster_client(choice, console) as client:
+        yield client

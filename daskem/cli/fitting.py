@@ -17,14 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 
-from daskem.cli.cluster import (
-    ClusterChoice,
-    cluster_client,
-    cluster_options,
-    ctrl_c_delivered,
-    lost_scheduler,
-    quiet_cluster_logs,
-)
+from daskem.cli.cluster import ClusterChoice, cluster_options, command_cluster, lost_scheduler
 from daskem.cli.display import IterationDisplay, print_summary
 from daskem.cli.options import (
     CACHE_CHOICES,
@@ -143,9 +136,7 @@ def run_fit(
         if output:
             check_output(output, overwrite, data, est.checkpoint)
         with (
-            ctrl_c_delivered(),
-            quiet_cluster_logs(debug),
-            cluster_client(choice, console) as client,
+            command_cluster(choice, console, debug) as client,
             IterationDisplay(console, est, "none" if quiet else progress) as display,
             reporting_progress(display.event),
             warnings.catch_warnings(),

@@ -17,14 +17,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from daskem.cli.cluster import (
-    ClusterChoice,
-    cluster_client,
-    cluster_options,
-    ctrl_c_delivered,
-    lost_scheduler,
-    quiet_cluster_logs,
-)
+from daskem.cli.cluster import ClusterChoice, cluster_options, command_cluster, lost_scheduler
 from daskem.cli.display import IterationDisplay
 from daskem.cli.fitting import check_output
 from daskem.cli.options import CACHE_CHOICES, source_kwargs, source_options
@@ -165,9 +158,7 @@ def impute(
         check_destination(output, data, model_path)
         checked = True
         with (
-            ctrl_c_delivered(),
-            quiet_cluster_logs(debug),
-            cluster_client(choice, console) as client,
+            command_cluster(choice, console, debug) as client,
             warnings.catch_warnings(),
             dask.annotate(retries=retries) if retries else contextlib.nullcontext(),
         ):

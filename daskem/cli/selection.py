@@ -19,7 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from daskem.cli.cluster import ClusterChoice, cluster_client, cluster_options, ctrl_c_delivered, quiet_cluster_logs
+from daskem.cli.cluster import ClusterChoice, cluster_options, command_cluster
 from daskem.cli.display import SelectionDisplay
 from daskem.cli.fitting import check_output
 from daskem.cli.options import (
@@ -242,9 +242,7 @@ def select(
         if output:
             check_output(output, overwrite, data, checkpoint)
         with (
-            ctrl_c_delivered(),
-            quiet_cluster_logs(debug),
-            cluster_client(ClusterChoice(**values), console) as client,
+            command_cluster(ClusterChoice(**values), console, debug) as client,
             SelectionDisplay(console, "none" if quiet else progress, max_iter, checkpoint) as display,
             dask.annotate(retries=retries) if retries else contextlib.nullcontext(),
             watch_worker_memory(client),
