@@ -67,6 +67,9 @@ from daskem.models.gmm import GaussianMixtureModel
 from daskem.testing import write_mixture_zarr
 from daskem.testing.cli import invoke_cli
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from waiting import wait_until  # tests/waiting.py
+
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
@@ -537,27 +540,26 @@ def test_scheduler_sigkill_then_resume(data, processes, dask_cluster, tmp_path):
 
 
 def chaos(cluster: DaskCluster, fit: Fit, max_kills: int = 4, seed: int = 0) -> list[str]:
-    """Every 1-2 s, SIGKILL a random registered worker (the whole ``dask worker`` or only
-    its worker process, which its nanny restarts) while at least 2 are up; start a new
-    ``dask worker`` for every whole one killed. After ``max_kills`` (each restart costs
-    seconds of CPU on a small machine; 4 is one more than the test requires), let the fit
-    end. Returns what was killed."""
+    """SIGKILL a random registered worker (the whole ``dask worker`` or only its worker
+    process, which its nanny restarts) ``max_kills`` times during the fit: after iterations
+    2, 8, 14, 20, each at a random moment of the next iteration (0-100% of its typical
+    time), once at least 2 workers are up; start a new ``dask worker`` for every whole one
+    killed. Paced by the fit's iterations (30), not by the clock, so every kill lands
+    mid-fit however fast the machine runs it (kills every 1-2 s once let a quick fit end
+    after two). 4 is one more than the test requires: each restart costs seconds of CPU on
+    a small machine. Returns what was killed."""
     rng = random.Random(seed)
     killed: list[str] = []
-    while True:
-        deadline = time.monotonic() + rng.uniform(1.0, 2.0)
-        while time.monotonic() < deadline or len(killed) >= max_kills:
-            if fit.proc.poll() is not None:
-                return killed
-            time.sleep(0.05)
-        alive = cluster.alive()
-        if len(alive) < 2:
-            continue
+    for k in range(max_kills):
+        fit.wait_for_iteration(2 + 6 * k)
+        typical = statistics.median(s for _, _, s in fit.iterations())
+        time.sleep(rng.uniform(0.0, 1.0) * typical)
+        alive = wait_until(lambda: len(cluster.alive()) >= 2 and cluster.alive(), 60, "2 registered workers")
         victim = rng.choice(alive)
         try:
             children = [p for p in psutil.Process(victim.pid).children() if "spawn_main" in " ".join(p.cmdline())]
         except psutil.Error:
-            continue
+            children = []
         if children and rng.random() < 0.5:
             children[0].kill()  # the nanny restarts its worker process
             killed.append(f"worker process {children[0].pid}")
@@ -565,6 +567,7 @@ def chaos(cluster: DaskCluster, fit: Fit, max_kills: int = 4, seed: int = 0) -> 
             Processes.kill(victim)
             cluster.start_worker()
             killed.append(f"dask worker {victim.pid}")
+    return killed
 
 
 #: A task whose worker died while it ran is retried on another worker, but after
