@@ -427,9 +427,8 @@ class _Incremental(_Walk):
         self.position = 0
         if _STATE in arrays:
             self.steps, self.position = (int(v) for v in arrays[_STATE])
-            like = self.model.zero_stats(self.run.pending)
-            read = stats_from_arrays(arrays, _STATS, like) if any(k.startswith(_STATS) for k in arrays) else []
-            self.blocks[: len(read)] = read
+            if any(k.startswith(_STATS) for k in arrays):  # every block's (state_arrays)
+                self.blocks = stats_from_arrays(arrays, _STATS, self.model.zero_stats(self.run.pending))
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         out = {_STATE: np.array([self.steps, self.position], dtype=np.float64)}

@@ -490,9 +490,24 @@ class EMEstimator(BaseEstimator):
         """The session of a prediction: it reads the data once and keeps nothing (no cache)."""
         return FitSession(source, cache=False, split_every=self.split_every)
 
-    def _per_row(self, X: Any, what: str, *, dtype: Any = np.float64, columns: int | None = None) -> Any:
-        """``model.<what>`` of every row: NumPy for in-memory input (one pass), else a lazy dask array."""
-        session = self._prediction_session(self._source_for_predict(X))
+    def _per_row(
+        self,
+        X: Any,
+        what: str,
+        *,
+        dtype: Any = np.float64,
+        columns: int | None = None,
+        dtype_for: Callable[[np.dtype[Any]], Any] | None = None,
+    ) -> Any:
+        """``model.<what>`` of every row: NumPy for in-memory input (one pass), else a lazy dask array.
+
+        The output's dtype is ``dtype``, or ``dtype_for(the data's dtype)`` when given (a
+        model whose rows come back in the precision of the data).
+        """
+        source = self._source_for_predict(X)
+        if dtype_for is not None:
+            dtype = dtype_for(source.array.dtype)
+        session = self._prediction_session(source)
         return session.map_rows(self._model(), what, self._params(), dtype=dtype, columns=columns)
 
     def _mean_per_row(self, X: Any, what: str) -> float:

@@ -391,14 +391,7 @@ class FastICA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, EMEstimator):
             NumPy for in-memory input, a lazy dask array otherwise.
         """
         self._check_copy(copy)
-        source = self._source_for_predict(X)
-        return self._prediction_session(source).map_rows(
-            self._model(),
-            "transform",
-            self._params(),
-            dtype=output_dtype(source.array.dtype),
-            columns=self._n_features_out,
-        )
+        return self._per_row(X, "transform", columns=self._n_features_out, dtype_for=output_dtype)
 
     def fit_transform(self, X: Any, y: Any = None) -> Any:
         """Fit, then return the sources of ``X`` (one more pass).
