@@ -48,7 +48,7 @@ from daskem.em.driver import fit_em_restarts
 from daskem.em.runs import BatchedModel
 from daskem.em.session import Cache, FitSession, as_session
 from daskem.errors import DataError, NumericalError
-from daskem.models.base import count_infinite, count_nonfinite, dense_rows
+from daskem.models.base import count_infinite, count_nonfinite, dense_rows, split_weights
 from daskem.models.kmeans import KMeansModel, KMeansParams, rounding_bound, shared_reference
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -529,7 +529,7 @@ def _weighted_seeds(model: Any, session: FitSession, method: str, sample_size: i
     (the sample's last column; see :func:`initial_params`)."""
     k = model.n_components
     sample = sample_rows(session, sample_size, rng)
-    x, w = sample[:, :-1], sample[:, -1]
+    x, w = split_weights(sample, True)
     if np.count_nonzero(w) < k:
         raise DataError(
             f"init_params={method!r} draws {k} rows of positive weight but its sample of {w.size} rows holds "

@@ -332,3 +332,9 @@ def check_width(block: NDArray[Any], d: int) -> None:
         raise DataError(
             f"X has shape {block.shape}, but the parameters describe {d} features. Pass rows of {d} features."
         )
+
+
+def split_weights(block: Any, weighted: bool) -> tuple[Any, Any]:
+    """A dense block's features and its sample weights: its last column when ``weighted``
+    (weighted fits append the weights to the rows), else the block and None."""
+    return (block[:, :-1], block[:, -1]) if weighted else (block, None)

@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 from scipy.special import betaln, digamma, gammaln
 
 from daskem.errors import ParameterError
+from daskem.models.base import split_weights
 from daskem.models.gaussian import LOG_2PI, FloatArray, Whitener, check_shape, covariance_type, make_whitener
 from daskem.models.gmm import GaussianMixtureModel, GaussianMixtureParams, GaussianMixtureStats
 
@@ -395,7 +396,7 @@ class BayesianGaussianMixtureModel:
 
     def split(self, block: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any] | None]:
         """A block's features and its sample weights (None for an unweighted model)."""
-        return (block[:, :-1], block[:, -1]) if self.weighted else (block, None)
+        return split_weights(block, self.weighted)
 
     def e_step(self, params: BayesianGaussianMixtureParams, block: NDArray[Any]) -> BayesianGaussianMixtureStats:
         """Statistics of one block under ``params`` (one read of the block)."""
@@ -618,7 +619,7 @@ class DataMoments:
     def e_step(self, params: Any, block: NDArray[Any]) -> MomentStats:
         """The block's rows, mean and scatter (``params``: the number of features)."""
         x = np.asarray(block, dtype=np.float64)
-        x, w = (x[:, :-1], x[:, -1]) if self.weighted else (x, None)
+        x, w = split_weights(x, self.weighted)
         n_nonfinite = int(x.size - np.count_nonzero(np.isfinite(x)))
         n = float(x.shape[0]) if w is None else float(w.sum())
         if n == 0.0:

@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 from scipy import sparse
 
 from daskem.errors import ParameterError
-from daskem.models.base import count_nonfinite
+from daskem.models.base import count_nonfinite, split_weights
 from daskem.models.gaussian import FloatArray, check_shape
 
 #: Rows per tile of the E-step (a (rows, d) tile and its (rows, k) distances stay in cache).
@@ -272,7 +272,7 @@ class KMeansModel:
         if sparse.issparse(block):
             x, w = self._split(block)
             return tuple(_sparse_stats(p, x, w) for p in params)
-        x_all, w_all = (block[:, :-1], block[:, -1]) if self.weighted else (block, None)
+        x_all, w_all = split_weights(block, self.weighted)
         dtype = np.dtype(np.float32) if x_all.dtype == np.float32 else np.dtype(np.float64)
         n, d = x_all.shape
         t = max(1, min(TILE_ROWS, n))
@@ -372,7 +372,7 @@ class KMeansModel:
             return np.concatenate([p[0] for p in parts]), sum(p[1] for p in parts)
         from daskem.models.kmeans_kernels import label_tile
 
-        x_all, w_all = (block[:, :-1], block[:, -1]) if self.weighted else (block, None)
+        x_all, w_all = split_weights(block, self.weighted)
         dtype = np.dtype(np.float32) if x_all.dtype == np.float32 else np.dtype(np.float64)
         n, d = x_all.shape
         t = max(1, min(TILE_ROWS, n))
